@@ -1,0 +1,156 @@
+//! Command-line arguments.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use meshtalk_protocol::{
+    libp2p::{Multiaddr, PeerId},
+    rooms::Room,
+};
+
+/// meshtalk: a peer-to-peer chat over libp2p gossipsub. Chat in rooms with
+/// browsers and other native peers, publish and subscribe to any topic,
+/// ping peers, and explore the DHT.
+#[derive(Debug, Parser)]
+#[command(name = "meshtalk", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Chat in a room: stdin lines are sent, received messages are printed
+    /// as `[room] nick: text`. `/nick NAME` sets the nickname.
+    Chat(ChatArgs),
+    /// Publish each stdin line to a gossipsub topic.
+    Publish(PubSubArgs),
+    /// Print every message on a gossipsub topic, one per line.
+    Subscribe(PubSubArgs),
+    /// Dial a peer and print ping round-trip times and the transport used.
+    Ping(PingArgs),
+    /// Listen, print our full addresses, and stay up for others to dial.
+    Listen(ListenArgs),
+    /// Explore the Kademlia DHT through a relay.
+    Dht(DhtArgs),
+}
+
+/// Options every networked subcommand shares.
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// Peer or relay to connect to (repeatable), e.g.
+    /// /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo... Without it, peers on the local
+    /// network are found by mDNS.
+    #[arg(long, value_name = "MULTIADDR", env = "MESHTALK_CONNECT", value_delimiter = ',')]
+    pub connect: Vec<Multiaddr>,
+
+    /// Address to listen on as well (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+
+    /// Seconds to wait for a connection before giving up.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+/// `meshtalk chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Room to join: 1 to 64 characters from A-Z a-z 0-9 . _ -
+    #[arg(long, value_name = "ROOM", default_value = "lobby", env = "MESHTALK_ROOM")]
+    pub room: Room,
+
+    /// Nickname shown to others (at most 64 bytes).
+    #[arg(long, value_name = "NAME", env = "MESHTALK_NICK")]
+    pub nick: Option<String>,
+
+    /// Print one JSON object per line on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `meshtalk publish` and `meshtalk subscribe`.
+#[derive(Debug, Args)]
+pub struct PubSubArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Gossipsub topic, e.g. `meshtalk/room/lobby` or another program's
+    /// topic such as `p2p-pubsub`.
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: String,
+
+    /// Carry bytes as they are instead of meshtalk chat messages (one
+    /// message per line, newline stripped).
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// `meshtalk ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// Address of the peer to ping.
+    #[arg(value_name = "MULTIADDR")]
+    pub addr: Multiaddr,
+
+    /// Number of round trips to measure.
+    #[arg(long, short = 'c', default_value = "5", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub count: u32,
+
+    /// Seconds to wait for the connection and for each reply.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+/// `meshtalk listen`.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address to listen on (repeatable). [default: TCP, QUIC, WebSocket and
+    /// WebRTC-direct on 0.0.0.0, free ports]
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<Multiaddr>,
+
+    /// Room to join while listening, so chat peers that dial us form a mesh.
+    #[arg(long, value_name = "ROOM", default_value = "lobby")]
+    pub room: Room,
+}
+
+/// `meshtalk dht`.
+#[derive(Debug, Args)]
+pub struct DhtArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// What to do in the DHT.
+    #[command(subcommand)]
+    pub action: DhtAction,
+}
+
+/// DHT actions.
+#[derive(Debug, Subcommand)]
+pub enum DhtAction {
+    /// Bootstrap and print each routing-table update.
+    Bootstrap {
+        /// Keep running and printing updates after the bootstrap.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Find a peer's addresses by its id.
+    FindPeer {
+        /// The peer id to look for.
+        #[arg(value_name = "PEER_ID")]
+        peer: PeerId,
+    },
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+    }
+}

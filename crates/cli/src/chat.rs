@@ -1,0 +1,196 @@
+//! `meshtalk chat` and `meshtalk listen`.
+
+use std::{collections::HashMap, io::Write};
+
+use anyhow::Result;
+use futures::StreamExt;
+use meshtalk_protocol::{
+    behaviour::BehaviourConfig,
+    engine::{EngineConfig, Event},
+    libp2p::Multiaddr,
+    validate::{self},
+    wire::Payload,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{
+    args::{ChatArgs, ListenArgs},
+    node::{Node, peer_behaviour},
+    output,
+};
+
+/// Prints events for a person (text) or a program (`--json`).
+struct Printer {
+    json: bool,
+    held: HashMap<String, usize>,
+}
+
+impl Printer {
+    fn print(&mut self, event: &Event) {
+        if let Event::Held { topic, pending } = event {
+            if self.held.insert(topic.clone(), *pending) != Some(*pending) {
+                eprintln!("* {pending} message(s) held until a peer joins {topic}");
+            }
+            return;
+        }
+        if let Event::Sent { topic, .. } = event {
+            self.held.remove(topic);
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            if let Some(value) = output::chat_json(event) {
+                let _ = writeln!(out, "{value}");
+            }
+        } else if let Some(line) = output::chat_line(event) {
+            let _ = writeln!(out, "{line}");
+        } else if let Some(line) = output::status_line(event) {
+            eprintln!("{line}");
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Runs `meshtalk chat` until stdin closes and every line has been sent.
+pub async fn run(args: ChatArgs) -> Result<()> {
+    if let Some(nick) = &args.nick {
+        validate::check(&Payload::Nick(nick.clone()), 0)
+            .map_err(|e| anyhow::anyhow!("invalid --nick: {e}"))?;
+    }
+    let connect = args.net.connect.clone();
+    let mut node = Node::start(
+        peer_behaviour(&connect),
+        EngineConfig {
+            rooms: vec![args.room.clone()],
+            nick: args.nick.clone(),
+            ..EngineConfig::default()
+        },
+        &args.net.listen,
+    )
+    .await?;
+    let mut printer = Printer {
+        json: args.json,
+        held: HashMap::new(),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "ready", "peer": node.peer_id.to_string(), "room": args.room.name()})
+        );
+    } else {
+        eprintln!("* you are {} in room {}", node.peer_id, args.room);
+    }
+    if connect.is_empty() {
+        eprintln!("* no --connect given: looking for peers on the local network (mDNS)");
+    } else {
+        for event in node.connect(&connect, args.net.timeout).await? {
+            printer.print(&event);
+        }
+    }
+
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut stdin_open = true;
+    let mut line = Vec::new();
+    loop {
+        tokio::select! {
+            read = stdin.read_until(b'\n', &mut line), if stdin_open => {
+                match read {
+                    Ok(0) => {
+                        stdin_open = false;
+                        let _ = node.handle.shutdown().await;
+                    }
+                    Ok(_) => {
+                        handle_line(&node, &args.room, &line).await;
+                        line.clear();
+                    }
+                    Err(e) => {
+                        eprintln!("meshtalk: cannot read stdin: {e}");
+                        stdin_open = false;
+                        let _ = node.handle.shutdown().await;
+                    }
+                }
+            }
+            event = node.events.next() => match event {
+                Some(event) => printer.print(&event),
+                None => break,
+            }
+        }
+    }
+    let _ = node.task.await;
+    Ok(())
+}
+
+/// Sends one typed line: a chat message, or `/nick NAME`.
+async fn handle_line(node: &Node, room: &meshtalk_protocol::rooms::Room, raw: &[u8]) {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        eprintln!("meshtalk: line not sent: it is not UTF-8 text");
+        return;
+    };
+    let text = text.trim_end_matches(['\n', '\r']);
+    if text.trim().is_empty() {
+        return;
+    }
+    let result = match text.strip_prefix("/nick ") {
+        Some(nick) => node.handle.set_nick(nick.trim()).await,
+        None => node.handle.send(room.clone(), text).await,
+    };
+    if let Err(e) = result {
+        eprintln!("meshtalk: {e}");
+    }
+}
+
+/// The default listen addresses of `meshtalk listen`.
+fn default_listen() -> Vec<Multiaddr> {
+    [
+        "/ip4/0.0.0.0/tcp/0",
+        "/ip4/0.0.0.0/udp/0/quic-v1",
+        "/ip4/0.0.0.0/tcp/0/ws",
+        "/ip4/0.0.0.0/udp/0/webrtc-direct",
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
+}
+
+/// Runs `meshtalk listen` until interrupted.
+pub async fn listen(args: ListenArgs) -> Result<()> {
+    let listen = if args.listen.is_empty() {
+        default_listen()
+    } else {
+        args.listen
+    };
+    let mut node = Node::start(
+        BehaviourConfig::default(),
+        EngineConfig {
+            rooms: vec![args.room],
+            ..EngineConfig::default()
+        },
+        &listen,
+    )
+    .await?;
+    let mut printer = Printer {
+        json: false,
+        held: HashMap::new(),
+    };
+    while let Some(event) = node.events.next().await {
+        match &event {
+            Event::Listening(addr) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "listening on {addr}");
+                let _ = out.flush();
+            }
+            Event::Ping {
+                peer,
+                rtt,
+                transport,
+                ..
+            } => eprintln!(
+                "* ping {} over {transport}: {:.2} ms",
+                output::short_id(peer),
+                rtt.as_secs_f64() * 1000.0
+            ),
+            _ => printer.print(&event),
+        }
+    }
+    Ok(())
+}

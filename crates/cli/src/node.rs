@@ -1,0 +1,107 @@
+//! Starting a peer and connecting it: what every subcommand does first.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
+use meshtalk_protocol::{
+    arch::{self, TransportConfig},
+    behaviour::{BehaviourConfig, Role},
+    engine::{Engine, EngineConfig, EngineHandle, Event},
+    libp2p::{Multiaddr, PeerId, identity::Keypair},
+};
+use tokio::task::JoinHandle;
+
+/// A running peer.
+pub struct Node {
+    /// Our peer id (a new one each run).
+    pub peer_id: PeerId,
+    /// Commands in.
+    pub handle: EngineHandle,
+    /// Events out.
+    pub events: UnboundedReceiver<Event>,
+    /// The engine's task; it ends after shutdown.
+    pub task: JoinHandle<()>,
+}
+
+impl Node {
+    /// Builds the swarm, starts the engine and the listeners.
+    pub async fn start(
+        behaviour: BehaviourConfig,
+        engine: EngineConfig,
+        listen: &[Multiaddr],
+    ) -> Result<Self> {
+        let keypair = Keypair::generate_ed25519();
+        let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)
+            .await
+            .context("cannot start the libp2p node")?;
+        let (engine, handle, events) = Engine::new(swarm, Role::Peer, engine);
+        let peer_id = engine.local_peer_id();
+        let task = tokio::spawn(engine.run());
+        for addr in listen {
+            handle.listen(addr.clone()).await?;
+        }
+        Ok(Self {
+            peer_id,
+            handle,
+            events,
+            task,
+        })
+    }
+
+    /// Dials every address and waits until one connection is up. Fails with
+    /// one line when every dial failed or none succeeded in `timeout`.
+    /// Returns events that arrived meanwhile, for the caller to handle.
+    pub async fn connect(&mut self, addrs: &[Multiaddr], timeout: Duration) -> Result<Vec<Event>> {
+        for addr in addrs {
+            self.handle.dial(addr.clone()).await?;
+        }
+        let mut seen = Vec::new();
+        let mut failures = Vec::new();
+        let wait = async {
+            while let Some(event) = self.events.next().await {
+                match &event {
+                    Event::Connected { outbound: true, .. } => {
+                        seen.push(event);
+                        return Ok(());
+                    }
+                    Event::DialFailed { error, .. } => {
+                        failures.push(error.clone());
+                        if failures.len() == addrs.len() {
+                            bail!("cannot connect: {}", failures.join("; "));
+                        }
+                    }
+                    _ => seen.push(event),
+                }
+            }
+            bail!("the node stopped while connecting")
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result.map(|()| seen),
+            Err(_) => bail!(
+                "timed out after {} s connecting to {}",
+                timeout.as_secs_f64(),
+                addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Asks the engine to send what it holds and stop, and waits for it.
+    pub async fn finish(self) {
+        let _ = self.handle.shutdown().await;
+        let _ = self.task.await;
+    }
+}
+
+/// The behaviour of a CLI peer: mDNS only when no address was given.
+pub fn peer_behaviour(connect: &[Multiaddr]) -> BehaviourConfig {
+    BehaviourConfig {
+        role: Role::Peer,
+        mdns: connect.is_empty(),
+        ..BehaviourConfig::default()
+    }
+}

@@ -1,0 +1,133 @@
+//! How received things are printed: text for people, JSON lines for
+//! programs. Text from the network is made safe for terminals.
+
+use meshtalk_protocol::{
+    engine::Event,
+    libp2p::PeerId,
+};
+use serde_json::json;
+
+/// The last characters of a peer id: enough to tell peers apart.
+pub fn short_id(peer: &PeerId) -> String {
+    let s = peer.to_string();
+    let tail = s.len().saturating_sub(6);
+    format!("…{}", &s[tail..])
+}
+
+/// Replaces control characters (terminal escapes, newlines) so a remote
+/// peer cannot forge lines or move the cursor.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// The line `meshtalk chat` prints for an event, if any.
+pub fn chat_line(event: &Event) -> Option<String> {
+    match event {
+        Event::Message {
+            room,
+            from,
+            nick,
+            message,
+        } => Some(format!(
+            "[{room}] {}: {}",
+            nick.as_deref()
+                .map(sanitize)
+                .unwrap_or_else(|| short_id(from)),
+            sanitize(&message.text)
+        )),
+        _ => None,
+    }
+}
+
+/// A status line for stderr, if the event is worth one.
+pub fn status_line(event: &Event) -> Option<String> {
+    match event {
+        Event::Nick { room, from, nick } if !nick.is_empty() => Some(format!(
+            "* [{room}] {} is now known as {}",
+            short_id(from),
+            sanitize(nick)
+        )),
+        Event::PeerJoined { room, peer } => Some(format!("* [{room}] {} joined", short_id(peer))),
+        Event::PeerLeft { room, peer } => Some(format!("* [{room}] {} left", short_id(peer))),
+        Event::Connected {
+            peer, transport, ..
+        } => Some(format!("* connected to {} over {transport}", short_id(peer))),
+        Event::Listening(addr) => Some(format!("* listening on {addr}")),
+        Event::Disconnected {
+            peer,
+            remaining: 0,
+            ..
+        } => Some(format!("* disconnected from {}", short_id(peer))),
+        _ => None,
+    }
+}
+
+/// The JSON object `meshtalk chat --json` prints for an event, if any.
+pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
+    Some(match event {
+        Event::Message {
+            room,
+            from,
+            nick,
+            message,
+        } => json!({
+            "type": "message",
+            "room": room.name(),
+            "from": from.to_string(),
+            "nick": nick,
+            "text": message.text,
+            "id": message.id.to_string(),
+            "created": message.created_ms,
+        }),
+        Event::Nick { room, from, nick } => json!({
+            "type": "nick",
+            "room": room.name(),
+            "from": from.to_string(),
+            "nick": nick,
+        }),
+        Event::PeerJoined { room, peer } => json!({
+            "type": "peer_joined",
+            "room": room.name(),
+            "peer": peer.to_string(),
+        }),
+        Event::PeerLeft { room, peer } => json!({
+            "type": "peer_left",
+            "room": room.name(),
+            "peer": peer.to_string(),
+        }),
+        Event::Connected {
+            peer,
+            addr,
+            transport,
+            ..
+        } => json!({
+            "type": "connected",
+            "peer": peer.to_string(),
+            "addr": addr.to_string(),
+            "transport": transport.name(),
+        }),
+        Event::Disconnected {
+            peer, remaining: 0, ..
+        } => json!({
+            "type": "disconnected",
+            "peer": peer.to_string(),
+        }),
+        Event::Listening(addr) => json!({
+            "type": "listening",
+            "addr": addr.to_string(),
+        }),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_cannot_reach_the_terminal() {
+        assert_eq!(sanitize("a\x1b[2Jb\nc\td"), "a\u{fffd}[2Jb\u{fffd}c\td");
+    }
+}

@@ -1,0 +1,129 @@
+//! `meshtalk publish` and `meshtalk subscribe`: stdin to any gossipsub topic
+//! and any topic to stdout.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use futures::StreamExt;
+use meshtalk_protocol::{
+    engine::{EngineConfig, Event},
+    validate,
+    wire::{self, ChatMessage, Payload},
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{
+    args::PubSubArgs,
+    node::{Node, peer_behaviour},
+    output,
+};
+
+fn check_topic(topic: &str) -> Result<()> {
+    if topic.is_empty() {
+        bail!("--topic must not be empty");
+    }
+    Ok(())
+}
+
+/// Publishes stdin, one message per line, then exits once all is sent.
+pub async fn publish(args: PubSubArgs) -> Result<()> {
+    check_topic(&args.topic)?;
+    let mut node = Node::start(
+        peer_behaviour(&args.net.connect),
+        EngineConfig::default(),
+        &args.net.listen,
+    )
+    .await?;
+    if !args.net.connect.is_empty() {
+        node.connect(&args.net.connect, args.net.timeout).await?;
+    }
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            read = stdin.read_until(b'\n', &mut line), if stdin_open => match read {
+                Ok(0) | Err(_) => {
+                    stdin_open = false;
+                    let _ = node.handle.shutdown().await;
+                }
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if let Some(data) = message_bytes(&line, args.raw) {
+                        node.handle.publish_raw(args.topic.clone(), data).await?;
+                    }
+                    line.clear();
+                }
+            },
+            event = node.events.next() => match event {
+                Some(Event::Held { topic, pending }) => {
+                    tracing::info!(%topic, pending, "waiting for a subscriber");
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+    let _ = node.task.await;
+    Ok(())
+}
+
+/// What to publish for one stdin line, or `None` (with a message) to skip it.
+fn message_bytes(line: &[u8], raw: bool) -> Option<Vec<u8>> {
+    if raw {
+        return Some(line.to_vec());
+    }
+    let Ok(text) = std::str::from_utf8(line) else {
+        eprintln!("meshtalk: line not sent: it is not UTF-8 text (use --raw for bytes)");
+        return None;
+    };
+    let text = text.trim_end_matches('\r');
+    let payload = Payload::Message(ChatMessage::new(text));
+    match validate::check(&payload, validate::now_ms()) {
+        Ok(()) => Some(wire::encode(&payload)),
+        Err(e) => {
+            eprintln!("meshtalk: line not sent: {e}");
+            None
+        }
+    }
+}
+
+/// Prints every message on the topic until interrupted.
+pub async fn subscribe(args: PubSubArgs) -> Result<()> {
+    check_topic(&args.topic)?;
+    let mut node = Node::start(
+        peer_behaviour(&args.net.connect),
+        EngineConfig::default(),
+        &args.net.listen,
+    )
+    .await?;
+    node.handle.subscribe_raw(args.topic.clone()).await?;
+    if !args.net.connect.is_empty() {
+        node.connect(&args.net.connect, args.net.timeout).await?;
+    }
+    while let Some(event) = node.events.next().await {
+        let Event::Raw { data, .. } = event else {
+            continue;
+        };
+        let mut out = std::io::stdout().lock();
+        let written = if args.raw {
+            out.write_all(&data).and_then(|()| out.write_all(b"\n"))
+        } else {
+            match wire::decode(&data) {
+                Ok(Payload::Message(m)) => writeln!(out, "{}", output::sanitize(&m.text)),
+                Ok(Payload::Nick(_)) => Ok(()),
+                Err(e) => {
+                    eprintln!("meshtalk: skipped a message that is not meshtalk chat ({e}); use --raw");
+                    Ok(())
+                }
+            }
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            // stdout closed (e.g. `| head`): nothing left to do.
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Everything that differs between native peers and the browser, in one
+//! place: transports, mDNS, timers. Both modules offer the same items; the
+//! rest of the crate is written once against them.
+
+use std::time::Duration;
+
+pub use imp::*;
+
+use crate::engine::error_chain;
+
+/// How long an idle connection stays open. Chat connections are long-lived
+/// and mostly quiet, so this is generous.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The swarm could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// A transport could not be set up.
+    #[error("transport setup: {0}")]
+    Transport(String),
+    /// The behaviour could not be built.
+    #[error("{0}")]
+    Behaviour(String),
+}
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+fn transport_err(e: impl std::error::Error) -> SwarmError {
+    SwarmError::Transport(error_chain(&e))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod imp {
+    use libp2p::{
+        Multiaddr, PeerId, Swarm, SwarmBuilder, identity::Keypair, mdns, noise, swarm::NetworkBehaviour,
+        tcp, yamux,
+    };
+
+    use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
+    use crate::behaviour::{Behaviour, BehaviourConfig};
+
+    /// The WebRTC-direct certificate; its hash is part of the listen address.
+    pub use libp2p_webrtc::tokio::Certificate;
+
+    /// Native peers run AutoNAT, DCUtR and mDNS.
+    pub const NATIVE: bool = true;
+    /// Native peers switch Kademlia to server mode once publicly reachable.
+    pub const PEER_KAD_MODE: Option<libp2p::kad::Mode> = None;
+
+    /// mDNS on the tokio runtime.
+    pub type Mdns = mdns::tokio::Behaviour;
+
+    /// Starts mDNS.
+    pub fn mdns(peer_id: PeerId) -> std::io::Result<Option<Mdns>> {
+        mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map(Some)
+    }
+
+    /// Peers an mDNS event reports as newly found.
+    pub fn mdns_discovered(event: <Mdns as NetworkBehaviour>::ToSwarm) -> Vec<(PeerId, Multiaddr)> {
+        match event {
+            mdns::Event::Discovered(found) => found,
+            mdns::Event::Expired(_) => Vec::new(),
+        }
+    }
+
+    /// The local listener a dial to `addr` needs first, if any: native
+    /// WebRTC-direct dials go out from a listening UDP socket.
+    pub fn listener_for_dial(addr: &Multiaddr) -> Option<Multiaddr> {
+        use libp2p::multiaddr::Protocol;
+        let mut protocols = addr.iter();
+        // A loopback target gets a loopback socket: nothing else needs to
+        // learn an address of ours on another interface.
+        let ip = match protocols.next()? {
+            Protocol::Ip4(ip) if ip.is_loopback() => Protocol::Ip4(ip),
+            Protocol::Ip4(_) => Protocol::Ip4(std::net::Ipv4Addr::UNSPECIFIED),
+            Protocol::Ip6(ip) if ip.is_loopback() => Protocol::Ip6(ip),
+            Protocol::Ip6(_) => Protocol::Ip6(std::net::Ipv6Addr::UNSPECIFIED),
+            _ => return None,
+        };
+        addr.iter().any(|p| p == Protocol::WebRTCDirect).then(|| {
+            Multiaddr::empty()
+                .with(ip)
+                .with(Protocol::Udp(0))
+                .with(Protocol::WebRTCDirect)
+        })
+    }
+
+    /// A fresh WebRTC certificate.
+    pub fn new_certificate() -> Certificate {
+        // `generate` ignores its rng and cannot fail with default parameters.
+        match Certificate::generate(&mut rand::rng()) {
+            Ok(cert) => cert,
+            Err(e) => unreachable!("WebRTC certificate generation failed: {e}"),
+        }
+    }
+
+    /// Transport settings of a native node.
+    #[derive(Default)]
+    pub struct TransportConfig {
+        /// WebRTC-direct certificate; a fresh one when `None`.
+        pub webrtc_certificate: Option<Certificate>,
+    }
+
+    /// Builds a swarm with TCP, QUIC, WebRTC-direct, DNS, WebSocket and
+    /// relayed transports (Noise + Yamux where the transport lacks its own).
+    pub async fn build_swarm(
+        keypair: Keypair,
+        transport: TransportConfig,
+        config: &BehaviourConfig,
+    ) -> Result<Swarm<Behaviour>, SwarmError> {
+        // quinn brings aws-lc-rs and webrtc brings ring: with two providers
+        // rustls cannot pick one itself and WebRTC-direct handshakes panic.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certificate = transport.webrtc_certificate.unwrap_or_else(new_certificate);
+        let swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(transport_err)?
+            .with_quic()
+            .with_other_transport(|key| {
+                libp2p_webrtc::tokio::Transport::new(key.clone(), certificate)
+            })
+            .map_err(transport_err)?
+            .with_dns()
+            .map_err(transport_err)?
+            .with_websocket(noise::Config::new, yamux::Config::default)
+            .await
+            .map_err(transport_err)?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(transport_err)?
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, relay_client, config).map_err(BoxedError::from)
+            })
+            .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
+        Ok(swarm
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build())
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use std::convert::Infallible;
+
+    use libp2p::{
+        Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _, core::upgrade::Version,
+        identity::Keypair, noise, swarm::dummy, webrtc_websys, websocket_websys, yamux,
+    };
+
+    use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
+    use crate::behaviour::{Behaviour, BehaviourConfig};
+
+    /// Browsers cannot be dialed back or hole-punched, nor use mDNS.
+    pub const NATIVE: bool = false;
+    /// Browsers are never reachable, so they stay Kademlia clients.
+    pub const PEER_KAD_MODE: Option<libp2p::kad::Mode> = Some(libp2p::kad::Mode::Client);
+
+    /// No mDNS in a browser.
+    pub type Mdns = dummy::Behaviour;
+
+    /// There is no mDNS in a browser.
+    pub fn mdns(_: PeerId) -> std::io::Result<Option<Mdns>> {
+        Ok(None)
+    }
+
+    /// Never called: the browser's mDNS stand-in emits nothing.
+    pub fn mdns_discovered(event: Infallible) -> Vec<(PeerId, Multiaddr)> {
+        match event {}
+    }
+
+    /// Browsers dial without listening.
+    pub fn listener_for_dial(_: &Multiaddr) -> Option<Multiaddr> {
+        None
+    }
+
+    /// Transport settings of a browser node (none yet).
+    #[derive(Default)]
+    pub struct TransportConfig {}
+
+    /// Builds a swarm with WebRTC-direct, WebSocket (Noise + Yamux) and
+    /// relayed transports.
+    pub async fn build_swarm(
+        keypair: Keypair,
+        _transport: TransportConfig,
+        config: &BehaviourConfig,
+    ) -> Result<Swarm<Behaviour>, SwarmError> {
+        let swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_wasm_bindgen()
+            .with_other_transport(|key| {
+                webrtc_websys::Transport::new(webrtc_websys::Config::new(key))
+            })
+            .map_err(transport_err)?
+            .with_other_transport(|key| {
+                Ok::<_, noise::Error>(
+                    websocket_websys::Transport::default()
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(transport_err)?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(transport_err)?
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, relay_client, config).map_err(BoxedError::from)
+            })
+            .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
+        Ok(swarm
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build())
+    }
+}

@@ -1,0 +1,270 @@
+//! The libp2p behaviour every meshtalk peer runs, browser, CLI and relay alike.
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol, autonat, connection_limits, dcutr,
+    gossipsub::{self, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, ValidationMode},
+    identify,
+    identity::Keypair,
+    kad, ping, relay,
+
+};
+
+use crate::arch;
+
+/// Identify's protocol version string for meshtalk peers.
+pub const PROTOCOL_VERSION: &str = "/meshtalk/1.0.0";
+/// Kademlia protocol id: meshtalk's own DHT, apart from the IPFS one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/kad/1.0.0");
+/// Largest gossipsub message accepted on the wire (room messages are far
+/// smaller; raw topics may carry more).
+pub const MAX_TRANSMIT_SIZE: usize = 64 * 1024;
+
+/// What kind of node this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A chat peer (CLI or browser).
+    Peer,
+    /// A relay and bootstrap node: relay server, Kademlia server, AutoNAT
+    /// server, and a member of every room its peers use.
+    Relay,
+}
+
+/// Connection and relay limits; defaults are safe for a public relay.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Established connections in total.
+    pub max_connections: u32,
+    /// Established connections with one peer.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in the handshake.
+    pub max_pending_incoming: u32,
+    /// Relay reservations held at once (relay role).
+    pub max_reservations: usize,
+    /// Relay reservations per peer.
+    pub max_reservations_per_peer: usize,
+    /// Relayed circuits at once.
+    pub max_circuits: usize,
+    /// Relayed circuits per peer.
+    pub max_circuits_per_peer: usize,
+    /// Longest a relayed circuit stays open.
+    pub max_circuit_duration: Duration,
+    /// Most bytes relayed through one circuit.
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 2048,
+            max_connections_per_peer: 4,
+            max_pending_incoming: 256,
+            max_reservations: 1024,
+            max_reservations_per_peer: 4,
+            max_circuits: 512,
+            max_circuits_per_peer: 16,
+            max_circuit_duration: Duration::from_secs(30 * 60),
+            max_circuit_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// How to build a [`Behaviour`].
+#[derive(Clone, Debug)]
+pub struct BehaviourConfig {
+    /// Peer or relay.
+    pub role: Role,
+    /// Find peers on the local network (native only; ignored in browsers).
+    pub mdns: bool,
+    /// How often to ping each connected peer.
+    pub ping_interval: Duration,
+    /// Connection and relay limits.
+    pub limits: Limits,
+}
+
+impl Default for BehaviourConfig {
+    fn default() -> Self {
+        Self {
+            role: Role::Peer,
+            mdns: false,
+            ping_interval: Duration::from_secs(5),
+            limits: Limits::default(),
+        }
+    }
+}
+
+pub use composed::{Behaviour, BehaviourEvent};
+
+/// The derive generates `BehaviourEvent`, whose variants cannot carry docs.
+#[allow(missing_docs)]
+mod composed {
+    use libp2p::{
+        autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay,
+        swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
+    };
+
+    use crate::arch;
+
+    /// The behaviour of a meshtalk node. Optional parts are [`Toggle`]s so that
+    /// every node, whatever its role or platform, has this one type.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Caps on connections (checked first, so it can deny early).
+        pub limits: connection_limits::Behaviour,
+        /// Reserving slots on relays and dialing through them.
+        pub relay_client: relay::client::Behaviour,
+        /// Relaying for others (relay role).
+        pub relay_server: Toggle<relay::Behaviour>,
+        /// The chat itself.
+        pub gossipsub: gossipsub::Behaviour,
+        /// Exchanging listen addresses and protocols.
+        pub identify: identify::Behaviour,
+        /// Round-trip times and liveness.
+        pub ping: ping::Behaviour,
+        /// The DHT: bootstrap, peer routing.
+        pub kad: kad::Behaviour<kad::store::MemoryStore>,
+        /// Learning whether we are publicly reachable (native).
+        pub autonat: Toggle<autonat::Behaviour>,
+        /// Hole punching through relayed connections (native).
+        pub dcutr: Toggle<dcutr::Behaviour>,
+        /// Local network discovery (native).
+        pub mdns: Toggle<arch::Mdns>,
+    }
+}
+
+/// A [`Behaviour`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BehaviourError {
+    /// Gossipsub rejected its configuration.
+    #[error("gossipsub configuration: {0}")]
+    Gossipsub(String),
+    /// mDNS could not start.
+    #[error("mDNS: {0}")]
+    Mdns(#[from] std::io::Error),
+}
+
+impl Behaviour {
+    /// Builds the behaviour for `keypair`; `relay_client` comes from the
+    /// swarm builder.
+    pub fn new(
+        keypair: &Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &BehaviourConfig,
+    ) -> Result<Self, BehaviourError> {
+        let peer_id = keypair.public().to_peer_id();
+        let relay_role = config.role == Role::Relay;
+        let l = &config.limits;
+
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(l.max_connections))
+                .with_max_established_per_peer(Some(l.max_connections_per_peer))
+                .with_max_pending_incoming(Some(l.max_pending_incoming)),
+        );
+
+        let relay_server = relay_role.then(|| {
+            relay::Behaviour::new(
+                peer_id,
+                relay::Config {
+                    max_reservations: l.max_reservations,
+                    max_reservations_per_peer: l.max_reservations_per_peer,
+                    max_circuits: l.max_circuits,
+                    max_circuits_per_peer: l.max_circuits_per_peer,
+                    max_circuit_duration: l.max_circuit_duration,
+                    max_circuit_bytes: l.max_circuit_bytes,
+                    ..relay::Config::default()
+                },
+            )
+        });
+
+        let gossipsub = gossipsub(keypair)?;
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
+                .with_agent_version(format!("meshtalk/{}", env!("CARGO_PKG_VERSION"))),
+        );
+
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
+
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config.set_query_timeout(Duration::from_secs(30));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        kad.set_mode(match config.role {
+            Role::Relay => Some(kad::Mode::Server),
+            Role::Peer => arch::PEER_KAD_MODE,
+        });
+
+        let autonat = arch::NATIVE.then(|| {
+            // Upstream defaults: probes only of global addresses, so no relay
+            // can be used to scan private networks.
+            autonat::Behaviour::new(peer_id, autonat::Config::default())
+        });
+        let dcutr = arch::NATIVE.then(|| dcutr::Behaviour::new(peer_id));
+        let mdns = if config.mdns {
+            arch::mdns(peer_id)?
+        } else {
+            None
+        };
+
+        Ok(Self {
+            limits,
+            relay_client,
+            relay_server: relay_server.into(),
+            gossipsub,
+            identify,
+            ping,
+            kad,
+            autonat: autonat.into(),
+            dcutr: dcutr.into(),
+            mdns: mdns.into(),
+        })
+    }
+}
+
+/// Gossipsub as meshtalk uses it: signed messages, strict validation, every
+/// message validated by the application before it is forwarded, and peer
+/// scoring that punishes invalid messages.
+fn gossipsub(keypair: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
+    let err = |e: &dyn std::fmt::Display| BehaviourError::Gossipsub(e.to_string());
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_TRANSMIT_SIZE)
+        .heartbeat_interval(Duration::from_millis(700))
+        .build()
+        .map_err(|e| err(&e))?;
+    let mut behaviour =
+        gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), config)
+            .map_err(|e| err(&e))?;
+    let params = PeerScoreParams {
+        // Browsers behind one NAT, and every test peer on loopback, share an
+        // IP address: that is no sign of a Sybil attack here.
+        ip_colocation_factor_weight: 0.0,
+        ..PeerScoreParams::default()
+    };
+    behaviour
+        .with_peer_score(params, PeerScoreThresholds::default())
+        .map_err(|e| err(&e))?;
+    Ok(behaviour)
+}
+
+/// Score parameters for a room topic: invalid messages cost a lot, quiet
+/// rooms cost nothing (a chat room may be silent for hours).
+pub fn room_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 3600.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: 0.5,
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -20.0,
+        invalid_message_deliveries_decay: 0.3,
+        ..gossipsub::TopicScoreParams::default()
+    }
+}

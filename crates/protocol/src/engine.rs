@@ -1,0 +1,996 @@
+//! The chat engine: one event loop that owns the swarm. Binaries send it
+//! [`Command`]s through an [`EngineHandle`] and read [`Event`]s; none of them
+//! runs a loop of its own over the swarm.
+//!
+//! The loop is executor-agnostic (futures channels and timers), so the same
+//! code runs on tokio in native peers and on the browser's event loop.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::Duration,
+};
+
+use futures::{
+    StreamExt,
+    channel::{mpsc, oneshot},
+    select,
+    stream::{self, BoxStream, Fuse, FusedStream},
+};
+use futures_timer::Delay;
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    core::ConnectedPoint,
+    gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, TopicHash},
+    identify, kad, ping,
+    swarm::{ConnectionId, DialError, SwarmEvent},
+};
+use web_time::Instant;
+
+use crate::{
+    arch,
+    behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, room_score_params},
+    rooms::Room,
+    transport::Transport,
+    validate::{self, Rejection},
+    wire::{self, ChatMessage, MessageId, Payload},
+};
+
+/// How often held messages are retried and deadlines checked.
+const TICK: Duration = Duration::from_millis(200);
+/// After the last message is handed to gossipsub at shutdown, how long the
+/// swarm keeps running so it reaches the wire.
+const LINGER: Duration = Duration::from_millis(700);
+/// Shortest gap between two nickname announcements in one room: a burst of
+/// newcomers costs one announcement.
+const NICK_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
+/// Most topics a relay follows on its peers' behalf.
+const MAX_FOLLOWED_TOPICS: usize = 4096;
+
+/// Settings of an [`Engine`].
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    /// Rooms to join at start.
+    pub rooms: Vec<Room>,
+    /// Nickname to announce in every room.
+    pub nick: Option<String>,
+    /// Addresses others can reach us at (public deployments).
+    pub external_addrs: Vec<Multiaddr>,
+}
+
+/// A command could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The text breaks the limits every peer enforces.
+    #[error("message not sent: {0}")]
+    Invalid(#[from] Rejection),
+    /// The engine has stopped.
+    #[error("the chat engine has stopped")]
+    Stopped,
+    /// A dial could not start.
+    #[error("cannot dial {addr}: {reason}")]
+    Dial {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A listener could not start.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// A topic could not be subscribed to.
+    #[error("cannot subscribe to {topic}: {reason}")]
+    Subscribe {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Listening on this full address (with `/p2p/`, and `/certhash/` for
+    /// WebRTC-direct).
+    Listening(Multiaddr),
+    /// A connection opened.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+        /// Its address on this connection.
+        addr: Multiaddr,
+        /// The transport.
+        transport: Transport,
+        /// Whether we dialed.
+        outbound: bool,
+    },
+    /// A connection closed.
+    Disconnected {
+        /// The peer.
+        peer: PeerId,
+        /// The transport of the closed connection.
+        transport: Transport,
+        /// Connections still open with the peer.
+        remaining: u32,
+    },
+    /// A dial failed.
+    DialFailed {
+        /// The peer, when known.
+        peer: Option<PeerId>,
+        /// What went wrong, for a person.
+        error: String,
+    },
+    /// A member showed up in a room: the first valid message (usually its
+    /// join announcement) signed by that peer.
+    PeerJoined {
+        /// The room.
+        room: Room,
+        /// The member.
+        peer: PeerId,
+    },
+    /// A member we are directly connected to left a room (members reached
+    /// only through a relay cannot be seen leaving).
+    PeerLeft {
+        /// The room.
+        room: Room,
+        /// The member.
+        peer: PeerId,
+    },
+    /// A chat message arrived and passed validation.
+    Message {
+        /// The room.
+        room: Room,
+        /// The author (the message's signed source).
+        from: PeerId,
+        /// The author's nickname, when known.
+        nick: Option<String>,
+        /// The message.
+        message: ChatMessage,
+    },
+    /// A peer set its nickname (empty: cleared).
+    Nick {
+        /// The room it was announced in.
+        room: Room,
+        /// The peer.
+        from: PeerId,
+        /// The nickname.
+        nick: String,
+    },
+    /// A message on a raw (non-room) topic we subscribed to.
+    Raw {
+        /// The topic.
+        topic: String,
+        /// The signed source.
+        from: Option<PeerId>,
+        /// The bytes as published.
+        data: Vec<u8>,
+    },
+    /// A received message failed validation and was dropped.
+    Rejected {
+        /// The neighbour that forwarded it (its score was lowered).
+        via: PeerId,
+        /// The claimed author.
+        source: Option<PeerId>,
+        /// Why.
+        reason: Rejection,
+    },
+    /// Messages are waiting for a peer in their topic.
+    Held {
+        /// The topic.
+        topic: String,
+        /// How many wait.
+        pending: usize,
+    },
+    /// Our message was handed to gossipsub.
+    Sent {
+        /// The topic.
+        topic: String,
+        /// The chat message id, for room messages.
+        id: Option<MessageId>,
+    },
+    /// A ping round trip.
+    Ping {
+        /// The peer.
+        peer: PeerId,
+        /// Round-trip time.
+        rtt: Duration,
+        /// The transport of the pinged connection.
+        transport: Transport,
+        /// The peer's address on it.
+        addr: Multiaddr,
+    },
+    /// Identify told us about a peer.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its agent version.
+        agent: String,
+        /// Its listen addresses.
+        listen_addrs: Vec<Multiaddr>,
+    },
+    /// The Kademlia routing table changed.
+    Routing {
+        /// The peer added or updated.
+        peer: PeerId,
+        /// Its addresses.
+        addrs: Vec<Multiaddr>,
+        /// Whether it was newly added.
+        new: bool,
+    },
+    /// A Kademlia bootstrap step finished.
+    Bootstrapped {
+        /// Buckets still to refresh.
+        remaining: u32,
+    },
+    /// A peer lookup finished.
+    PeerLookup {
+        /// The peer looked for.
+        peer: PeerId,
+        /// Its addresses, empty when not found.
+        addrs: Vec<Multiaddr>,
+    },
+}
+
+enum Command {
+    Dial(Multiaddr),
+    Listen(Multiaddr),
+    Join(Room),
+    Leave(Room),
+    Send(Room, String),
+    SetNick(String),
+    PublishRaw(String, Vec<u8>),
+    SubscribeRaw(String),
+    FindPeer(PeerId),
+    Bootstrap,
+    Shutdown,
+}
+
+type Request = (Command, oneshot::Sender<Result<(), CommandError>>);
+
+/// Sends commands to a running [`Engine`]. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl EngineHandle {
+    async fn call(&self, command: Command) -> Result<(), CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .unbounded_send((command, reply))
+            .map_err(|_| CommandError::Stopped)?;
+        answer.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// Dials an address; the outcome arrives as [`Event::Connected`] or
+    /// [`Event::DialFailed`].
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), CommandError> {
+        self.call(Command::Dial(addr)).await
+    }
+
+    /// Listens on an address.
+    pub async fn listen(&self, addr: Multiaddr) -> Result<(), CommandError> {
+        self.call(Command::Listen(addr)).await
+    }
+
+    /// Joins a room (and announces our nickname there).
+    pub async fn join(&self, room: Room) -> Result<(), CommandError> {
+        self.call(Command::Join(room)).await
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&self, room: Room) -> Result<(), CommandError> {
+        self.call(Command::Leave(room)).await
+    }
+
+    /// Sends a chat line to a room. It is held, not dropped, while the room
+    /// has no other peer.
+    pub async fn send(&self, room: Room, text: impl Into<String>) -> Result<(), CommandError> {
+        self.call(Command::Send(room, text.into())).await
+    }
+
+    /// Sets our nickname and announces it in every room we are in.
+    pub async fn set_nick(&self, nick: impl Into<String>) -> Result<(), CommandError> {
+        self.call(Command::SetNick(nick.into())).await
+    }
+
+    /// Publishes bytes as they are to any topic (held while it has no peer).
+    pub async fn publish_raw(&self, topic: impl Into<String>, data: Vec<u8>) -> Result<(), CommandError> {
+        self.call(Command::PublishRaw(topic.into(), data)).await
+    }
+
+    /// Subscribes to any topic; its messages arrive as [`Event::Raw`].
+    pub async fn subscribe_raw(&self, topic: impl Into<String>) -> Result<(), CommandError> {
+        self.call(Command::SubscribeRaw(topic.into())).await
+    }
+
+    /// Looks a peer up in the DHT; the answer is [`Event::PeerLookup`].
+    pub async fn find_peer(&self, peer: PeerId) -> Result<(), CommandError> {
+        self.call(Command::FindPeer(peer)).await
+    }
+
+    /// Starts a Kademlia bootstrap.
+    pub async fn bootstrap(&self) -> Result<(), CommandError> {
+        self.call(Command::Bootstrap).await
+    }
+
+    /// Stops the engine once every held message has been sent. Resolves
+    /// when the request is taken; the engine's `run` future ends after.
+    pub async fn shutdown(&self) -> Result<(), CommandError> {
+        self.call(Command::Shutdown).await
+    }
+}
+
+/// Something we published or will publish.
+struct Outgoing {
+    topic: TopicHash,
+    data: Vec<u8>,
+    id: Option<MessageId>,
+    /// A nickname announcement, not something a person typed.
+    announce: bool,
+}
+
+/// Hook that sees every swarm event (metrics recording, for instance).
+pub type Observer = Box<dyn FnMut(&SwarmEvent<BehaviourEvent>) + Send>;
+
+/// The chat engine. Build the swarm with [`crate::arch::build_swarm`], then
+/// [`Engine::new`], then drive [`Engine::run`] on the executor at hand.
+pub struct Engine {
+    swarm: Swarm<Behaviour>,
+    role: Role,
+    commands: mpsc::UnboundedReceiver<Request>,
+    events: mpsc::UnboundedSender<Event>,
+    observer: Option<Observer>,
+    start: Option<EngineConfig>,
+    rooms: HashMap<TopicHash, Room>,
+    raw_topics: HashSet<TopicHash>,
+    outbox: VecDeque<Outgoing>,
+    nick: Option<String>,
+    nicks: HashMap<PeerId, String>,
+    members: HashMap<TopicHash, HashSet<PeerId>>,
+    last_announce: HashMap<TopicHash, Instant>,
+    announce_due: HashMap<TopicHash, Instant>,
+    connections: HashMap<ConnectionId, Multiaddr>,
+    lookups: HashMap<kad::QueryId, PeerId>,
+    dial_listeners: HashSet<Multiaddr>,
+    shutdown: Option<Option<Instant>>,
+}
+
+impl Engine {
+    /// Wraps a swarm. Returns the engine, a handle for commands and the
+    /// stream of events.
+    pub fn new(
+        swarm: Swarm<Behaviour>,
+        role: Role,
+        config: EngineConfig,
+    ) -> (Self, EngineHandle, mpsc::UnboundedReceiver<Event>) {
+        let (tx, commands) = mpsc::unbounded();
+        let (events, events_rx) = mpsc::unbounded();
+        let engine = Self {
+            swarm,
+            role,
+            commands,
+            events,
+            observer: None,
+            nick: config.nick.clone(),
+            start: Some(config),
+            rooms: HashMap::new(),
+            raw_topics: HashSet::new(),
+            outbox: VecDeque::new(),
+            nicks: HashMap::new(),
+            members: HashMap::new(),
+            last_announce: HashMap::new(),
+            announce_due: HashMap::new(),
+            connections: HashMap::new(),
+            lookups: HashMap::new(),
+            dial_listeners: HashSet::new(),
+            shutdown: None,
+        };
+        (engine, EngineHandle { tx }, events_rx)
+    }
+
+    /// Lets `observer` see every swarm event before the engine handles it.
+    pub fn observe(&mut self, observer: Observer) {
+        self.observer = Some(observer);
+    }
+
+    /// Our peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Runs until shut down (or every handle is dropped) and every held
+    /// message has been sent.
+    pub async fn run(mut self) {
+        if let Err(e) = self.apply_start() {
+            tracing::error!(error = %e, "start-up failed");
+            return;
+        }
+        let mut ticks: Fuse<BoxStream<'static, ()>> = stream::unfold((), |()| async {
+            Delay::new(TICK).await;
+            Some(((), ()))
+        })
+        .boxed()
+        .fuse();
+        loop {
+            select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                request = self.commands.next() => match request {
+                    Some((command, reply)) => {
+                        let _ = reply.send(self.on_command(command));
+                    }
+                    None => self.begin_shutdown(),
+                },
+                _ = ticks.next() => {
+                    self.announce_due_nicks();
+                    self.flush();
+                    if self.shutdown_complete() {
+                        break;
+                    }
+                }
+            }
+            // Once the command channel is closed `next` would return None
+            // forever; stop polling it.
+            if self.commands.is_terminated() && self.shutdown.is_none() {
+                self.begin_shutdown();
+            }
+        }
+        tracing::debug!("engine stopped");
+    }
+
+    fn apply_start(&mut self) -> Result<(), CommandError> {
+        let Some(config) = self.start.take() else {
+            return Ok(());
+        };
+        for addr in config.external_addrs {
+            self.swarm.add_external_address(addr);
+        }
+        for room in config.rooms {
+            self.on_command(Command::Join(room))?;
+        }
+        Ok(())
+    }
+
+    fn emit(&self, event: Event) {
+        // A consumer that went away does not stop the node (a relay may run
+        // without reading events).
+        let _ = self.events.unbounded_send(event);
+    }
+
+    fn on_command(&mut self, command: Command) -> Result<(), CommandError> {
+        match command {
+            Command::Dial(addr) => {
+                if let Some(listen) = arch::listener_for_dial(&addr) {
+                    if !self.dial_listeners.contains(&listen) {
+                        self.swarm
+                            .listen_on(listen.clone())
+                            .map_err(|e| CommandError::Dial {
+                                addr: addr.clone(),
+                                reason: format!("cannot open a local {listen} socket: {e}"),
+                            })?;
+                        self.dial_listeners.insert(listen);
+                    }
+                }
+                self.swarm.dial(addr.clone()).map_err(|e| CommandError::Dial {
+                    addr,
+                    reason: dial_error_text(&e),
+                })?;
+            }
+            Command::Listen(addr) => {
+                self.swarm
+                    .listen_on(addr.clone())
+                    .map_err(|e| CommandError::Listen {
+                        addr,
+                        reason: e.to_string(),
+                    })?;
+            }
+            Command::Join(room) => self.join(room)?,
+            Command::Leave(room) => {
+                let topic = room.topic();
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
+                self.rooms.remove(&topic.hash());
+                self.members.remove(&topic.hash());
+            }
+            Command::Send(room, text) => {
+                let message = ChatMessage::new(text);
+                let payload = Payload::Message(message.clone());
+                validate::check(&payload, message.created_ms)?;
+                if !self.rooms.contains_key(&room.topic().hash()) {
+                    self.join(room.clone())?;
+                }
+                self.queue(Outgoing {
+                    topic: room.topic().hash(),
+                    data: wire::encode(&payload),
+                    id: Some(message.id),
+                    announce: false,
+                });
+            }
+            Command::SetNick(nick) => {
+                validate::check(&Payload::Nick(nick.clone()), 0)?;
+                self.nick = Some(nick);
+                let topics: Vec<TopicHash> = self.rooms.keys().cloned().collect();
+                for topic in topics {
+                    self.announce_nick(topic);
+                }
+            }
+            Command::PublishRaw(topic, data) => {
+                self.queue(Outgoing {
+                    topic: IdentTopic::new(topic).hash(),
+                    data,
+                    id: None,
+                    announce: false,
+                });
+            }
+            Command::SubscribeRaw(topic) => {
+                let topic = IdentTopic::new(topic);
+                self.subscribe(&topic)?;
+                self.raw_topics.insert(topic.hash());
+            }
+            Command::FindPeer(peer) => {
+                let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                self.lookups.insert(query, peer);
+            }
+            Command::Bootstrap => {
+                if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
+                    tracing::debug!(error = %e, "no peers to bootstrap from yet");
+                }
+            }
+            Command::Shutdown => self.begin_shutdown(),
+        }
+        Ok(())
+    }
+
+    fn subscribe(&mut self, topic: &IdentTopic) -> Result<(), CommandError> {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(topic)
+            .map_err(|e| CommandError::Subscribe {
+                topic: topic.to_string(),
+                reason: format!("{e:?}"),
+            })?;
+        Ok(())
+    }
+
+    fn join(&mut self, room: Room) -> Result<(), CommandError> {
+        let topic = room.topic();
+        if self.rooms.contains_key(&topic.hash()) {
+            return Ok(());
+        }
+        self.subscribe(&topic)?;
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_topic_params(topic.clone(), room_score_params())
+        {
+            tracing::warn!(%room, error = e, "room score parameters refused");
+        }
+        self.rooms.insert(topic.hash(), room);
+        self.announce_nick(topic.hash());
+        Ok(())
+    }
+
+    /// Announces our nickname (empty when we have none) in a room: it tells
+    /// the room we are here. Relays are not members and never announce.
+    fn announce_nick(&mut self, topic: TopicHash) {
+        if self.role == Role::Relay {
+            return;
+        }
+        self.announce_due.remove(&topic);
+        self.last_announce.insert(topic.clone(), Instant::now());
+        let nick = self.nick.clone().unwrap_or_default();
+        self.queue(Outgoing {
+            topic,
+            data: wire::encode(&Payload::Nick(nick)),
+            id: None,
+            announce: true,
+        });
+    }
+
+    /// Announces now, or as soon as the gap since the last announcement
+    /// has passed.
+    fn schedule_announce(&mut self, topic: TopicHash) {
+        match self.last_announce.get(&topic) {
+            Some(last) if last.elapsed() < NICK_ANNOUNCE_GAP => {
+                let due = *last + NICK_ANNOUNCE_GAP;
+                self.announce_due.entry(topic).or_insert(due);
+            }
+            _ => self.announce_nick(topic),
+        }
+    }
+
+    fn announce_due_nicks(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TopicHash> = self
+            .announce_due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in due {
+            self.announce_nick(topic);
+        }
+    }
+
+    fn queue(&mut self, out: Outgoing) {
+        self.outbox.push_back(out);
+        self.flush();
+    }
+
+    /// Publishes held messages, in order, topic by topic.
+    fn flush(&mut self) {
+        let mut waiting: HashMap<TopicHash, usize> = HashMap::new();
+        let mut kept = VecDeque::new();
+        while let Some(out) = self.outbox.pop_front() {
+            if let Some(pending) = waiting.get_mut(&out.topic) {
+                *pending += usize::from(!out.announce);
+                kept.push_back(out);
+                continue;
+            }
+            match self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(out.topic.clone(), out.data.clone())
+            {
+                Ok(_) => self.emit(Event::Sent {
+                    topic: out.topic.to_string(),
+                    id: out.id,
+                }),
+                Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
+                    waiting.insert(out.topic.clone(), usize::from(!out.announce));
+                    kept.push_back(out);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %out.topic, error = %e, "message could not be published");
+                }
+            }
+        }
+        self.outbox = kept;
+        for (topic, pending) in waiting.into_iter().filter(|(_, n)| *n > 0) {
+            self.emit(Event::Held {
+                topic: topic.to_string(),
+                pending,
+            });
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown.is_none() {
+            self.shutdown = Some(None);
+        }
+    }
+
+    /// True once shutdown was asked for, nothing is held, and the linger
+    /// time after the last send has passed.
+    fn shutdown_complete(&mut self) -> bool {
+        let Some(linger) = self.shutdown.as_mut() else {
+            return false;
+        };
+        if !self.outbox.is_empty() {
+            *linger = None;
+            return false;
+        }
+        let deadline = *linger.get_or_insert_with(|| Instant::now() + LINGER);
+        Instant::now() >= deadline
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&event);
+        }
+        let local = *self.swarm.local_peer_id();
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.emit(Event::Listening(address.with_p2p(local).unwrap_or_else(|a| a)));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let (addr, outbound) = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
+                    ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
+                };
+                let transport = Transport::of(match &endpoint {
+                    ConnectedPoint::Listener { local_addr, .. } => local_addr,
+                    ConnectedPoint::Dialer { address, .. } => address,
+                });
+                tracing::debug!(peer = %peer_id, %addr, %transport, "connected");
+                self.connections.insert(connection_id, addr.clone());
+                self.emit(Event::Connected {
+                    peer: peer_id,
+                    addr,
+                    transport,
+                    outbound,
+                });
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    let topics: Vec<TopicHash> = self.members.keys().cloned().collect();
+                    for topic in topics {
+                        self.member_left(&topic, peer_id);
+                    }
+                }
+                self.emit(Event::Disconnected {
+                    peer: peer_id,
+                    transport: Transport::of(endpoint.get_remote_address()),
+                    remaining: num_established,
+                });
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                let error = dial_error_text(&error);
+                tracing::debug!(?peer_id, %error, "dial failed");
+                self.emit(Event::DialFailed { peer: peer_id, error });
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(event) => self.on_gossipsub(event),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                // Only identify-confirmed Kademlia peers enter the routing table.
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in &info.listen_addrs {
+                        self.swarm
+                            .behaviour_mut()
+                            .kad
+                            .add_address(&peer_id, addr.clone());
+                    }
+                }
+                self.emit(Event::Identified {
+                    peer: peer_id,
+                    agent: info.agent_version,
+                    listen_addrs: info.listen_addrs,
+                });
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Ok(rtt),
+            }) => {
+                if let Some(addr) = self.connections.get(&connection) {
+                    self.emit(Event::Ping {
+                        peer,
+                        rtt,
+                        transport: Transport::of(addr),
+                        addr: addr.clone(),
+                    });
+                }
+            }
+            BehaviourEvent::Kad(event) => self.on_kad(event),
+            BehaviourEvent::Mdns(event) => {
+                for (peer, addr) in arch::mdns_discovered(event) {
+                    if !self.swarm.is_connected(&peer) {
+                        tracing::info!(%peer, %addr, "found on the local network");
+                        if let Err(e) = self.swarm.dial(addr) {
+                            tracing::debug!(%peer, error = %e, "cannot dial mDNS peer");
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated {
+                peer,
+                addresses,
+                is_new_peer,
+                ..
+            } => self.emit(Event::Routing {
+                peer,
+                addrs: addresses.into_vec(),
+                new: is_new_peer,
+            }),
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                kad::QueryResult::Bootstrap(result) => self.emit(Event::Bootstrapped {
+                    remaining: match result {
+                        Ok(ok) => ok.num_remaining,
+                        Err(kad::BootstrapError::Timeout { num_remaining, .. }) => {
+                            num_remaining.unwrap_or(0)
+                        }
+                    },
+                }),
+                kad::QueryResult::GetClosestPeers(result) if step.last => {
+                    if let Some(target) = self.lookups.remove(&id) {
+                        let peers = match result {
+                            Ok(ok) => ok.peers,
+                            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                        };
+                        let addrs = peers
+                            .into_iter()
+                            .find(|p| p.peer_id == target)
+                            .map(|p| p.addrs)
+                            .unwrap_or_default();
+                        self.emit(Event::PeerLookup { peer: target, addrs });
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn on_gossipsub(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => self.on_message(propagation_source, message_id, message),
+            gossipsub::Event::Subscribed { topic, .. } => {
+                if self.role == Role::Relay && !self.is_subscribed(&topic) {
+                    self.follow(&topic);
+                }
+                // Held messages may now have someone to go to.
+                self.flush();
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => self.member_left(&topic, peer_id),
+            _ => {}
+        }
+    }
+
+    fn is_subscribed(&self, topic: &TopicHash) -> bool {
+        self.rooms.contains_key(topic) || self.raw_topics.contains(topic)
+    }
+
+    /// A relay joins every topic its peers use, so peers connected only to
+    /// it reach each other.
+    fn follow(&mut self, topic: &TopicHash) {
+        if self.rooms.len() + self.raw_topics.len() >= MAX_FOLLOWED_TOPICS {
+            tracing::warn!(%topic, "not following more topics: limit reached");
+            return;
+        }
+        let result = match Room::from_topic(topic) {
+            Some(room) => self.join(room),
+            None => self.on_command(Command::SubscribeRaw(topic.to_string())),
+        };
+        match result {
+            Ok(()) => tracing::info!(%topic, "following topic"),
+            Err(e) => tracing::warn!(%topic, error = %e, "cannot follow topic"),
+        }
+    }
+
+    fn on_message(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        let gossipsub::Message {
+            source, data, topic, ..
+        } = message;
+        let verdict = if let Some(room) = self.rooms.get(&topic).cloned() {
+            match (validate::accept(&data, validate::now_ms()), source) {
+                (Ok(payload), Some(from)) => {
+                    self.deliver(room, from, payload);
+                    MessageAcceptance::Accept
+                }
+                (Ok(_), None) => {
+                    self.reject(via, None, Rejection::MissingField("gossipsub source"));
+                    MessageAcceptance::Reject
+                }
+                (Err(reason), _) => {
+                    self.reject(via, source, reason);
+                    MessageAcceptance::Reject
+                }
+            }
+        } else if self.raw_topics.contains(&topic) {
+            self.emit(Event::Raw {
+                topic: topic.to_string(),
+                from: source,
+                data,
+            });
+            MessageAcceptance::Accept
+        } else {
+            MessageAcceptance::Ignore
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &via, verdict);
+    }
+
+    fn reject(&mut self, via: PeerId, source: Option<PeerId>, reason: Rejection) {
+        tracing::debug!(%via, ?source, %reason, "message rejected");
+        self.emit(Event::Rejected { via, source, reason });
+    }
+
+    fn member_left(&mut self, topic: &TopicHash, peer: PeerId) {
+        let removed = self
+            .members
+            .get_mut(topic)
+            .is_some_and(|members| members.remove(&peer));
+        if let (true, Some(room)) = (removed, self.rooms.get(topic).cloned()) {
+            self.emit(Event::PeerLeft { room, peer });
+        }
+    }
+
+    fn deliver(&mut self, room: Room, from: PeerId, payload: Payload) {
+        let topic = room.topic().hash();
+        if self.members.entry(topic.clone()).or_default().insert(from) {
+            self.emit(Event::PeerJoined {
+                room: room.clone(),
+                peer: from,
+            });
+            // The newcomer learns who we are.
+            self.schedule_announce(topic);
+        }
+        match payload {
+            Payload::Message(message) => {
+                let nick = self.nicks.get(&from).cloned();
+                self.emit(Event::Message {
+                    room,
+                    from,
+                    nick,
+                    message,
+                });
+            }
+            Payload::Nick(nick) => {
+                let previous = if nick.is_empty() {
+                    self.nicks.remove(&from)
+                } else {
+                    self.nicks.insert(from, nick.clone())
+                };
+                if previous.unwrap_or_default() != nick {
+                    self.emit(Event::Nick { room, from, nick });
+                }
+            }
+        }
+    }
+}
+
+/// One line a person can read for a failed dial.
+pub fn dial_error_text(error: &DialError) -> String {
+    match error {
+        DialError::WrongPeerId { obtained, address } => {
+            format!("{address} belongs to peer {obtained}, not the peer id in the address")
+        }
+        DialError::Transport(errors) => errors
+            .iter()
+            .map(|(addr, e)| format!("{addr}: {}", error_chain(e)))
+            .collect::<Vec<_>>()
+            .join("; "),
+        DialError::NoAddresses => "no address to dial".into(),
+        DialError::LocalPeerId { address } => format!("{address} is this peer itself"),
+        other => error_chain(other),
+    }
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        // Some libp2p errors span lines ("Multiple dial errors occurred:\n - ...").
+        let text = e
+            .to_string()
+            .lines()
+            .map(|l| l.trim().trim_start_matches("- ").trim_end_matches(':'))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}

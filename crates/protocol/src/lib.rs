@@ -1,0 +1,41 @@
+//! # meshtalk-protocol
+//!
+//! Everything a meshtalk peer needs, for native peers and for the browser
+//! (wasm32) alike:
+//!
+//! - [`wire`]: the protobuf wire format (`proto/meshtalk.proto`),
+//! - [`validate`]: the rules every received message must pass,
+//! - [`rooms`]: room names and their gossipsub topics,
+//! - [`behaviour`]: the libp2p [`behaviour::Behaviour`] every peer runs,
+//! - [`engine`]: the chat engine every binary drives,
+//! - [`arch`]: the one place where native and browser code differ.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use meshtalk_protocol::{arch, behaviour::{BehaviourConfig, Role}, engine::{Engine, EngineConfig, Event}, rooms::Room};
+//! use futures::StreamExt;
+//!
+//! let keypair = libp2p::identity::Keypair::generate_ed25519();
+//! let swarm = arch::build_swarm(keypair, Default::default(), &BehaviourConfig::default()).await?;
+//! let config = EngineConfig { rooms: vec![Room::lobby()], ..Default::default() };
+//! let (engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);
+//! tokio::spawn(engine.run());
+//! handle.dial("/ip4/127.0.0.1/tcp/4001".parse()?).await?;
+//! handle.send(Room::lobby(), "hello").await?;
+//! while let Some(event) = events.next().await {
+//!     if let Event::Message { nick, message, .. } = event {
+//!         println!("{}: {}", nick.unwrap_or_default(), message.text);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod arch;
+pub mod behaviour;
+pub mod engine;
+pub mod rooms;
+pub mod transport;
+pub mod validate;
+pub mod wire;
+
+pub use libp2p;

@@ -1,0 +1,186 @@
+//! Relay settings: command-line flags, environment variables and an optional
+//! TOML file, resolved into one [`Settings`]. Flags and variables win over
+//! the file; the file wins over defaults.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use meshtalk_protocol::{behaviour::Limits, libp2p::Multiaddr};
+use serde::Deserialize;
+
+/// meshtalk relay and bootstrap node: circuit relay v2, Kademlia server,
+/// AutoNAT server and a gossipsub member of every room its peers use.
+/// Serves an HTTP API with its addresses and Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "meshtalk-relay", version)]
+pub struct Args {
+    /// Listen address (repeatable or comma-separated); replaces the four
+    /// defaults (TCP 4001, QUIC 4001, WebSocket 4002, WebRTC-direct 4002 on
+    /// 127.0.0.1). Port 0 picks a free port.
+    #[arg(long, value_name = "MULTIADDR", env = "MESHTALK_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<Multiaddr>,
+
+    /// Address announced to peers in addition to the listen addresses, for a
+    /// relay behind NAT or a load balancer (repeatable or comma-separated).
+    #[arg(long, value_name = "MULTIADDR", env = "MESHTALK_EXTERNAL_ADDR", value_delimiter = ',')]
+    pub external_addr: Vec<Multiaddr>,
+
+    /// HTTP API address (`/api/addrs`, `/metrics`, `/healthz`); port 0 picks
+    /// a free port. [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", env = "MESHTALK_HTTP")]
+    pub http: Option<SocketAddr>,
+
+    /// Directory for the identity key and WebRTC certificate, so the peer id
+    /// and certhash survive restarts. [default: the platform data directory]
+    #[arg(long, value_name = "DIR", env = "MESHTALK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// TOML file with any of these settings (keys as the flag names).
+    #[arg(long, value_name = "FILE", env = "MESHTALK_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Most established connections in total. [default: 2048]
+    #[arg(long, value_name = "N", env = "MESHTALK_MAX_CONNECTIONS")]
+    pub max_connections: Option<u32>,
+
+    /// Most established connections with one peer. [default: 4]
+    #[arg(long, value_name = "N", env = "MESHTALK_MAX_CONNECTIONS_PER_PEER")]
+    pub max_connections_per_peer: Option<u32>,
+
+    /// Most relay reservations held at once. [default: 1024]
+    #[arg(long, value_name = "N", env = "MESHTALK_MAX_RESERVATIONS")]
+    pub max_reservations: Option<usize>,
+
+    /// Most relayed circuits at once. [default: 512]
+    #[arg(long, value_name = "N", env = "MESHTALK_MAX_CIRCUITS")]
+    pub max_circuits: Option<usize>,
+
+    /// Most relayed circuits per peer. [default: 16]
+    #[arg(long, value_name = "N", env = "MESHTALK_MAX_CIRCUITS_PER_PEER")]
+    pub max_circuits_per_peer: Option<usize>,
+
+    /// Longest life of a relayed circuit, in seconds. [default: 1800]
+    #[arg(long, value_name = "SECS", env = "MESHTALK_MAX_CIRCUIT_SECS")]
+    pub max_circuit_secs: Option<u64>,
+
+    /// Most bytes relayed through one circuit. [default: 67108864]
+    #[arg(long, value_name = "BYTES", env = "MESHTALK_MAX_CIRCUIT_BYTES")]
+    pub max_circuit_bytes: Option<u64>,
+}
+
+/// The same settings in a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<Vec<Multiaddr>>,
+    external_addr: Option<Vec<Multiaddr>>,
+    http: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    max_connections: Option<u32>,
+    max_connections_per_peer: Option<u32>,
+    max_reservations: Option<usize>,
+    max_circuits: Option<usize>,
+    max_circuits_per_peer: Option<usize>,
+    max_circuit_secs: Option<u64>,
+    max_circuit_bytes: Option<u64>,
+}
+
+/// Resolved relay settings.
+#[derive(Debug)]
+pub struct Settings {
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Announced external addresses.
+    pub external_addrs: Vec<Multiaddr>,
+    /// HTTP API address.
+    pub http: SocketAddr,
+    /// Where keys live.
+    pub data_dir: PathBuf,
+    /// Connection and relay limits.
+    pub limits: Limits,
+}
+
+/// The four default listen addresses, on loopback: exposing a relay is a
+/// deliberate `--listen`.
+pub fn default_listen() -> Vec<Multiaddr> {
+    [
+        "/ip4/127.0.0.1/tcp/4001",
+        "/ip4/127.0.0.1/udp/4001/quic-v1",
+        "/ip4/127.0.0.1/tcp/4002/ws",
+        "/ip4/127.0.0.1/udp/4002/webrtc-direct",
+    ]
+    .iter()
+    .filter_map(|a| a.parse().ok())
+    .collect()
+}
+
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("meshtalk")
+        .join("relay")
+}
+
+impl Settings {
+    /// Resolves flags, the config file they name, and defaults.
+    pub fn resolve(args: Args) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?
+            }
+            None => FileConfig::default(),
+        };
+        let pick_vec = |flag: Vec<Multiaddr>, file: Option<Vec<Multiaddr>>| {
+            if flag.is_empty() { file } else { Some(flag) }
+        };
+        let defaults = Limits::default();
+        Ok(Self {
+            listen: pick_vec(args.listen, file.listen).unwrap_or_else(default_listen),
+            external_addrs: pick_vec(args.external_addr, file.external_addr).unwrap_or_default(),
+            http: args
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(default_data_dir),
+            limits: Limits {
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(defaults.max_connections),
+                max_connections_per_peer: args
+                    .max_connections_per_peer
+                    .or(file.max_connections_per_peer)
+                    .unwrap_or(defaults.max_connections_per_peer),
+                max_reservations: args
+                    .max_reservations
+                    .or(file.max_reservations)
+                    .unwrap_or(defaults.max_reservations),
+                max_circuits: args
+                    .max_circuits
+                    .or(file.max_circuits)
+                    .unwrap_or(defaults.max_circuits),
+                max_circuits_per_peer: args
+                    .max_circuits_per_peer
+                    .or(file.max_circuits_per_peer)
+                    .unwrap_or(defaults.max_circuits_per_peer),
+                max_circuit_duration: args
+                    .max_circuit_secs
+                    .or(file.max_circuit_secs)
+                    .map(Duration::from_secs)
+                    .unwrap_or(defaults.max_circuit_duration),
+                max_circuit_bytes: args
+                    .max_circuit_bytes
+                    .or(file.max_circuit_bytes)
+                    .unwrap_or(defaults.max_circuit_bytes),
+                ..defaults
+            },
+        })
+    }
+}

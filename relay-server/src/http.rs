@@ -1,0 +1,74 @@
+//! The relay's HTTP API: `/api/addrs` (how to reach this relay), `/metrics`
+//! (Prometheus text) and `/healthz`.
+
+use std::sync::{Arc, RwLock};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use meshtalk_protocol::libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+/// What the HTTP handlers read.
+pub struct AppState {
+    /// The relay's peer id.
+    pub peer_id: PeerId,
+    /// Full addresses (with `/p2p/`) the relay can be reached at.
+    pub addrs: RwLock<Vec<Multiaddr>>,
+    /// The metrics registry.
+    pub registry: Registry,
+}
+
+#[derive(Serialize)]
+struct Addrs {
+    peer_id: String,
+    addrs: Vec<String>,
+}
+
+/// The API's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/addrs", get(addrs))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+async fn addrs(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let addrs = state
+        .addrs
+        .read()
+        .map(|a| a.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    (
+        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        Json(Addrs {
+            peer_id: state.peer_id.to_string(),
+            addrs,
+        }),
+    )
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode metrics: {e}\n"),
+        ),
+    }
+}

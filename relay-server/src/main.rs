@@ -1,0 +1,189 @@
+//! # meshtalk-relay
+//!
+//! The relay and bootstrap node that native peers and browsers connect to:
+//! it listens on TCP, QUIC, WebSocket and WebRTC-direct, relays circuits,
+//! serves the Kademlia DHT, answers AutoNAT probes, and joins every room its
+//! peers use so that peers connected only to it chat with each other.
+//!
+//! ```text
+//! meshtalk-relay --data-dir ./relay-data --http 127.0.0.1:8080
+//! ```
+//!
+//! It prints `listening on <multiaddr>` per address and `http on <url>`.
+
+mod config;
+mod http;
+mod keys;
+mod metrics;
+
+use std::{
+    io::{IsTerminal, Write},
+    process::ExitCode,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use meshtalk_protocol::{
+    arch::{self, TransportConfig},
+    behaviour::{BehaviourConfig, Role},
+    engine::{Engine, EngineConfig, Event},
+};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::{
+    config::{Args, Settings},
+    http::AppState,
+    metrics::RelayMetrics,
+};
+
+/// How long shutdown waits for the engine to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshtalk-relay: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshtalk-relay: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let settings = Settings::resolve(args)?;
+    let keypair = keys::load_or_create_identity(&settings.data_dir)?;
+    let certificate = keys::load_or_create_certificate(&settings.data_dir)?;
+    let peer_id = keypair.public().to_peer_id();
+    tracing::info!(%peer_id, data_dir = %settings.data_dir.display(), "starting relay");
+
+    let behaviour = BehaviourConfig {
+        role: Role::Relay,
+        mdns: false,
+        ping_interval: Duration::from_secs(15),
+        limits: settings.limits.clone(),
+    };
+    let transport = TransportConfig {
+        webrtc_certificate: Some(certificate),
+    };
+    let swarm = arch::build_swarm(keypair, transport, &behaviour).await?;
+    let (mut engine, handle, mut events) = Engine::new(
+        swarm,
+        Role::Relay,
+        EngineConfig {
+            external_addrs: settings.external_addrs.clone(),
+            ..EngineConfig::default()
+        },
+    );
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(RelayMetrics::new(&mut registry));
+    let observer_metrics = Arc::clone(&metrics);
+    engine.observe(Box::new(move |event| observer_metrics.record_swarm(event)));
+
+    let external = settings
+        .external_addrs
+        .iter()
+        .map(|a| a.clone().with_p2p(peer_id).unwrap_or_else(|a| a))
+        .collect();
+    let state = Arc::new(AppState {
+        peer_id,
+        addrs: RwLock::new(external),
+        registry,
+    });
+
+    let engine_task = tokio::spawn(engine.run());
+    for addr in &settings.listen {
+        handle.listen(addr.clone()).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http))?;
+    let http_addr = listener
+        .local_addr()
+        .context("cannot read the HTTP listener's address")?;
+    say(&format!("http on http://{http_addr}"));
+
+    let event_state = Arc::clone(&state);
+    let event_task = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            metrics.record_event(&event);
+            match &event {
+                Event::Listening(addr) => {
+                    say(&format!("listening on {addr}"));
+                    if let Ok(mut addrs) = event_state.addrs.write() {
+                        addrs.push(addr.clone());
+                    }
+                }
+                Event::Connected {
+                    peer, transport, ..
+                } => tracing::debug!(%peer, %transport, "peer connected"),
+                Event::Rejected { via, reason, .. } => {
+                    tracing::debug!(%via, %reason, "rejected a message");
+                }
+                _ => {}
+            }
+        }
+    });
+
+    let server = axum::serve(listener, http::router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown_signal());
+    server.await.context("HTTP server failed")?;
+
+    tracing::info!("shutting down");
+    let _ = handle.shutdown().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, engine_task).await.is_err() {
+        tracing::warn!("engine did not stop in time");
+    }
+    event_task.abort();
+    Ok(())
+}
+
+/// Prints a line on stdout for people and scripts, flushing at once.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

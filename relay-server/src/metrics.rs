@@ -1,0 +1,93 @@
+//! Prometheus metrics: libp2p's own (connections by protocol stack,
+//! gossipsub, identify, ping, Kademlia, relay) plus meshtalk's (connections
+//! by transport, chat messages, rejected messages by reason).
+
+use meshtalk_protocol::{
+    behaviour::BehaviourEvent,
+    engine::Event,
+    libp2p::{
+        metrics::{Metrics, Recorder},
+        swarm::SwarmEvent,
+    },
+};
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the relay exports.
+pub struct RelayMetrics {
+    libp2p: Metrics,
+    connections: Family<Labels, Gauge>,
+    messages: Counter,
+    rejected: Family<Labels, Counter>,
+}
+
+impl RelayMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let libp2p = Metrics::new(registry);
+        let meshtalk = registry.sub_registry_with_prefix("meshtalk");
+        let connections = Family::default();
+        meshtalk.register(
+            "connections",
+            "Open connections by transport",
+            connections.clone(),
+        );
+        let messages = Counter::default();
+        meshtalk.register(
+            "messages",
+            "Chat messages accepted and forwarded",
+            messages.clone(),
+        );
+        let rejected = Family::default();
+        meshtalk.register(
+            "rejected_messages",
+            "Received messages that failed validation, by reason",
+            rejected.clone(),
+        );
+        Self {
+            libp2p,
+            connections,
+            messages,
+            rejected,
+        }
+    }
+
+    /// Records a raw swarm event with libp2p's recorders.
+    pub fn record_swarm(&self, event: &SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.libp2p.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.libp2p.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.libp2p.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.libp2p.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => self.libp2p.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.libp2p.record(e),
+            other => self.libp2p.record(other),
+        }
+    }
+
+    /// Records an engine event.
+    pub fn record_event(&self, event: &Event) {
+        let transport = |t: &meshtalk_protocol::transport::Transport| vec![("transport", t.to_string())];
+        match event {
+            Event::Connected { transport: t, .. } => {
+                self.connections.get_or_create(&transport(t)).inc();
+            }
+            Event::Disconnected { transport: t, .. } => {
+                self.connections.get_or_create(&transport(t)).dec();
+            }
+            Event::Message { .. } => {
+                self.messages.inc();
+            }
+            Event::Rejected { reason, .. } => {
+                self.rejected
+                    .get_or_create(&vec![("reason", reason.label().to_owned())])
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Test harness: starts real `meshtalk-relay` and `meshtalk` processes on
+//! loopback and reads what they print. Every wait is bounded.
+//!
+//! The binaries must be built first (`cargo xtask test` does it; by hand:
+//! `cargo build --bins`).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc::{Receiver, RecvTimeoutError, channel},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use meshtalk_protocol::{libp2p::Multiaddr, transport::Transport};
+use serde_json::Value;
+
+pub mod hostile;
+
+/// How long any single wait may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary next to the running test's directory.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the test executable")?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first (cargo build --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let unique = format!(
+        "meshtalk-test-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = std::env::temp_dir().join(unique);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A child process whose stdout lines are read on a thread.
+pub struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Receiver<String>,
+    /// Every stdout line seen so far.
+    pub seen: Vec<String>,
+    err_seen: Vec<String>,
+    /// Name for failure messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Spawns `program args...` with piped stdio.
+    pub fn spawn(name: &str, program: &Path, args: &[String]) -> Result<Self> {
+        let mut child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", std::env::var("MESHTALK_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let err_pipe = child.stderr.take().context("no stderr")?;
+        let (tx, lines) = channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, stderr) = channel();
+        let tag = name.to_owned();
+        thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("MESHTALK_TEST_VERBOSE").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                if etx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+            seen: Vec::new(),
+            err_seen: Vec::new(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Waits for a stdout line for which `pick` returns something.
+    pub fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> Result<T> {
+        for line in &self.seen {
+            if let Some(found) = pick(line) {
+                return Ok(found);
+            }
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = pick(&line);
+                    self.seen.push(line);
+                    if let Some(found) = found {
+                        return Ok(found);
+                    }
+                }
+                Err(e) => {
+                    let stderr = self.stderr_lines();
+                    let how = match e {
+                        RecvTimeoutError::Timeout => "timed out",
+                        RecvTimeoutError::Disconnected => "exited",
+                    };
+                    bail!(
+                        "{}: {how} while waiting for {what}; stdout: {:?}; stderr: {stderr:?}",
+                        self.name,
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    /// Waits for a JSON line for which `pick` returns something.
+    pub fn wait_json<T>(&mut self, what: &str, mut pick: impl FnMut(&Value) -> Option<T>) -> Result<T> {
+        self.wait_for(what, |line| serde_json::from_str::<Value>(line).ok().and_then(|v| pick(&v)))
+    }
+
+    /// Collects stdout lines for `period` without waiting for anything.
+    pub fn drain_for(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+    }
+
+    /// Writes a line to stdin.
+    pub fn send_line(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Writes raw bytes to stdin.
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Closes stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                self.drain_for(Duration::from_millis(100));
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let stderr = self.stderr_lines();
+                bail!("{}: still running after {timeout:?}; stderr: {stderr:?}", self.name);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr_lines(&mut self) -> Vec<String> {
+        self.err_seen.extend(self.stderr.try_iter());
+        self.err_seen.clone()
+    }
+
+    /// Stops the process (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        self.wait_exit(timeout)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running relay on loopback with all four transports on free ports.
+pub struct Relay {
+    /// The process.
+    pub proc: Proc,
+    /// Its full listen addresses.
+    pub addrs: Vec<Multiaddr>,
+    /// Its HTTP base URL.
+    pub http: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+/// Listen addresses for a test relay: every transport, loopback, port 0.
+pub fn loopback_listen() -> String {
+    [
+        "/ip4/127.0.0.1/tcp/0",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "/ip4/127.0.0.1/udp/0/webrtc-direct",
+    ]
+    .join(",")
+}
+
+impl Relay {
+    /// Starts a relay keeping its keys in `data_dir`.
+    pub fn start(data_dir: &Path) -> Result<Self> {
+        let args = vec![
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--listen".into(),
+            loopback_listen(),
+        ];
+        let mut proc = Proc::spawn("relay", &bin("meshtalk-relay")?, &args)?;
+        let http = proc.wait_for("http line", |l| l.strip_prefix("http on ").map(str::to_owned))?;
+        let mut addrs = Vec::new();
+        for transport in [Transport::Tcp, Transport::Quic, Transport::WebSocket, Transport::WebRtcDirect] {
+            let addr = proc.wait_for(&format!("{transport} listen address"), |l| {
+                let addr: Multiaddr = l.strip_prefix("listening on ")?.parse().ok()?;
+                (Transport::of(&addr) == transport).then_some(addr)
+            })?;
+            addrs.push(addr);
+        }
+        Ok(Self {
+            proc,
+            addrs,
+            http,
+            data_dir: data_dir.to_owned(),
+        })
+    }
+
+    /// The listen address of one transport.
+    pub fn addr(&self, transport: Transport) -> Result<Multiaddr> {
+        self.addrs
+            .iter()
+            .find(|a| Transport::of(a) == transport)
+            .cloned()
+            .ok_or_else(|| anyhow!("relay has no {transport} address"))
+    }
+
+    /// GETs a path of the HTTP API and returns the body.
+    pub fn get(&self, path: &str) -> Result<String> {
+        http_get(&self.http, path)
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a loopback TCP socket.
+pub fn http_get(base: &str, path: &str) -> Result<String> {
+    use std::io::Read;
+    let host = base.strip_prefix("http://").context("not an http:// URL")?;
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+/// A `meshtalk chat --json` peer.
+pub struct ChatPeer {
+    /// The process.
+    pub proc: Proc,
+    /// Its peer id.
+    pub peer_id: String,
+}
+
+impl ChatPeer {
+    /// Starts a chat peer connected to `addr` and waits until connected.
+    pub fn start(name: &str, addr: &Multiaddr, room: &str, extra: &[&str]) -> Result<Self> {
+        let mut args: Vec<String> = vec![
+            "chat".into(),
+            "--json".into(),
+            "--connect".into(),
+            addr.to_string(),
+            "--room".into(),
+            room.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn(name, &bin("meshtalk")?, &args)?;
+        let peer_id = proc.wait_json("ready line", |v| {
+            (v["type"] == "ready").then(|| v["peer"].as_str().map(str::to_owned)).flatten()
+        })?;
+        proc.wait_json("connected", |v| (v["type"] == "connected").then_some(()))?;
+        Ok(Self { proc, peer_id })
+    }
+
+    /// Waits until `other` has been seen in the room.
+    pub fn wait_joined(&mut self, other: &str) -> Result<()> {
+        self.proc.wait_json(&format!("{other} joined"), |v| {
+            (v["type"] == "peer_joined" && v["peer"] == other).then_some(())
+        })
+    }
+
+    /// Waits for a message with this text and returns its JSON.
+    pub fn wait_message(&mut self, text: &str) -> Result<Value> {
+        self.proc.wait_json(&format!("message {text:?}"), |v| {
+            (v["type"] == "message" && v["text"] == text).then(|| v.clone())
+        })
+    }
+
+    /// Every message text received so far.
+    pub fn texts(&self) -> Vec<String> {
+        self.proc
+            .seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "message")
+            .filter_map(|v| v["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
