@@ -18,12 +18,22 @@ pub struct Args {
     /// Listen address (repeatable or comma-separated); replaces the four
     /// defaults (TCP 4001, QUIC 4001, WebSocket 4002, WebRTC-direct 4002 on
     /// 127.0.0.1). Port 0 picks a free port.
-    #[arg(long, value_name = "MULTIADDR", env = "MESHTALK_LISTEN", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "MESHTALK_LISTEN",
+        value_delimiter = ','
+    )]
     pub listen: Vec<Multiaddr>,
 
     /// Address announced to peers in addition to the listen addresses, for a
     /// relay behind NAT or a load balancer (repeatable or comma-separated).
-    #[arg(long, value_name = "MULTIADDR", env = "MESHTALK_EXTERNAL_ADDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "MESHTALK_EXTERNAL_ADDR",
+        value_delimiter = ','
+    )]
     pub external_addr: Vec<Multiaddr>,
 
     /// HTTP API address (`/api/addrs`, `/metrics`, `/healthz`); port 0 picks

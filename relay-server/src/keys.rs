@@ -157,7 +157,9 @@ mod tests {
         fs::write(dir.join(CERTIFICATE_FILE), b"garbage")?;
         let e = load_or_create_identity(&dir).err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains(IDENTITY_FILE) && e.contains("corrupt")));
-        let e = load_or_create_certificate(&dir).err().map(|e| e.to_string());
+        let e = load_or_create_certificate(&dir)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains(CERTIFICATE_FILE) && e.contains("corrupt")));
         // Nothing was overwritten.
         assert_eq!(fs::read(dir.join(IDENTITY_FILE))?, b"garbage");

@@ -151,7 +151,10 @@ async fn run(args: Args) -> Result<()> {
 
     tracing::info!("shutting down");
     let _ = handle.shutdown().await;
-    if tokio::time::timeout(SHUTDOWN_GRACE, engine_task).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, engine_task)
+        .await
+        .is_err()
+    {
         tracing::warn!("engine did not stop in time");
     }
     event_task.abort();

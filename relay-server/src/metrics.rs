@@ -71,7 +71,8 @@ impl RelayMetrics {
 
     /// Records an engine event.
     pub fn record_event(&self, event: &Event) {
-        let transport = |t: &meshtalk_protocol::transport::Transport| vec![("transport", t.to_string())];
+        let transport =
+            |t: &meshtalk_protocol::transport::Transport| vec![("transport", t.to_string())];
         match event {
             Event::Connected { transport: t, .. } => {
                 self.connections.get_or_create(&transport(t)).inc();

@@ -74,7 +74,10 @@ impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[String]) -> Result<Self> {
         let mut child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", std::env::var("MESHTALK_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("MESHTALK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -116,7 +119,11 @@ impl Proc {
     }
 
     /// Waits for a stdout line for which `pick` returns something.
-    pub fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> Result<T> {
+    pub fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T> {
         for line in &self.seen {
             if let Some(found) = pick(line) {
                 return Ok(found);
@@ -150,8 +157,16 @@ impl Proc {
     }
 
     /// Waits for a JSON line for which `pick` returns something.
-    pub fn wait_json<T>(&mut self, what: &str, mut pick: impl FnMut(&Value) -> Option<T>) -> Result<T> {
-        self.wait_for(what, |line| serde_json::from_str::<Value>(line).ok().and_then(|v| pick(&v)))
+    pub fn wait_json<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&Value) -> Option<T>,
+    ) -> Result<T> {
+        self.wait_for(what, |line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| pick(&v))
+        })
     }
 
     /// Collects stdout lines for `period` without waiting for anything.
@@ -196,7 +211,10 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 let stderr = self.stderr_lines();
-                bail!("{}: still running after {timeout:?}; stderr: {stderr:?}", self.name);
+                bail!(
+                    "{}: still running after {timeout:?}; stderr: {stderr:?}",
+                    self.name
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -263,9 +281,16 @@ impl Relay {
             loopback_listen(),
         ];
         let mut proc = Proc::spawn("relay", &bin("meshtalk-relay")?, &args)?;
-        let http = proc.wait_for("http line", |l| l.strip_prefix("http on ").map(str::to_owned))?;
+        let http = proc.wait_for("http line", |l| {
+            l.strip_prefix("http on ").map(str::to_owned)
+        })?;
         let mut addrs = Vec::new();
-        for transport in [Transport::Tcp, Transport::Quic, Transport::WebSocket, Transport::WebRtcDirect] {
+        for transport in [
+            Transport::Tcp,
+            Transport::Quic,
+            Transport::WebSocket,
+            Transport::WebRtcDirect,
+        ] {
             let addr = proc.wait_for(&format!("{transport} listen address"), |l| {
                 let addr: Multiaddr = l.strip_prefix("listening on ")?.parse().ok()?;
                 (Transport::of(&addr) == transport).then_some(addr)
@@ -301,7 +326,10 @@ pub fn http_get(base: &str, path: &str) -> Result<String> {
     let host = base.strip_prefix("http://").context("not an http:// URL")?;
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(WAIT))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response
@@ -335,7 +363,9 @@ impl ChatPeer {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(name, &bin("meshtalk")?, &args)?;
         let peer_id = proc.wait_json("ready line", |v| {
-            (v["type"] == "ready").then(|| v["peer"].as_str().map(str::to_owned)).flatten()
+            (v["type"] == "ready")
+                .then(|| v["peer"].as_str().map(str::to_owned))
+                .flatten()
         })?;
         proc.wait_json("connected", |v| (v["type"] == "connected").then_some(()))?;
         Ok(Self { proc, peer_id })

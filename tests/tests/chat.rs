@@ -13,14 +13,16 @@ fn chat_over(transport: Transport) -> Result<()> {
     a.wait_joined(&b.peer_id)?;
     b.wait_joined(&a.peer_id)?;
 
-    a.proc.send_line(&format!("hello over {transport} from a"))?;
+    a.proc
+        .send_line(&format!("hello over {transport} from a"))?;
     let m = b.wait_message(&format!("hello over {transport} from a"))?;
     assert_eq!(m["from"], a.peer_id.as_str());
     assert_eq!(m["nick"], "ada");
     assert_eq!(m["room"], "lobby");
     assert_eq!(m["id"].as_str().map(str::len), Some(32));
 
-    b.proc.send_line(&format!("hello over {transport} from b"))?;
+    b.proc
+        .send_line(&format!("hello over {transport} from b"))?;
     let m = a.wait_message(&format!("hello over {transport} from b"))?;
     assert_eq!(m["from"], b.peer_id.as_str());
     assert_eq!(m["nick"], "bob");

@@ -43,7 +43,12 @@ pub struct NetArgs {
     /// Peer or relay to connect to (repeatable), e.g.
     /// /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo... Without it, peers on the local
     /// network are found by mDNS.
-    #[arg(long, value_name = "MULTIADDR", env = "MESHTALK_CONNECT", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "MESHTALK_CONNECT",
+        value_delimiter = ','
+    )]
     pub connect: Vec<Multiaddr>,
 
     /// Address to listen on as well (repeatable).
@@ -62,7 +67,12 @@ pub struct ChatArgs {
     pub net: NetArgs,
 
     /// Room to join: 1 to 64 characters from A-Z a-z 0-9 . _ -
-    #[arg(long, value_name = "ROOM", default_value = "lobby", env = "MESHTALK_ROOM")]
+    #[arg(
+        long,
+        value_name = "ROOM",
+        default_value = "lobby",
+        env = "MESHTALK_ROOM"
+    )]
     pub room: Room,
 
     /// Nickname shown to others (at most 64 bytes).
@@ -151,6 +161,8 @@ pub enum DhtAction {
 fn parse_secs(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(format!("{s:?} is not a number of seconds between 0 and 86400")),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
     }
 }

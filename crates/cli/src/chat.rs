@@ -72,6 +72,12 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         json: args.json,
         held: HashMap::new(),
     };
+    let early = if connect.is_empty() {
+        eprintln!("* no --connect given: looking for peers on the local network (mDNS)");
+        Vec::new()
+    } else {
+        node.connect(&connect, args.net.timeout).await?
+    };
     if args.json {
         println!(
             "{}",
@@ -80,12 +86,8 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     } else {
         eprintln!("* you are {} in room {}", node.peer_id, args.room);
     }
-    if connect.is_empty() {
-        eprintln!("* no --connect given: looking for peers on the local network (mDNS)");
-    } else {
-        for event in node.connect(&connect, args.net.timeout).await? {
-            printer.print(&event);
-        }
+    for event in early {
+        printer.print(&event);
     }
 
     let mut stdin = BufReader::new(tokio::io::stdin());

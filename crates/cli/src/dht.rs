@@ -80,7 +80,11 @@ pub async fn run(args: DhtArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_route(peer: &meshtalk_protocol::libp2p::PeerId, addrs: &[meshtalk_protocol::libp2p::Multiaddr], new: bool) {
+fn print_route(
+    peer: &meshtalk_protocol::libp2p::PeerId,
+    addrs: &[meshtalk_protocol::libp2p::Multiaddr],
+    new: bool,
+) {
     let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     println!(
         "routing table {} {peer} {}",

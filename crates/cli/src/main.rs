@@ -31,7 +31,10 @@ fn main() -> ExitCode {
         Err(e) if e.use_stderr() => {
             // One line: clap's usage hint would bury the actual problem.
             let rendered = e.render().to_string();
-            eprintln!("meshtalk: {}", rendered.lines().next().unwrap_or("invalid arguments"));
+            eprintln!(
+                "meshtalk: {}",
+                rendered.lines().next().unwrap_or("invalid arguments")
+            );
             return ExitCode::from(2);
         }
         Err(e) => {

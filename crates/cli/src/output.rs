@@ -1,10 +1,7 @@
 //! How received things are printed: text for people, JSON lines for
 //! programs. Text from the network is made safe for terminals.
 
-use meshtalk_protocol::{
-    engine::Event,
-    libp2p::PeerId,
-};
+use meshtalk_protocol::{engine::Event, libp2p::PeerId};
 use serde_json::json;
 
 /// The last characters of a peer id: enough to tell peers apart.
@@ -18,7 +15,13 @@ pub fn short_id(peer: &PeerId) -> String {
 /// peer cannot forge lines or move the cursor.
 pub fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -53,12 +56,13 @@ pub fn status_line(event: &Event) -> Option<String> {
         Event::PeerLeft { room, peer } => Some(format!("* [{room}] {} left", short_id(peer))),
         Event::Connected {
             peer, transport, ..
-        } => Some(format!("* connected to {} over {transport}", short_id(peer))),
+        } => Some(format!(
+            "* connected to {} over {transport}",
+            short_id(peer)
+        )),
         Event::Listening(addr) => Some(format!("* listening on {addr}")),
         Event::Disconnected {
-            peer,
-            remaining: 0,
-            ..
+            peer, remaining: 0, ..
         } => Some(format!("* disconnected from {}", short_id(peer))),
         _ => None,
     }

@@ -22,7 +22,9 @@ pub async fn run(args: PingArgs) -> Result<()> {
         ..BehaviourConfig::default()
     };
     let mut node = Node::start(behaviour, EngineConfig::default(), &[]).await?;
-    let early = node.connect(std::slice::from_ref(&args.addr), args.timeout).await?;
+    let early = node
+        .connect(std::slice::from_ref(&args.addr), args.timeout)
+        .await?;
     let target = args.addr.iter().find_map(|p| match p {
         Protocol::P2p(peer) => Some(peer),
         _ => None,
@@ -38,7 +40,10 @@ pub async fn run(args: PingArgs) -> Result<()> {
         })
     });
     let Some(target) = target else {
-        bail!("connected, but could not tell which peer answered at {}", args.addr);
+        bail!(
+            "connected, but could not tell which peer answered at {}",
+            args.addr
+        );
     };
     println!("PING {target} at {}", args.addr);
 
@@ -59,7 +64,10 @@ pub async fn run(args: PingArgs) -> Result<()> {
                 ..
             })) if peer == target => {
                 let ms = rtt.as_secs_f64() * 1000.0;
-                println!("reply from {peer} over {t}: seq={} time={ms:.3} ms", rtts.len() + 1);
+                println!(
+                    "reply from {peer} over {t}: seq={} time={ms:.3} ms",
+                    rtts.len() + 1
+                );
                 rtts.push(ms);
                 transport = Some(t);
             }

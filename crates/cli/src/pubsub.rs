@@ -115,7 +115,9 @@ pub async fn subscribe(args: PubSubArgs) -> Result<()> {
                 Ok(Payload::Message(m)) => writeln!(out, "{}", output::sanitize(&m.text)),
                 Ok(Payload::Nick(_)) => Ok(()),
                 Err(e) => {
-                    eprintln!("meshtalk: skipped a message that is not meshtalk chat ({e}); use --raw");
+                    eprintln!(
+                        "meshtalk: skipped a message that is not meshtalk chat ({e}); use --raw"
+                    );
                     Ok(())
                 }
             }

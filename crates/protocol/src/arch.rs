@@ -32,8 +32,8 @@ fn transport_err(e: impl std::error::Error) -> SwarmError {
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use libp2p::{
-        Multiaddr, PeerId, Swarm, SwarmBuilder, identity::Keypair, mdns, noise, swarm::NetworkBehaviour,
-        tcp, yamux,
+        Multiaddr, PeerId, Swarm, SwarmBuilder, identity::Keypair, mdns, noise,
+        swarm::NetworkBehaviour, tcp, yamux,
     };
 
     use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
@@ -195,10 +195,11 @@ mod imp {
             })
             .map_err(transport_err)?
             .with_other_transport(|key| {
-                Ok::<_, noise::Error>(
+                let noise = noise::Config::new(key).map_err(BoxedError::from)?;
+                Ok::<_, BoxedError>(
                     websocket_websys::Transport::default()
                         .upgrade(Version::V1Lazy)
-                        .authenticate(noise::Config::new(key)?)
+                        .authenticate(noise)
                         .multiplex(yamux::Config::default()),
                 )
             })

@@ -8,7 +8,6 @@ use libp2p::{
     identify,
     identity::Keypair,
     kad, ping, relay,
-
 };
 
 use crate::arch;

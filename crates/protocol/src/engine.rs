@@ -300,7 +300,11 @@ impl EngineHandle {
     }
 
     /// Publishes bytes as they are to any topic (held while it has no peer).
-    pub async fn publish_raw(&self, topic: impl Into<String>, data: Vec<u8>) -> Result<(), CommandError> {
+    pub async fn publish_raw(
+        &self,
+        topic: impl Into<String>,
+        data: Vec<u8>,
+    ) -> Result<(), CommandError> {
         self.call(Command::PublishRaw(topic.into(), data)).await
     }
 
@@ -465,21 +469,23 @@ impl Engine {
     fn on_command(&mut self, command: Command) -> Result<(), CommandError> {
         match command {
             Command::Dial(addr) => {
-                if let Some(listen) = arch::listener_for_dial(&addr) {
-                    if !self.dial_listeners.contains(&listen) {
-                        self.swarm
-                            .listen_on(listen.clone())
-                            .map_err(|e| CommandError::Dial {
-                                addr: addr.clone(),
-                                reason: format!("cannot open a local {listen} socket: {e}"),
-                            })?;
-                        self.dial_listeners.insert(listen);
-                    }
+                if let Some(listen) = arch::listener_for_dial(&addr)
+                    && !self.dial_listeners.contains(&listen)
+                {
+                    self.swarm
+                        .listen_on(listen.clone())
+                        .map_err(|e| CommandError::Dial {
+                            addr: addr.clone(),
+                            reason: format!("cannot open a local {listen} socket: {e}"),
+                        })?;
+                    self.dial_listeners.insert(listen);
                 }
-                self.swarm.dial(addr.clone()).map_err(|e| CommandError::Dial {
-                    addr,
-                    reason: dial_error_text(&e),
-                })?;
+                self.swarm
+                    .dial(addr.clone())
+                    .map_err(|e| CommandError::Dial {
+                        addr,
+                        reason: dial_error_text(&e),
+                    })?;
             }
             Command::Listen(addr) => {
                 self.swarm
@@ -689,7 +695,9 @@ impl Engine {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
-                self.emit(Event::Listening(address.with_p2p(local).unwrap_or_else(|a| a)));
+                self.emit(Event::Listening(
+                    address.with_p2p(local).unwrap_or_else(|a| a),
+                ));
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -699,7 +707,9 @@ impl Engine {
             } => {
                 let (addr, outbound) = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
-                    ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        (send_back_addr.clone(), false)
+                    }
                 };
                 let transport = Transport::of(match &endpoint {
                     ConnectedPoint::Listener { local_addr, .. } => local_addr,
@@ -737,7 +747,10 @@ impl Engine {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 let error = dial_error_text(&error);
                 tracing::debug!(?peer_id, %error, "dial failed");
-                self.emit(Event::DialFailed { peer: peer_id, error });
+                self.emit(Event::DialFailed {
+                    peer: peer_id,
+                    error,
+                });
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -804,7 +817,9 @@ impl Engine {
                 addrs: addresses.into_vec(),
                 new: is_new_peer,
             }),
-            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
                 kad::QueryResult::Bootstrap(result) => self.emit(Event::Bootstrapped {
                     remaining: match result {
                         Ok(ok) => ok.num_remaining,
@@ -824,7 +839,10 @@ impl Engine {
                             .find(|p| p.peer_id == target)
                             .map(|p| p.addrs)
                             .unwrap_or_default();
-                        self.emit(Event::PeerLookup { peer: target, addrs });
+                        self.emit(Event::PeerLookup {
+                            peer: target,
+                            addrs,
+                        });
                     }
                 }
                 _ => {}
@@ -875,7 +893,10 @@ impl Engine {
 
     fn on_message(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         let gossipsub::Message {
-            source, data, topic, ..
+            source,
+            data,
+            topic,
+            ..
         } = message;
         let verdict = if let Some(room) = self.rooms.get(&topic).cloned() {
             match (validate::accept(&data, validate::now_ms()), source) {
@@ -910,7 +931,11 @@ impl Engine {
 
     fn reject(&mut self, via: PeerId, source: Option<PeerId>, reason: Rejection) {
         tracing::debug!(%via, ?source, %reason, "message rejected");
-        self.emit(Event::Rejected { via, source, reason });
+        self.emit(Event::Rejected {
+            via,
+            source,
+            reason,
+        });
     }
 
     fn member_left(&mut self, topic: &TopicHash, peer: PeerId) {
@@ -984,7 +1009,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
             .to_string()
             .lines()
             .map(|l| l.trim().trim_start_matches("- ").trim_end_matches(':'))
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && *l != "Multiple dial errors occurred")
             .collect::<Vec<_>>()
             .join("; ");
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {

@@ -98,7 +98,13 @@ mod tests {
         let room = Room::new("dev").unwrap_or_default();
         assert_eq!(room.topic_string(), "meshtalk/room/dev");
         assert_eq!(Room::from_topic(&room.topic().hash()), Some(room));
-        assert_eq!(Room::from_topic(&IdentTopic::new("p2p-pubsub").hash()), None);
-        assert_eq!(Room::from_topic(&IdentTopic::new("meshtalk/room/a b").hash()), None);
+        assert_eq!(
+            Room::from_topic(&IdentTopic::new("p2p-pubsub").hash()),
+            None
+        );
+        assert_eq!(
+            Room::from_topic(&IdentTopic::new("meshtalk/room/a b").hash()),
+            None
+        );
     }
 }

@@ -82,7 +82,9 @@ mod tests {
         assert_eq!(t("/ip4/127.0.0.1/tcp/1/ws"), Transport::WebSocket);
         assert_eq!(t("/ip6/::1/udp/1/webrtc-direct"), Transport::WebRtcDirect);
         assert_eq!(
-            t("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"),
+            t(
+                "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
+            ),
             Transport::Circuit
         );
     }

@@ -100,8 +100,7 @@ pub fn encode(payload: &Payload) -> Vec<u8> {
 /// Decodes a protobuf `Request`, checking that it is well formed.
 pub fn decode(bytes: &[u8]) -> Result<Payload, Rejection> {
     use proto::request::Type;
-    let request =
-        proto::Request::decode(bytes).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let request = proto::Request::decode(bytes).map_err(|e| Rejection::Malformed(e.to_string()))?;
     // prost fills absent proto2 `required` fields with defaults, so presence
     // is checked on the encoded bytes.
     require(bytes, &[(1, "Request.type")])?;
@@ -119,8 +118,8 @@ pub fn decode(bytes: &[u8]) -> Result<Payload, Rejection> {
                     (3, "SendMessage.id"),
                 ],
             )?;
-            let text = String::from_utf8(m.data)
-                .map_err(|_| Rejection::NotUtf8("SendMessage.data"))?;
+            let text =
+                String::from_utf8(m.data).map_err(|_| Rejection::NotUtf8("SendMessage.data"))?;
             let id = <[u8; MESSAGE_ID_LEN]>::try_from(m.id.as_slice())
                 .map_err(|_| Rejection::BadId(m.id.len()))?;
             Ok(Payload::Message(ChatMessage {
@@ -144,7 +143,10 @@ pub fn decode(bytes: &[u8]) -> Result<Payload, Rejection> {
 /// Fails with the name of the first required field that `message` lacks.
 fn require(message: &[u8], fields: &[(u32, &'static str)]) -> Result<(), Rejection> {
     let present = present_fields(message)?;
-    match fields.iter().find(|(number, _)| present & (1u64 << number) == 0) {
+    match fields
+        .iter()
+        .find(|(number, _)| present & (1u64 << number) == 0)
+    {
         Some((_, name)) => Err(Rejection::MissingField(name)),
         None => Ok(()),
     }
@@ -236,7 +238,20 @@ mod tests {
     #[test]
     fn field_numbers_match_the_course_protocol() {
         // type=0 (1:varint), sendMessage (2:len) { data (1:len) "hi", created (2:varint) 5, id (3:len) 16 bytes }
-        let mut bytes = vec![0x08, 0x00, 0x12, 2 + 2 + 2 + 2 + 16, 0x0a, 2, b'h', b'i', 0x10, 5, 0x1a, 16];
+        let mut bytes = vec![
+            0x08,
+            0x00,
+            0x12,
+            2 + 2 + 2 + 2 + 16,
+            0x0a,
+            2,
+            b'h',
+            b'i',
+            0x10,
+            5,
+            0x1a,
+            16,
+        ];
         bytes.extend_from_slice(&[9; 16]);
         let expected = Payload::Message(ChatMessage {
             text: "hi".into(),
@@ -263,7 +278,18 @@ mod tests {
             Err(Rejection::MissingField("Request.sendMessage"))
         );
         // SendMessage without created.
-        let mut bytes = vec![0x08, 0x00, 0x12, 2 + 2 + 2 + 16, 0x0a, 2, b'h', b'i', 0x1a, 16];
+        let mut bytes = vec![
+            0x08,
+            0x00,
+            0x12,
+            2 + 2 + 2 + 16,
+            0x0a,
+            2,
+            b'h',
+            b'i',
+            0x1a,
+            16,
+        ];
         bytes.extend_from_slice(&[1; 16]);
         assert_eq!(
             decode(&bytes),
@@ -278,14 +304,42 @@ mod tests {
             Err(Rejection::Malformed(_))
         ));
         assert_eq!(decode(&[0x08, 0x07]), Err(Rejection::UnknownType(7)));
-        let mut bytes = vec![0x08, 0x00, 0x12, 2 + 2 + 2 + 2 + 16, 0x0a, 2, 0xc3, 0x28, 0x10, 5, 0x1a, 16];
+        let mut bytes = vec![
+            0x08,
+            0x00,
+            0x12,
+            2 + 2 + 2 + 2 + 16,
+            0x0a,
+            2,
+            0xc3,
+            0x28,
+            0x10,
+            5,
+            0x1a,
+            16,
+        ];
         bytes.extend_from_slice(&[1; 16]);
         assert_eq!(decode(&bytes), Err(Rejection::NotUtf8("SendMessage.data")));
     }
 
     #[test]
     fn wrong_id_length_is_rejected() {
-        let bytes = [0x08, 0x00, 0x12, 2 + 2 + 2 + 2 + 2, 0x0a, 2, b'h', b'i', 0x10, 5, 0x1a, 2, 1, 2];
+        let bytes = [
+            0x08,
+            0x00,
+            0x12,
+            2 + 2 + 2 + 2 + 2,
+            0x0a,
+            2,
+            b'h',
+            b'i',
+            0x10,
+            5,
+            0x1a,
+            2,
+            1,
+            2,
+        ];
         assert_eq!(decode(&bytes), Err(Rejection::BadId(2)));
     }
 
