@@ -78,7 +78,6 @@ async fn run(args: Args) -> Result<()> {
     let behaviour = BehaviourConfig {
         role: Role::Relay,
         mdns: false,
-        ping_interval: Duration::from_secs(15),
         limits: settings.limits.clone(),
     };
     let transport = TransportConfig {
@@ -90,6 +89,7 @@ async fn run(args: Args) -> Result<()> {
         Role::Relay,
         EngineConfig {
             external_addrs: settings.external_addrs.clone(),
+            ping_interval: Some(Duration::from_secs(15)),
             ..EngineConfig::default()
         },
     );

@@ -9,6 +9,8 @@ use meshtalk_protocol::{
         metrics::{Metrics, Recorder},
         swarm::SwarmEvent,
     },
+    transport::Transport,
+    validate::Rejection,
 };
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -48,6 +50,20 @@ impl RelayMetrics {
             "Received messages that failed validation, by reason",
             rejected.clone(),
         );
+        // Every series exists from the start, so dashboards see zeros rather
+        // than gaps.
+        for transport in [
+            Transport::Tcp,
+            Transport::Quic,
+            Transport::WebSocket,
+            Transport::WebRtcDirect,
+            Transport::Circuit,
+        ] {
+            let _ = connections.get_or_create(&vec![("transport", transport.to_string())]);
+        }
+        for reason in Rejection::LABELS {
+            let _ = rejected.get_or_create(&vec![("reason", reason.to_owned())]);
+        }
         Self {
             libp2p,
             connections,
@@ -61,7 +77,6 @@ impl RelayMetrics {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.libp2p.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.libp2p.record(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(e)) => self.libp2p.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.libp2p.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => self.libp2p.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.libp2p.record(e),

@@ -3,55 +3,26 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use futures::StreamExt;
-use meshtalk_protocol::{
-    arch,
-    behaviour::{BehaviourConfig, Role},
-    engine::{Engine, EngineConfig, Event},
-    libp2p::{Multiaddr, identity::Keypair},
-};
+use anyhow::{Context, Result};
+use meshtalk_protocol::{engine::EngineConfig, libp2p::Multiaddr};
+
+use crate::peer::Peer;
 
 /// Connects to every address, publishes each payload on `topic`, waits until
 /// all are on the wire, and returns the hostile peer's id.
 pub fn publish_junk(addrs: &[Multiaddr], topic: &str, payloads: Vec<Vec<u8>>) -> Result<String> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let swarm = arch::build_swarm(
-            Keypair::generate_ed25519(),
-            Default::default(),
-            &BehaviourConfig::default(),
-        )
-        .await?;
-        let (engine, handle, mut events) = Engine::new(swarm, Role::Peer, EngineConfig::default());
-        let peer_id = engine.local_peer_id().to_string();
-        let task = tokio::spawn(engine.run());
-        for addr in addrs {
-            handle.dial(addr.clone()).await?;
-        }
-        let mut connected = 0;
-        tokio::time::timeout(crate::WAIT, async {
-            while connected < addrs.len() {
-                match events.next().await {
-                    Some(Event::Connected { outbound: true, .. }) => connected += 1,
-                    Some(Event::DialFailed { error, .. }) => bail!("hostile dial failed: {error}"),
-                    Some(_) => {}
-                    None => bail!("hostile engine stopped"),
-                }
-            }
-            Ok(())
-        })
-        .await
-        .context("hostile peer could not connect")??;
+        let peer = Peer::connect(EngineConfig::default(), addrs).await?;
         // Give the targets' subscriptions time to arrive.
         tokio::time::sleep(Duration::from_millis(500)).await;
         for payload in payloads {
-            handle.publish_raw(topic, payload).await?;
+            peer.handle.publish_raw(topic, payload).await?;
         }
-        handle.shutdown().await?;
-        tokio::time::timeout(crate::WAIT, task)
+        peer.handle.shutdown().await?;
+        tokio::time::timeout(crate::WAIT, peer.task)
             .await
             .context("hostile peer did not finish sending")??;
-        Ok(peer_id)
+        Ok(peer.peer_id.to_string())
     })
 }

@@ -21,6 +21,7 @@ use meshtalk_protocol::{libp2p::Multiaddr, transport::Transport};
 use serde_json::Value;
 
 pub mod hostile;
+pub mod peer;
 
 /// How long any single wait may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -28,11 +29,13 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// Path of a workspace binary next to the running test's directory.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the test executable")?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
+    // target/<profile>/deps/<test> or target/<profile>/<bin> -> target/<profile>/<name>
+    let mut dir = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("unexpected test executable path {}", exe.display()))?;
+        .ok_or_else(|| anyhow!("unexpected executable path {}", exe.display()))?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap_or(dir);
+    }
     let path = dir.join(name);
     if !path.exists() {
         bail!(
@@ -226,6 +229,11 @@ impl Proc {
         self.err_seen.clone()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the process (SIGKILL).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -272,7 +280,12 @@ pub fn loopback_listen() -> String {
 impl Relay {
     /// Starts a relay keeping its keys in `data_dir`.
     pub fn start(data_dir: &Path) -> Result<Self> {
-        let args = vec![
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts a relay with extra arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        let mut args: Vec<String> = vec![
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--http".into(),
@@ -280,6 +293,7 @@ impl Relay {
             "--listen".into(),
             loopback_listen(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn("relay", &bin("meshtalk-relay")?, &args)?;
         let http = proc.wait_for("http line", |l| {
             l.strip_prefix("http on ").map(str::to_owned)

@@ -18,10 +18,13 @@ pub async fn run(args: PingArgs) -> Result<()> {
     let behaviour = BehaviourConfig {
         role: Role::Peer,
         mdns: false,
-        ping_interval: Duration::from_secs(1),
         ..BehaviourConfig::default()
     };
-    let mut node = Node::start(behaviour, EngineConfig::default(), &[]).await?;
+    let engine = EngineConfig {
+        ping_interval: Some(Duration::from_secs(1)),
+        ..EngineConfig::default()
+    };
+    let mut node = Node::start(behaviour, engine, &[]).await?;
     let early = node
         .connect(std::slice::from_ref(&args.addr), args.timeout)
         .await?;

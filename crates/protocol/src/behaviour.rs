@@ -7,7 +7,7 @@ use libp2p::{
     gossipsub::{self, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, ValidationMode},
     identify,
     identity::Keypair,
-    kad, ping, relay,
+    kad, relay,
 };
 
 use crate::arch;
@@ -76,8 +76,6 @@ pub struct BehaviourConfig {
     pub role: Role,
     /// Find peers on the local network (native only; ignored in browsers).
     pub mdns: bool,
-    /// How often to ping each connected peer.
-    pub ping_interval: Duration,
     /// Connection and relay limits.
     pub limits: Limits,
 }
@@ -87,7 +85,6 @@ impl Default for BehaviourConfig {
         Self {
             role: Role::Peer,
             mdns: false,
-            ping_interval: Duration::from_secs(5),
             limits: Limits::default(),
         }
     }
@@ -99,7 +96,7 @@ pub use composed::{Behaviour, BehaviourEvent};
 #[allow(missing_docs)]
 mod composed {
     use libp2p::{
-        autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay,
+        autonat, connection_limits, dcutr, gossipsub, identify, kad, relay,
         swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     };
 
@@ -119,8 +116,8 @@ mod composed {
         pub gossipsub: gossipsub::Behaviour,
         /// Exchanging listen addresses and protocols.
         pub identify: identify::Behaviour,
-        /// Round-trip times and liveness.
-        pub ping: ping::Behaviour,
+        /// Plain streams for meshtalk's own stream protocols (ping).
+        pub streams: libp2p_stream::Behaviour,
         /// The DHT: bootstrap, peer routing.
         pub kad: kad::Behaviour<kad::store::MemoryStore>,
         /// Learning whether we are publicly reachable (native).
@@ -184,8 +181,6 @@ impl Behaviour {
                 .with_agent_version(format!("meshtalk/{}", env!("CARGO_PKG_VERSION"))),
         );
 
-        let ping = ping::Behaviour::new(ping::Config::new().with_interval(config.ping_interval));
-
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_query_timeout(Duration::from_secs(30));
         let mut kad =
@@ -213,7 +208,7 @@ impl Behaviour {
             relay_server: relay_server.into(),
             gossipsub,
             identify,
-            ping,
+            streams: libp2p_stream::Behaviour::new(),
             kad,
             autonat: autonat.into(),
             dcutr: dcutr.into(),

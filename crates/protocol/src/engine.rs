@@ -11,7 +11,7 @@ use std::{
 };
 
 use futures::{
-    StreamExt,
+    FutureExt, StreamExt,
     channel::{mpsc, oneshot},
     select,
     stream::{self, BoxStream, Fuse, FusedStream},
@@ -21,7 +21,7 @@ use libp2p::{
     Multiaddr, PeerId, Swarm,
     core::ConnectedPoint,
     gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, TopicHash},
-    identify, kad, ping,
+    identify, kad,
     swarm::{ConnectionId, DialError, SwarmEvent},
 };
 use web_time::Instant;
@@ -29,6 +29,7 @@ use web_time::Instant;
 use crate::{
     arch,
     behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, room_score_params},
+    ping::Pinger,
     rooms::Room,
     transport::Transport,
     validate::{self, Rejection},
@@ -55,7 +56,12 @@ pub struct EngineConfig {
     pub nick: Option<String>,
     /// Addresses others can reach us at (public deployments).
     pub external_addrs: Vec<Multiaddr>,
+    /// How often to ping each connected peer; `None` for the default (5 s).
+    pub ping_interval: Option<Duration>,
 }
+
+/// Ping interval when the config names none.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A command could not be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -359,7 +365,8 @@ pub struct Engine {
     members: HashMap<TopicHash, HashSet<PeerId>>,
     last_announce: HashMap<TopicHash, Instant>,
     announce_due: HashMap<TopicHash, Instant>,
-    connections: HashMap<ConnectionId, Multiaddr>,
+    connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    pinger: Pinger,
     lookups: HashMap<kad::QueryId, PeerId>,
     dial_listeners: HashSet<Multiaddr>,
     shutdown: Option<Option<Instant>>,
@@ -374,6 +381,10 @@ impl Engine {
         config: EngineConfig,
     ) -> (Self, EngineHandle, mpsc::UnboundedReceiver<Event>) {
         let (tx, commands) = mpsc::unbounded();
+        let pinger = Pinger::new(
+            swarm.behaviour().streams.new_control(),
+            config.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL),
+        );
         let (events, events_rx) = mpsc::unbounded();
         let engine = Self {
             swarm,
@@ -391,6 +402,7 @@ impl Engine {
             last_announce: HashMap::new(),
             announce_due: HashMap::new(),
             connections: HashMap::new(),
+            pinger,
             lookups: HashMap::new(),
             dial_listeners: HashSet::new(),
             shutdown: None,
@@ -424,6 +436,7 @@ impl Engine {
         loop {
             select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                (peer, rtt) = self.pinger.next().fuse() => self.on_ping(peer, rtt),
                 request = self.commands.next() => match request {
                     Some((command, reply)) => {
                         let _ = reply.send(self.on_command(command));
@@ -716,7 +729,9 @@ impl Engine {
                     ConnectedPoint::Dialer { address, .. } => address,
                 });
                 tracing::debug!(peer = %peer_id, %addr, %transport, "connected");
-                self.connections.insert(connection_id, addr.clone());
+                self.connections
+                    .insert(connection_id, (peer_id, addr.clone()));
+                self.pinger.start(peer_id);
                 self.emit(Event::Connected {
                     peer: peer_id,
                     addr,
@@ -733,6 +748,7 @@ impl Engine {
             } => {
                 self.connections.remove(&connection_id);
                 if num_established == 0 {
+                    self.pinger.stop(&peer_id);
                     let topics: Vec<TopicHash> = self.members.keys().cloned().collect();
                     for topic in topics {
                         self.member_left(&topic, peer_id);
@@ -776,20 +792,6 @@ impl Engine {
                     listen_addrs: info.listen_addrs,
                 });
             }
-            BehaviourEvent::Ping(ping::Event {
-                peer,
-                connection,
-                result: Ok(rtt),
-            }) => {
-                if let Some(addr) = self.connections.get(&connection) {
-                    self.emit(Event::Ping {
-                        peer,
-                        rtt,
-                        transport: Transport::of(addr),
-                        addr: addr.clone(),
-                    });
-                }
-            }
             BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Mdns(event) => {
                 for (peer, addr) in arch::mdns_discovered(event) {
@@ -802,6 +804,25 @@ impl Engine {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn on_ping(&mut self, peer: PeerId, rtt: Duration) {
+        // The stream may run over any of the peer's connections; report the
+        // newest.
+        let addr = self
+            .connections
+            .iter()
+            .filter(|(_, (p, _))| *p == peer)
+            .max_by_key(|(id, _)| **id)
+            .map(|(_, (_, addr))| addr.clone());
+        if let Some(addr) = addr {
+            self.emit(Event::Ping {
+                peer,
+                rtt,
+                transport: Transport::of(&addr),
+                addr,
+            });
         }
     }
 
@@ -834,11 +855,16 @@ impl Engine {
                             Ok(ok) => ok.peers,
                             Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                         };
-                        let addrs = peers
+                        let mut addrs = peers
                             .into_iter()
                             .find(|p| p.peer_id == target)
                             .map(|p| p.addrs)
                             .unwrap_or_default();
+                        // Peers never list themselves among the closest to
+                        // their own id; our routing table may know them.
+                        if addrs.is_empty() {
+                            addrs = self.routing_addrs(&target);
+                        }
                         self.emit(Event::PeerLookup {
                             peer: target,
                             addrs,
@@ -849,6 +875,18 @@ impl Engine {
             },
             _ => {}
         }
+    }
+
+    /// A peer's addresses in our Kademlia routing table.
+    fn routing_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                if entry.node.key.preimage() == peer {
+                    return entry.node.value.iter().cloned().collect();
+                }
+            }
+        }
+        Vec::new()
     }
 
     fn on_gossipsub(&mut self, event: gossipsub::Event) {

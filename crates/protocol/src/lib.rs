@@ -33,6 +33,7 @@
 pub mod arch;
 pub mod behaviour;
 pub mod engine;
+pub mod ping;
 pub mod rooms;
 pub mod transport;
 pub mod validate;

@@ -42,6 +42,18 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every [`Rejection::label`], for metrics that should show zeros.
+    pub const LABELS: [&'static str; 8] = [
+        "malformed",
+        "missing_field",
+        "unknown_type",
+        "not_utf8",
+        "bad_id",
+        "text_too_long",
+        "nick_too_long",
+        "from_the_future",
+    ];
+
     /// A short stable label, for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -135,6 +147,22 @@ mod tests {
         );
         // Old messages are fine: peers that join late may see them.
         assert!(accept(&encode(&msg("hi".into(), 0)), NOW).is_ok());
+    }
+
+    #[test]
+    fn labels_lists_every_label() {
+        let all = [
+            Rejection::Malformed(String::new()),
+            Rejection::MissingField(""),
+            Rejection::UnknownType(0),
+            Rejection::NotUtf8(""),
+            Rejection::BadId(0),
+            Rejection::TextTooLong(0),
+            Rejection::NickTooLong(0),
+            Rejection::FromTheFuture(0),
+        ];
+        let labels: Vec<&str> = all.iter().map(Rejection::label).collect();
+        assert_eq!(labels, Rejection::LABELS);
     }
 
     #[test]

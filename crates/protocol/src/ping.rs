@@ -1,0 +1,265 @@
+//! Ping, `/ipfs/ping/1.0.0`: the peer that opens the stream sends 32 random
+//! bytes, the other side echoes them, and the round trip is timed; the
+//! stream is reused for the next ping. Wire-compatible with every libp2p
+//! implementation.
+//!
+//! It runs on plain streams (`libp2p-stream`) driven by the engine's event
+//! loop. Upstream's `libp2p-ping` 0.48 forgets to poll a renewed inbound
+//! future, so over QUIC an answer can wait until something else wakes the
+//! connection; here every stream is polled by the task that waits on it.
+
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    time::Duration,
+};
+
+use futures::{
+    AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt,
+    future::{BoxFuture, Either, select},
+    stream::FuturesUnordered,
+};
+use futures_timer::Delay;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
+use web_time::Instant;
+
+/// The ping protocol id.
+pub const PING_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/ping/1.0.0");
+const PING_SIZE: usize = 32;
+/// A ping unanswered this long fails.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// An inbound ping stream idle this long is closed.
+const INBOUND_IDLE: Duration = Duration::from_secs(120);
+/// Inbound ping streams one peer may hold open.
+const MAX_INBOUND_PER_PEER: usize = 2;
+
+enum Outcome {
+    Pong {
+        peer: PeerId,
+        rtt: Duration,
+        stream: Stream,
+    },
+    Failed {
+        peer: PeerId,
+        error: String,
+        retry: bool,
+    },
+    InboundClosed {
+        peer: PeerId,
+    },
+}
+
+enum Next {
+    Inbound(Option<(PeerId, Stream)>),
+    Outcome(Option<Outcome>),
+}
+
+/// Pings every connected peer at an interval and answers their pings.
+pub(crate) struct Pinger {
+    control: Control,
+    incoming: Option<IncomingStreams>,
+    interval: Duration,
+    tasks: FuturesUnordered<BoxFuture<'static, Outcome>>,
+    pinging: HashSet<PeerId>,
+    inbound: HashMap<PeerId, usize>,
+}
+
+impl Pinger {
+    /// Takes over the ping protocol on `control`.
+    pub(crate) fn new(mut control: Control, interval: Duration) -> Self {
+        let incoming = match control.accept(PING_PROTOCOL) {
+            Ok(incoming) => Some(incoming),
+            Err(e) => {
+                tracing::warn!(error = %e, "ping protocol already taken; not answering pings");
+                None
+            }
+        };
+        Self {
+            control,
+            incoming,
+            interval,
+            tasks: FuturesUnordered::new(),
+            pinging: HashSet::new(),
+            inbound: HashMap::new(),
+        }
+    }
+
+    /// Starts pinging a newly connected peer (at once, then every interval).
+    pub(crate) fn start(&mut self, peer: PeerId) {
+        if self.pinging.insert(peer) {
+            self.tasks
+                .push(round(self.control.clone(), peer, None, Duration::ZERO));
+        }
+    }
+
+    /// Stops pinging a peer we are no longer connected to.
+    pub(crate) fn stop(&mut self, peer: &PeerId) {
+        self.pinging.remove(peer);
+    }
+
+    /// The next measured round trip. Pending forever when there is nothing
+    /// to do, so it can sit in a `select!`.
+    pub(crate) async fn next(&mut self) -> (PeerId, Duration) {
+        loop {
+            let next = {
+                let incoming = &mut self.incoming;
+                let tasks = &mut self.tasks;
+                let inbound = async move {
+                    match incoming.as_mut() {
+                        Some(incoming) => incoming.next().await,
+                        None => futures::future::pending().await,
+                    }
+                };
+                let outcome = async move {
+                    if tasks.is_empty() {
+                        futures::future::pending::<()>().await;
+                    }
+                    tasks.next().await
+                };
+                match select(Box::pin(inbound), Box::pin(outcome)).await {
+                    Either::Left((stream, _)) => Next::Inbound(stream),
+                    Either::Right((outcome, _)) => Next::Outcome(outcome),
+                }
+            };
+            match next {
+                Next::Inbound(Some((peer, stream))) => self.answer(peer, stream),
+                Next::Inbound(None) => self.incoming = None,
+                Next::Outcome(Some(outcome)) => {
+                    if let Some(rtt) = self.on_outcome(outcome) {
+                        return rtt;
+                    }
+                }
+                Next::Outcome(None) => {}
+            }
+        }
+    }
+
+    fn answer(&mut self, peer: PeerId, stream: Stream) {
+        let open = self.inbound.entry(peer).or_default();
+        if *open >= MAX_INBOUND_PER_PEER {
+            tracing::debug!(%peer, "too many inbound ping streams; dropping one");
+            return;
+        }
+        *open += 1;
+        self.tasks.push(echo(peer, stream).boxed());
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) -> Option<(PeerId, Duration)> {
+        match outcome {
+            Outcome::Pong { peer, rtt, stream } => {
+                if self.pinging.contains(&peer) {
+                    self.tasks.push(round(
+                        self.control.clone(),
+                        peer,
+                        Some(stream),
+                        self.interval,
+                    ));
+                    return Some((peer, rtt));
+                }
+                None
+            }
+            Outcome::Failed { peer, error, retry } => {
+                tracing::debug!(%peer, %error, "ping failed");
+                if retry && self.pinging.contains(&peer) {
+                    self.tasks
+                        .push(round(self.control.clone(), peer, None, self.interval));
+                } else {
+                    self.pinging.remove(&peer);
+                }
+                None
+            }
+            Outcome::InboundClosed { peer } => {
+                if let Some(open) = self.inbound.get_mut(&peer) {
+                    *open = open.saturating_sub(1);
+                    if *open == 0 {
+                        self.inbound.remove(&peer);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Waits `delay`, opens a stream if there is none, and pings once.
+fn round(
+    mut control: Control,
+    peer: PeerId,
+    stream: Option<Stream>,
+    delay: Duration,
+) -> BoxFuture<'static, Outcome> {
+    async move {
+        if !delay.is_zero() {
+            Delay::new(delay).await;
+        }
+        let stream = match stream {
+            Some(stream) => stream,
+            None => match control.open_stream(peer, PING_PROTOCOL).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // A peer without ping stays unpinged; anything else may pass.
+                    let retry = !matches!(e, OpenStreamError::UnsupportedProtocol(_));
+                    return Outcome::Failed {
+                        peer,
+                        error: e.to_string(),
+                        retry,
+                    };
+                }
+            },
+        };
+        match with_timeout(PING_TIMEOUT, ping_once(stream)).await {
+            Ok((stream, rtt)) => Outcome::Pong { peer, rtt, stream },
+            Err(e) => Outcome::Failed {
+                peer,
+                error: e.to_string(),
+                retry: true,
+            },
+        }
+    }
+    .boxed()
+}
+
+async fn ping_once(mut stream: Stream) -> io::Result<(Stream, Duration)> {
+    let payload: [u8; PING_SIZE] = rand::random();
+    stream.write_all(&payload).await?;
+    stream.flush().await?;
+    let started = Instant::now();
+    let mut echoed = [0u8; PING_SIZE];
+    stream.read_exact(&mut echoed).await?;
+    if echoed != payload {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "ping payload mismatch",
+        ));
+    }
+    Ok((stream, started.elapsed()))
+}
+
+/// Echoes pings on one inbound stream until it closes or idles out.
+async fn echo(peer: PeerId, mut stream: Stream) -> Outcome {
+    let mut payload = [0u8; PING_SIZE];
+    loop {
+        let answered = with_timeout(INBOUND_IDLE, async {
+            stream.read_exact(&mut payload).await?;
+            stream.write_all(&payload).await?;
+            stream.flush().await
+        })
+        .await;
+        if let Err(e) = answered {
+            tracing::trace!(%peer, error = %e, "inbound ping stream ended");
+            let _ = stream.close().await;
+            return Outcome::InboundClosed { peer };
+        }
+    }
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match select(Box::pin(work), Delay::new(limit)).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "ping timed out")),
+    }
+}

@@ -1,0 +1,283 @@
+//! `cargo xtask bench`: native → relay → native on loopback.
+//!
+//! For TCP and QUIC: publish-to-delivery latency (p50/p99) of 100-byte
+//! messages at 1,000 messages/s, and the highest rate sustained for 10 s with
+//! zero loss. Then the relay's resident memory with 500 idle connected peers.
+//! Prints a table and writes `target/bench/native.json`.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use futures::StreamExt;
+use meshtalk_protocol::{
+    engine::{EngineConfig, Event},
+    rooms::Room,
+    transport::Transport,
+};
+use meshtalk_tests::{Relay, peer::Peer, temp_dir};
+use serde_json::json;
+
+/// meshtalk native benchmark (loopback only).
+#[derive(Parser)]
+struct Args {
+    /// Seconds of the 1,000 messages/s latency run.
+    #[arg(long, default_value = "5")]
+    latency_secs: u64,
+    /// Seconds each rate step must hold with zero loss.
+    #[arg(long, default_value = "10")]
+    step_secs: u64,
+    /// Rates (messages/s) tried in order for the sustained-rate run; the run
+    /// stops at the first rate that loses a message.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2000,5000,8000,12000,16000"
+    )]
+    rates: Vec<u64>,
+    /// Idle peers connected for the memory measurement.
+    #[arg(long, default_value = "500")]
+    idle_peers: usize,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/native.json")]
+    out: PathBuf,
+}
+
+const MESSAGE_BYTES: usize = 100;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let mut results = Vec::new();
+    for transport in [Transport::Tcp, Transport::Quic] {
+        let relay = Relay::start(&temp_dir("bench"))?;
+        let addr = relay.addr(transport)?;
+        let room = Room::new("bench")?;
+        let config = EngineConfig {
+            rooms: vec![room.clone()],
+            ..EngineConfig::default()
+        };
+        let sender = Peer::connect(config.clone(), std::slice::from_ref(&addr)).await?;
+        let mut receiver = Peer::connect(config, std::slice::from_ref(&addr)).await?;
+        let sender_id = sender.peer_id;
+        receiver
+            .wait_for(
+                "sender joined",
+                |e| matches!(e, Event::PeerJoined { peer, .. } if *peer == sender_id),
+            )
+            .await?;
+        eprintln!(
+            "bench: {transport}: latency at 1000 msg/s for {} s",
+            args.latency_secs
+        );
+        let latency = load(&sender, &mut receiver, &room, 1000, args.latency_secs).await?;
+        let mut sustained = 0;
+        let mut steps = Vec::new();
+        for &rate in &args.rates {
+            eprintln!("bench: {transport}: {rate} msg/s for {} s", args.step_secs);
+            let step = load(&sender, &mut receiver, &room, rate, args.step_secs).await?;
+            let lossless = step.lost == 0 && step.achieved_rate >= rate as f64 * 0.95;
+            steps.push(
+                json!({"rate": rate, "lost": step.lost, "achieved_rate": step.achieved_rate,
+                "p50_ms": step.p50_ms, "p99_ms": step.p99_ms}),
+            );
+            if !lossless {
+                break;
+            }
+            sustained = rate;
+        }
+        results.push((transport, latency, sustained, steps));
+    }
+
+    eprintln!("bench: relay memory with {} idle peers", args.idle_peers);
+    let (rss_before, rss_after) = idle_memory(args.idle_peers).await?;
+
+    let machine = machine();
+    println!("\nmeshtalk native benchmark on {machine}");
+    println!(
+        "{:<6} {:>10} {:>10} {:>10} {:>22}",
+        "", "p50 ms", "p99 ms", "lost", "sustained msg/s (0 loss)"
+    );
+    for (transport, latency, sustained, _) in &results {
+        println!(
+            "{:<6} {:>10.3} {:>10.3} {:>10} {:>22}",
+            transport.name(),
+            latency.p50_ms,
+            latency.p99_ms,
+            latency.lost,
+            sustained
+        );
+    }
+    println!(
+        "relay RSS: {:.1} MB idle, {:.1} MB with {} connected idle peers",
+        rss_before, rss_after, args.idle_peers
+    );
+    println!("targets: p50 <= 1 ms, p99 <= 5 ms, >= 5000 msg/s, RSS <= 250 MB");
+
+    let json = json!({
+        "machine": machine,
+        "message_bytes": MESSAGE_BYTES,
+        "transports": results.iter().map(|(t, l, s, steps)| json!({
+            "transport": t.name(),
+            "latency_at_1000_per_s": {"p50_ms": l.p50_ms, "p99_ms": l.p99_ms, "sent": l.sent, "lost": l.lost},
+            "sustained_rate_zero_loss": s,
+            "steps": steps,
+        })).collect::<Vec<_>>(),
+        "relay_rss_mb": {"idle": rss_before, "with_idle_peers": rss_after, "idle_peers": args.idle_peers},
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("results written to {}", args.out.display());
+    Ok(())
+}
+
+struct Load {
+    sent: usize,
+    lost: usize,
+    achieved_rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Sends `rate` messages/s for `secs` and measures each one's delivery.
+async fn load(
+    sender: &Peer,
+    receiver: &mut Peer,
+    room: &Room,
+    rate: u64,
+    secs: u64,
+) -> Result<Load> {
+    let total = (rate * secs) as usize;
+    let base = Instant::now();
+    let handle = sender.handle.clone();
+    let room_for_sender = room.clone();
+    let sending = tokio::spawn(async move {
+        let mut sent = 0usize;
+        while sent < total {
+            let due = ((base.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
+            while sent < due {
+                let stamp = base.elapsed().as_nanos();
+                let mut text = format!("{sent:010}|{stamp:020}|");
+                text.extend(std::iter::repeat_n('x', MESSAGE_BYTES - text.len()));
+                handle.send(room_for_sender.clone(), text).await?;
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        anyhow::Ok(base.elapsed())
+    });
+
+    let mut seen = vec![false; total];
+    let mut received = 0usize;
+    let mut latencies = Vec::with_capacity(total);
+    let mut send_time = None;
+    let quiet = Duration::from_secs(5);
+    loop {
+        let next = tokio::time::timeout(quiet, receiver.events.next()).await;
+        match next {
+            Ok(Some(Event::Message { message, .. })) => {
+                let now = base.elapsed().as_nanos();
+                let mut parts = message.text.split('|');
+                let (Some(seq), Some(stamp)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let (Ok(seq), Ok(stamp)) = (seq.parse::<usize>(), stamp.parse::<u128>()) else {
+                    continue;
+                };
+                if seq < total && !seen[seq] {
+                    seen[seq] = true;
+                    received += 1;
+                    latencies.push((now.saturating_sub(stamp)) as f64 / 1e6);
+                }
+                if received == total {
+                    break;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("receiver stopped"),
+            Err(_) => break, // nothing for 5 s: the rest is lost
+        }
+        if send_time.is_none() && sending.is_finished() {
+            send_time = Some(base.elapsed());
+        }
+    }
+    let elapsed = sending.await??;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if latencies.is_empty() {
+            f64::NAN
+        } else {
+            latencies[((latencies.len() - 1) as f64 * p) as usize]
+        }
+    };
+    Ok(Load {
+        sent: total,
+        lost: total - received,
+        achieved_rate: total as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+/// Relay RSS (MB) before and after `count` idle peers connect over TCP and
+/// join a room.
+async fn idle_memory(count: usize) -> Result<(f64, f64)> {
+    let relay = Relay::start(&temp_dir("bench-idle"))?;
+    let addr = relay.addr(Transport::Tcp)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_mb(relay.proc.pid())?;
+    let config = EngineConfig {
+        rooms: vec![Room::new("idle")?],
+        ..EngineConfig::default()
+    };
+    let mut peers = Vec::with_capacity(count);
+    // Batches stay under the relay's pending-handshake limit.
+    for batch in (0..count).collect::<Vec<_>>().chunks(50) {
+        let joins = batch
+            .iter()
+            .map(|_| Peer::connect(config.clone(), std::slice::from_ref(&addr)));
+        for peer in futures::future::join_all(joins).await {
+            peers.push(peer?);
+        }
+    }
+    // Let identify, Kademlia and gossipsub settle.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = rss_mb(relay.proc.pid())?;
+    drop(peers);
+    Ok((before, after))
+}
+
+fn rss_mb(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
