@@ -6,14 +6,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use meshtalk_protocol::{engine::EngineConfig, libp2p::Multiaddr};
 
-use crate::peer::Peer;
+use crate::peer;
 
 /// Connects to every address, publishes each payload on `topic`, waits until
 /// all are on the wire, and returns the hostile peer's id.
 pub fn publish_junk(addrs: &[Multiaddr], topic: &str, payloads: Vec<Vec<u8>>) -> Result<String> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let peer = Peer::connect(EngineConfig::default(), addrs).await?;
+        let peer = peer::connect(EngineConfig::default(), addrs).await?;
         // Give the targets' subscriptions time to arrive.
         tokio::time::sleep(Duration::from_millis(500)).await;
         for payload in payloads {

@@ -13,9 +13,10 @@ use meshtalk_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use meshtalk::node::{Node, peer_behaviour};
+
 use crate::{
     args::{ChatArgs, ListenArgs},
-    node::{Node, peer_behaviour},
     output,
 };
 

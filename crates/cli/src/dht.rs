@@ -5,10 +5,9 @@ use anyhow::{Result, bail};
 use futures::StreamExt;
 use meshtalk_protocol::engine::{EngineConfig, Event};
 
-use crate::{
-    args::{DhtAction, DhtArgs},
-    node::{Node, peer_behaviour},
-};
+use meshtalk::node::{Node, peer_behaviour};
+
+use crate::args::{DhtAction, DhtArgs};
 
 /// Runs a DHT action.
 pub async fn run(args: DhtArgs) -> Result<()> {

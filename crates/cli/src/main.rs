@@ -13,7 +13,6 @@
 mod args;
 mod chat;
 mod dht;
-mod node;
 mod output;
 mod ping;
 mod pubsub;

@@ -12,6 +12,9 @@ use meshtalk_protocol::{
 };
 use tokio::task::JoinHandle;
 
+/// Pause before the second round of dials.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
 /// A running peer.
 pub struct Node {
     /// Our peer id (a new one each run).
@@ -49,30 +52,44 @@ impl Node {
         })
     }
 
-    /// Dials every address and waits until one connection is up. Fails with
-    /// one line when every dial failed or none succeeded in `timeout`.
+    /// Dials every address and waits until one connection is up. A round
+    /// in which every dial fails is tried once more (handshakes, WebRTC's
+    /// above all, sometimes fail once on a busy machine). Fails with one
+    /// line when that fails too, or nothing connects within `timeout`.
     /// Returns events that arrived meanwhile, for the caller to handle.
     pub async fn connect(&mut self, addrs: &[Multiaddr], timeout: Duration) -> Result<Vec<Event>> {
-        for addr in addrs {
-            self.handle.dial(addr.clone()).await?;
-        }
         let mut seen = Vec::new();
-        let mut failures = Vec::new();
         let wait = async {
-            while let Some(event) = self.events.next().await {
-                match &event {
-                    Event::Connected { outbound: true, .. } => {
-                        seen.push(event);
-                        return Ok(());
-                    }
-                    Event::DialFailed { error, .. } => {
-                        failures.push(error.clone());
-                        if failures.len() == addrs.len() {
-                            bail!("cannot connect: {}", failures.join("; "));
-                        }
-                    }
-                    _ => seen.push(event),
+            for round in 0..2 {
+                if round > 0 {
+                    tokio::time::sleep(RETRY_DELAY).await;
                 }
+                for addr in addrs {
+                    self.handle.dial(addr.clone()).await?;
+                }
+                let mut failures = Vec::new();
+                while let Some(event) = self.events.next().await {
+                    match &event {
+                        Event::Connected { outbound: true, .. } => {
+                            seen.push(event);
+                            return Ok(());
+                        }
+                        Event::DialFailed { error, .. } => {
+                            failures.push(error.clone());
+                            if failures.len() == addrs.len() {
+                                break;
+                            }
+                        }
+                        _ => seen.push(event),
+                    }
+                }
+                if failures.len() < addrs.len() {
+                    break;
+                }
+                if round > 0 {
+                    bail!("cannot connect: {}", failures.join("; "));
+                }
+                tracing::debug!(?failures, "every dial failed; trying once more");
             }
             bail!("the node stopped while connecting")
         };

@@ -10,7 +10,9 @@ use meshtalk_protocol::{
     libp2p::multiaddr::Protocol,
 };
 
-use crate::{args::PingArgs, node::Node};
+use meshtalk::node::Node;
+
+use crate::args::PingArgs;
 
 /// Pings `args.addr` `args.count` times, printing each round trip, then a
 /// summary.

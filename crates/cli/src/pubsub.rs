@@ -12,11 +12,9 @@ use meshtalk_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{
-    args::PubSubArgs,
-    node::{Node, peer_behaviour},
-    output,
-};
+use meshtalk::node::{Node, peer_behaviour};
+
+use crate::{args::PubSubArgs, output};
 
 fn check_topic(topic: &str) -> Result<()> {
     if topic.is_empty() {

@@ -18,7 +18,11 @@ use meshtalk_protocol::{
     rooms::Room,
     transport::Transport,
 };
-use meshtalk_tests::{Relay, peer::Peer, temp_dir};
+use meshtalk_tests::{
+    Relay,
+    peer::{self, Node},
+    temp_dir,
+};
 use serde_json::json;
 
 /// meshtalk native benchmark (loopback only).
@@ -64,15 +68,15 @@ async fn run(args: Args) -> Result<()> {
             rooms: vec![room.clone()],
             ..EngineConfig::default()
         };
-        let sender = Peer::connect(config.clone(), std::slice::from_ref(&addr)).await?;
-        let mut receiver = Peer::connect(config, std::slice::from_ref(&addr)).await?;
+        let sender = peer::connect(config.clone(), std::slice::from_ref(&addr)).await?;
+        let mut receiver = peer::connect(config, std::slice::from_ref(&addr)).await?;
         let sender_id = sender.peer_id;
-        receiver
-            .wait_for(
-                "sender joined",
-                |e| matches!(e, Event::PeerJoined { peer, .. } if *peer == sender_id),
-            )
-            .await?;
+        peer::wait_for(
+            &mut receiver,
+            "sender joined",
+            |e| matches!(e, Event::PeerJoined { peer, .. } if *peer == sender_id),
+        )
+        .await?;
         eprintln!(
             "bench: {transport}: latency at 1000 msg/s for {} s",
             args.latency_secs
@@ -151,8 +155,8 @@ struct Load {
 
 /// Sends `rate` messages/s for `secs` and measures each one's delivery.
 async fn load(
-    sender: &Peer,
-    receiver: &mut Peer,
+    sender: &Node,
+    receiver: &mut Node,
     room: &Room,
     rate: u64,
     secs: u64,
@@ -245,7 +249,7 @@ async fn idle_memory(count: usize) -> Result<(f64, f64)> {
     for batch in (0..count).collect::<Vec<_>>().chunks(50) {
         let joins = batch
             .iter()
-            .map(|_| Peer::connect(config.clone(), std::slice::from_ref(&addr)));
+            .map(|_| peer::connect(config.clone(), std::slice::from_ref(&addr)));
         for peer in futures::future::join_all(joins).await {
             peers.push(peer?);
         }
