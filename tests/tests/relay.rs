@@ -106,11 +106,14 @@ fn config_file_sets_listen_addresses_and_bad_keys_are_errors() -> Result<()> {
             dir.join("data").display()
         ),
     )?;
-    let mut relay = Proc::spawn(
-        "relay",
-        &bin("meshtalk-relay")?,
-        &["--config".into(), config.display().to_string()],
-    )?;
+    let with_config = || {
+        Proc::spawn(
+            "relay",
+            &bin("meshtalk-relay")?,
+            &["--config".into(), config.display().to_string()],
+        )
+    };
+    let mut relay = with_config()?;
     relay.wait_for("tcp listen line", |l| {
         (l.starts_with("listening on /ip4/127.0.0.1/tcp/")).then_some(())
     })?;
@@ -120,11 +123,7 @@ fn config_file_sets_listen_addresses_and_bad_keys_are_errors() -> Result<()> {
         &config,
         "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nno-such-key = 1\n",
     )?;
-    let mut relay = Proc::spawn(
-        "relay",
-        &bin("meshtalk-relay")?,
-        &["--config".into(), config.display().to_string()],
-    )?;
+    let mut relay = with_config()?;
     assert!(!relay.wait_exit(WAIT)?.success());
     let stderr = relay.stderr_lines();
     assert!(

@@ -9,72 +9,53 @@ fn meshtalk(name: &str, args: &[&str]) -> Result<Proc> {
     Proc::spawn(name, &bin("meshtalk")?, &args)
 }
 
-#[test]
-fn raw_publish_reaches_raw_subscriber_through_the_relay() -> Result<()> {
+/// `meshtalk subscribe` and `meshtalk publish` on `topic` through a relay:
+/// every line published arrives, in order, as the subscriber prints it.
+fn publish_reaches_subscriber(
+    transport: Transport,
+    topic: &str,
+    raw: bool,
+    lines: &[&str],
+) -> Result<()> {
     let relay = Relay::start(&temp_dir("pubsub"))?;
-    let addr = relay.addr(Transport::Tcp)?.to_string();
-    let mut sub = meshtalk(
-        "sub",
-        &[
-            "subscribe",
-            "--topic",
-            "p2p-pubsub",
-            "--raw",
-            "--connect",
-            &addr,
-        ],
-    )?;
-    // The subscriber is up once the relay follows its topic; the publisher
-    // holds its lines until then anyway.
-    let mut publisher = meshtalk(
-        "pub",
-        &[
-            "publish",
-            "--topic",
-            "p2p-pubsub",
-            "--raw",
-            "--connect",
-            &addr,
-        ],
-    )?;
-    publisher.send_line("first raw line")?;
-    publisher.send_line("second raw line")?;
+    let addr = relay.addr(transport)?.to_string();
+    let mut args = vec!["--topic", topic, "--connect", &addr];
+    if raw {
+        args.push("--raw");
+    }
+    let mut sub = meshtalk("sub", &[&["subscribe"], args.as_slice()].concat())?;
+    // The publisher holds its lines until the relay follows the topic,
+    // which it does once the subscriber is in.
+    let mut publisher = meshtalk("pub", &[&["publish"], args.as_slice()].concat())?;
+    for line in lines {
+        publisher.send_line(line)?;
+    }
     publisher.close_stdin();
     assert!(publisher.wait_exit(WAIT)?.success());
-    sub.wait_for("first", |l| (l == "first raw line").then_some(()))?;
-    sub.wait_for("second", |l| (l == "second raw line").then_some(()))?;
+    for line in lines {
+        sub.wait_for(line, |l| (l == *line).then_some(()))?;
+    }
     Ok(())
 }
 
 #[test]
+fn raw_publish_reaches_raw_subscriber_through_the_relay() -> Result<()> {
+    publish_reaches_subscriber(
+        Transport::Tcp,
+        "p2p-pubsub",
+        true,
+        &["first raw line", "second raw line"],
+    )
+}
+
+#[test]
 fn chat_text_published_to_a_room_topic_reaches_a_decoding_subscriber() -> Result<()> {
-    let relay = Relay::start(&temp_dir("pubsub-room"))?;
-    let addr = relay.addr(Transport::Quic)?.to_string();
-    let mut sub = meshtalk(
-        "sub",
-        &[
-            "subscribe",
-            "--topic",
-            "meshtalk/room/news",
-            "--connect",
-            &addr,
-        ],
-    )?;
-    let mut publisher = meshtalk(
-        "pub",
-        &[
-            "publish",
-            "--topic",
-            "meshtalk/room/news",
-            "--connect",
-            &addr,
-        ],
-    )?;
-    publisher.send_line("hello news")?;
-    publisher.close_stdin();
-    assert!(publisher.wait_exit(WAIT)?.success());
-    sub.wait_for("decoded text", |l| (l == "hello news").then_some(()))?;
-    Ok(())
+    publish_reaches_subscriber(
+        Transport::Quic,
+        "meshtalk/room/news",
+        false,
+        &["hello news"],
+    )
 }
 
 #[test]
