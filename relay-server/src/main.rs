@@ -43,10 +43,15 @@ use crate::{
 /// How long shutdown waits for the engine to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Log filter when `RUST_LOG` is unset. Kademlia's "no known peers" and
+/// webrtc-rs's handshake chatter are routine, not something to act on.
+const DEFAULT_LOG: &str =
+    "info,libp2p_kad=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error,webrtc_dtls=error";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -75,12 +75,15 @@ pub struct Proc {
 impl Proc {
     /// Spawns `program args...` with piped stdio.
     pub fn spawn(name: &str, program: &Path, args: &[String]) -> Result<Self> {
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        // The binaries' own default log filter, unless a test run asks for
+        // more with MESHTALK_TEST_LOG.
+        match std::env::var("MESHTALK_TEST_LOG") {
+            Ok(filter) => command.env("RUST_LOG", filter),
+            Err(_) => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("MESHTALK_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -183,6 +186,30 @@ impl Proc {
         }
     }
 
+    /// Reads what the exited process left in its pipes, until both reader
+    /// threads hang up (bounded).
+    fn drain_after_exit(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break,
+            }
+        }
+        loop {
+            match self
+                .stderr
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => self.err_seen.push(line),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Writes a line to stdin.
     pub fn send_line(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("stdin already closed")?;
@@ -209,7 +236,7 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                self.drain_for(Duration::from_millis(100));
+                self.drain_after_exit();
                 return Ok(status);
             }
             if Instant::now() > deadline {

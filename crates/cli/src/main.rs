@@ -24,6 +24,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::args::{Cli, Command};
 
+/// Log filter when `RUST_LOG` is unset. Kademlia's "no known peers" and
+/// webrtc-rs's handshake chatter are routine, not something to act on.
+const DEFAULT_LOG: &str =
+    "warn,libp2p_kad=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error,webrtc_dtls=error";
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -43,7 +48,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
