@@ -190,23 +190,12 @@ impl Proc {
     /// threads hang up (bounded).
     fn drain_after_exit(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.seen.push(line),
-                Err(_) => break,
-            }
+        let left = || deadline.saturating_duration_since(Instant::now());
+        while let Ok(line) = self.lines.recv_timeout(left()) {
+            self.seen.push(line);
         }
-        loop {
-            match self
-                .stderr
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.err_seen.push(line),
-                Err(_) => break,
-            }
+        while let Ok(line) = self.stderr.recv_timeout(left()) {
+            self.err_seen.push(line);
         }
     }
 
