@@ -235,24 +235,26 @@ mod tests {
         assert_eq!(decode(&encode(&p)), Ok(p));
     }
 
+    /// A `Request` of type SEND_MESSAGE written byte by byte with the
+    /// course's field numbers: type (1, varint), sendMessage (2, len) holding
+    /// data (1, len), created (2, varint, left out when `None`) and id
+    /// (3, len). Every length stays below 128, so each is one varint byte.
+    fn raw_send_message(data: &[u8], created: Option<u8>, id: &[u8]) -> Vec<u8> {
+        let mut inner = vec![0x0a, data.len() as u8];
+        inner.extend_from_slice(data);
+        if let Some(created) = created {
+            inner.extend_from_slice(&[0x10, created]);
+        }
+        inner.extend_from_slice(&[0x1a, id.len() as u8]);
+        inner.extend_from_slice(id);
+        let mut bytes = vec![0x08, 0x00, 0x12, inner.len() as u8];
+        bytes.extend_from_slice(&inner);
+        bytes
+    }
+
     #[test]
     fn field_numbers_match_the_course_protocol() {
-        // type=0 (1:varint), sendMessage (2:len) { data (1:len) "hi", created (2:varint) 5, id (3:len) 16 bytes }
-        let mut bytes = vec![
-            0x08,
-            0x00,
-            0x12,
-            2 + 2 + 2 + 2 + 16,
-            0x0a,
-            2,
-            b'h',
-            b'i',
-            0x10,
-            5,
-            0x1a,
-            16,
-        ];
-        bytes.extend_from_slice(&[9; 16]);
+        let bytes = raw_send_message(b"hi", Some(5), &[9; 16]);
         let expected = Payload::Message(ChatMessage {
             text: "hi".into(),
             created_ms: 5,
@@ -277,22 +279,8 @@ mod tests {
             decode(&[0x08, 0x00]),
             Err(Rejection::MissingField("Request.sendMessage"))
         );
-        // SendMessage without created.
-        let mut bytes = vec![
-            0x08,
-            0x00,
-            0x12,
-            2 + 2 + 2 + 16,
-            0x0a,
-            2,
-            b'h',
-            b'i',
-            0x1a,
-            16,
-        ];
-        bytes.extend_from_slice(&[1; 16]);
         assert_eq!(
-            decode(&bytes),
+            decode(&raw_send_message(b"hi", None, &[1; 16])),
             Err(Rejection::MissingField("SendMessage.created"))
         );
     }
@@ -304,43 +292,18 @@ mod tests {
             Err(Rejection::Malformed(_))
         ));
         assert_eq!(decode(&[0x08, 0x07]), Err(Rejection::UnknownType(7)));
-        let mut bytes = vec![
-            0x08,
-            0x00,
-            0x12,
-            2 + 2 + 2 + 2 + 16,
-            0x0a,
-            2,
-            0xc3,
-            0x28,
-            0x10,
-            5,
-            0x1a,
-            16,
-        ];
-        bytes.extend_from_slice(&[1; 16]);
-        assert_eq!(decode(&bytes), Err(Rejection::NotUtf8("SendMessage.data")));
+        assert_eq!(
+            decode(&raw_send_message(&[0xc3, 0x28], Some(5), &[1; 16])),
+            Err(Rejection::NotUtf8("SendMessage.data"))
+        );
     }
 
     #[test]
     fn wrong_id_length_is_rejected() {
-        let bytes = [
-            0x08,
-            0x00,
-            0x12,
-            2 + 2 + 2 + 2 + 2,
-            0x0a,
-            2,
-            b'h',
-            b'i',
-            0x10,
-            5,
-            0x1a,
-            2,
-            1,
-            2,
-        ];
-        assert_eq!(decode(&bytes), Err(Rejection::BadId(2)));
+        assert_eq!(
+            decode(&raw_send_message(b"hi", Some(5), &[1, 2])),
+            Err(Rejection::BadId(2))
+        );
     }
 
     proptest! {
