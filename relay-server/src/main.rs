@@ -132,20 +132,12 @@ async fn run(args: Args) -> Result<()> {
     let event_task = tokio::spawn(async move {
         while let Some(event) = events.next().await {
             metrics.record_event(&event);
-            match &event {
-                Event::Listening(addr) => {
-                    say(&format!("listening on {addr}"));
-                    if let Ok(mut addrs) = event_state.addrs.write() {
-                        addrs.push(addr.clone());
-                    }
+            // Connections and rejections are already logged by the engine.
+            if let Event::Listening(addr) = event {
+                say(&format!("listening on {addr}"));
+                if let Ok(mut addrs) = event_state.addrs.write() {
+                    addrs.push(addr);
                 }
-                Event::Connected {
-                    peer, transport, ..
-                } => tracing::debug!(%peer, %transport, "peer connected"),
-                Event::Rejected { via, reason, .. } => {
-                    tracing::debug!(%via, %reason, "rejected a message");
-                }
-                _ => {}
             }
         }
     });

@@ -718,16 +718,9 @@ impl Engine {
                 endpoint,
                 ..
             } => {
-                let (addr, outbound) = match &endpoint {
-                    ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
-                    ConnectedPoint::Listener { send_back_addr, .. } => {
-                        (send_back_addr.clone(), false)
-                    }
-                };
-                let transport = Transport::of(match &endpoint {
-                    ConnectedPoint::Listener { local_addr, .. } => local_addr,
-                    ConnectedPoint::Dialer { address, .. } => address,
-                });
+                let transport = transport_of(&endpoint);
+                let outbound = endpoint.is_dialer();
+                let addr = endpoint.get_remote_address().clone();
                 tracing::debug!(peer = %peer_id, %addr, %transport, "connected");
                 self.connections
                     .insert(connection_id, (peer_id, addr.clone()));
@@ -756,7 +749,7 @@ impl Engine {
                 }
                 self.emit(Event::Disconnected {
                     peer: peer_id,
-                    transport: Transport::of(endpoint.get_remote_address()),
+                    transport: transport_of(&endpoint),
                     remaining: num_established,
                 });
             }
@@ -1017,6 +1010,15 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// The transport of a connection. An inbound connection's shows in our own
+/// listen address; the remote's send-back address may lack it.
+fn transport_of(endpoint: &ConnectedPoint) -> Transport {
+    match endpoint {
+        ConnectedPoint::Dialer { address, .. } => Transport::of(address),
+        ConnectedPoint::Listener { local_addr, .. } => Transport::of(local_addr),
     }
 }
 
