@@ -9,6 +9,8 @@ use clap::Parser;
 use meshtalk_protocol::{behaviour::Limits, libp2p::Multiaddr};
 use serde::Deserialize;
 
+use crate::web::{self, WebRoot};
+
 /// meshtalk relay and bootstrap node: circuit relay v2, Kademlia server,
 /// AutoNAT server and a gossipsub member of every room its peers use.
 /// Serves an HTTP API with its addresses and Prometheus metrics.
@@ -45,6 +47,11 @@ pub struct Args {
     /// and certhash survive restarts. [default: the platform data directory]
     #[arg(long, value_name = "DIR", env = "MESHTALK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Directory of the browser page served at `/` (Trunk's output).
+    /// [default: the workspace's dist/ when `cargo xtask web` has built it]
+    #[arg(long, value_name = "DIR", env = "MESHTALK_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 
     /// TOML file with any of these settings (keys as the flag names).
     #[arg(long, value_name = "FILE", env = "MESHTALK_CONFIG")]
@@ -87,6 +94,7 @@ struct FileConfig {
     external_addr: Option<Vec<Multiaddr>>,
     http: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    web_dir: Option<PathBuf>,
     max_connections: Option<u32>,
     max_connections_per_peer: Option<u32>,
     max_reservations: Option<usize>,
@@ -107,6 +115,8 @@ pub struct Settings {
     pub http: SocketAddr,
     /// Where keys live.
     pub data_dir: PathBuf,
+    /// The browser page.
+    pub web: WebRoot,
     /// Connection and relay limits.
     pub limits: Limits,
 }
@@ -159,6 +169,10 @@ impl Settings {
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(default_data_dir),
+            web: match args.web_dir.or(file.web_dir) {
+                Some(dir) => WebRoot::Dir(web::check_dir(&dir)?),
+                None => web::workspace_dist().map_or(WebRoot::Missing, WebRoot::Dir),
+            },
             limits: Limits {
                 max_connections: args
                     .max_connections

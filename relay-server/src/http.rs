@@ -1,5 +1,5 @@
-//! The relay's HTTP API: `/api/addrs` (how to reach this relay), `/metrics`
-//! (Prometheus text) and `/healthz`.
+//! The relay's HTTP side: `/api/addrs` (how to reach this relay), `/metrics`
+//! (Prometheus text), `/healthz`, and the browser page at `/`.
 
 use std::sync::{Arc, RwLock};
 
@@ -13,6 +13,8 @@ use axum::{
 use meshtalk_protocol::libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+
+use crate::web::WebRoot;
 
 /// What the HTTP handlers read.
 pub struct AppState {
@@ -30,13 +32,17 @@ struct Addrs {
     addrs: Vec<String>,
 }
 
-/// The API's routes.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The API's routes, with every other path served from the web page.
+pub fn router(state: Arc<AppState>, web: WebRoot) -> Router {
+    let page = Router::new()
+        .fallback(get(crate::web::serve))
+        .with_state(Arc::new(web));
     Router::new()
         .route("/api/addrs", get(addrs))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
+        .merge(page)
 }
 
 async fn addrs(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -9,12 +9,14 @@
 //! meshtalk-relay --data-dir ./relay-data --http 127.0.0.1:8080
 //! ```
 //!
-//! It prints `listening on <multiaddr>` per address and `http on <url>`.
+//! It prints `listening on <multiaddr>` per address and `http on <url>`,
+//! and serves the browser chat page at that URL (`--web-dir`).
 
 mod config;
 mod http;
 mod keys;
 mod metrics;
+mod web;
 
 use std::{
     io::{IsTerminal, Write},
@@ -38,6 +40,7 @@ use crate::{
     config::{Args, Settings},
     http::AppState,
     metrics::RelayMetrics,
+    web::WebRoot,
 };
 
 /// How long shutdown waits for the engine to finish.
@@ -127,6 +130,12 @@ async fn run(args: Args) -> Result<()> {
         .local_addr()
         .context("cannot read the HTTP listener's address")?;
     say(&format!("http on http://{http_addr}"));
+    match &settings.web {
+        WebRoot::Dir(dir) => tracing::info!(dir = %dir.display(), "serving the chat page at /"),
+        WebRoot::Missing => {
+            tracing::info!("no chat page built; run `cargo xtask web` to serve one at /")
+        }
+    }
 
     let event_state = Arc::clone(&state);
     let event_task = tokio::spawn(async move {
@@ -142,8 +151,11 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
-    let server = axum::serve(listener, http::router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown_signal());
+    let server = axum::serve(
+        listener,
+        http::router(Arc::clone(&state), settings.web.clone()),
+    )
+    .with_graceful_shutdown(shutdown_signal());
     server.await.context("HTTP server failed")?;
 
     tracing::info!("shutting down");

@@ -17,11 +17,16 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
-use meshtalk_protocol::{libp2p::Multiaddr, transport::Transport};
+use meshtalk_protocol::{
+    libp2p::{Multiaddr, multiaddr::Protocol},
+    transport::Transport,
+};
 use serde_json::Value;
 
 pub mod hostile;
+pub mod page;
 pub mod peer;
+pub mod webdriver;
 
 /// How long any single wait may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -301,14 +306,14 @@ impl Relay {
 
     /// Starts a relay with extra arguments.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Result<Self> {
-        let mut args: Vec<String> = vec![
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-            "--listen".into(),
-            loopback_listen(),
-        ];
+        let listen = loopback_listen();
+        let mut args = vec!["--http", "127.0.0.1:0", "--listen", &listen];
+        args.extend_from_slice(extra);
+        Self::launch(data_dir, &args)
+    }
+
+    fn launch(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        let mut args: Vec<String> = vec!["--data-dir".into(), data_dir.display().to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn("relay", &bin("meshtalk-relay")?, &args)?;
         let http = proc.wait_for("http line", |l| {
@@ -335,6 +340,30 @@ impl Relay {
         })
     }
 
+    /// Stops the relay and starts it again on the same data dir, HTTP
+    /// address and ports, with the same extra arguments.
+    pub fn restart(&mut self, extra: &[&str]) -> Result<()> {
+        if self.proc.child.try_wait()?.is_none() {
+            self.proc.terminate(WAIT)?;
+        }
+        let listen: Vec<String> = self
+            .addrs
+            .iter()
+            .map(|a| {
+                a.iter()
+                    .take_while(|p| !matches!(p, Protocol::Certhash(_) | Protocol::P2p(_)))
+                    .collect::<Multiaddr>()
+                    .to_string()
+            })
+            .collect();
+        let (listen, http) = (listen.join(","), self.http.trim_start_matches("http://"));
+        let mut args = vec!["--listen", &listen, "--http", http];
+        args.extend_from_slice(extra);
+        let restarted = Self::launch(&self.data_dir, &args)?;
+        *self = restarted;
+        Ok(())
+    }
+
     /// The listen address of one transport.
     pub fn addr(&self, transport: Transport) -> Result<Multiaddr> {
         self.addrs
@@ -348,6 +377,19 @@ impl Relay {
     pub fn get(&self, path: &str) -> Result<String> {
         http_get(&self.http, path)
     }
+}
+
+/// The built chat page (`cargo xtask web` writes it to the workspace's
+/// `dist/`).
+pub fn web_dir() -> Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
+    if !dir.join("index.html").is_file() {
+        bail!(
+            "{} has no chat page: build it first (cargo xtask web)",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// A minimal HTTP/1.1 GET over a loopback TCP socket.

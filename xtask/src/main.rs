@@ -2,15 +2,19 @@
 //!
 //! The project's automation, in Rust (`cargo xtask <command>`):
 //!
-//! - `run`: build and start a local relay on 127.0.0.1;
-//! - `test`: every check CI runs (format, lints on native and wasm32, unit
-//!   and end-to-end tests), installing what is missing first;
+//! - `run`: build the chat page and a relay, and start the relay on
+//!   127.0.0.1 serving the page;
+//! - `web`: build the chat page into `dist/` (Trunk, release);
+//! - `test`: every check CI runs (format, lints on native and wasm32, unit,
+//!   browser and end-to-end tests), installing what is missing first;
 //! - `bench`: the benchmarks, with a table on stdout and JSON in
 //!   `target/bench/`;
-//! - `setup`: install the toolchains only.
+//! - `setup`: install the toolchains and tools only.
 
 mod cmd;
+mod relay;
 mod toolchain;
+mod web;
 
 use std::process::ExitCode;
 
@@ -29,13 +33,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build and start a local relay (127.0.0.1 only); extra arguments go to
-    /// meshtalk-relay, e.g. `cargo xtask run -- --http 127.0.0.1:9000`.
+    /// Build the chat page and start a local relay serving it (127.0.0.1
+    /// only); extra arguments go to meshtalk-relay, e.g.
+    /// `cargo xtask run -- --http 127.0.0.1:9000`.
     Run {
         /// Arguments passed to meshtalk-relay.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         relay_args: Vec<String>,
     },
+    /// Build the chat page into dist/ (Trunk, release, wasm-opt).
+    Web,
     /// Run every check and test CI runs.
     Test,
     /// Run the benchmarks (release build, loopback only).
@@ -44,7 +51,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         bench_args: Vec<String>,
     },
-    /// Install the toolchains the tests need (wasm32 target).
+    /// Install the toolchains and tools the tests need (wasm32 target,
+    /// wasm-bindgen-cli, Trunk, wasm-pack, wasm-opt, Chromium).
     Setup,
 }
 
@@ -52,9 +60,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { relay_args } => run(&relay_args),
+        Command::Web => toolchain::wasm().and_then(|wasm| web::build(&wasm)),
         Command::Test => test(),
         Command::Bench { bench_args } => bench(&bench_args),
-        Command::Setup => toolchain::wasm().map(|_| ()),
+        Command::Setup => toolchain::wasm().and_then(|_| web::test_tools()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,13 +75,18 @@ fn main() -> ExitCode {
 }
 
 fn run(relay_args: &[String]) -> Result<()> {
+    let wasm = toolchain::wasm()?;
+    web::build(&wasm)?;
     step("building the relay (release)");
     cargo(&["build", "--release", "-p", "meshtalk-relay"]).run()?;
     step("starting meshtalk-relay on 127.0.0.1 (Ctrl-C stops it)");
     eprintln!(
-        "xtask: chat with it from another terminal:\n  cargo run -p meshtalk -- chat --connect <a 'listening on' address below>"
+        "xtask: open the `http on` URL below in a browser to chat; from a terminal:\n  \
+         cargo run -p meshtalk -- chat --connect <a 'listening on' address below>"
     );
+    let dist = cmd::workspace_root().join("dist").display().to_string();
     cmd::Cmd::new(cmd::workspace_root().join("target/release/meshtalk-relay"))
+        .args(["--web-dir", dist.as_str()])
         .args(relay_args)
         .run()
 }
@@ -84,6 +98,8 @@ fn test() -> Result<()> {
     cargo(&[
         "clippy",
         "--workspace",
+        "--exclude",
+        "meshtalk-browser",
         "--all-targets",
         "--",
         "-D",
@@ -91,12 +107,19 @@ fn test() -> Result<()> {
     ])
     .run()?;
     let wasm = toolchain::wasm()?;
-    step("lints, wasm32 (meshtalk-protocol)");
+    step("lints, wasm32 (meshtalk-protocol, meshtalk-browser)");
     wasm.clippy(&["-p", "meshtalk-protocol"])?;
+    wasm.clippy(&["-p", "meshtalk-browser", "--all-targets"])?;
+    web::test_tools()?;
     step("building the binaries");
     cargo(&["build", "--workspace", "--bins"]).run()?;
-    step("unit, property and end-to-end tests");
-    cargo(&["test", "--workspace"]).run()?;
+    web::build(&wasm)?;
+    step("browser unit and connection tests (wasm-pack test --headless --chrome)");
+    let relay = relay::TestRelay::start()?;
+    web::wasm_pack_test(&wasm, &relay.env())?;
+    drop(relay);
+    step("unit, property, end-to-end and browser tests");
+    cargo(&["test", "--workspace", "--exclude", "meshtalk-browser"]).run()?;
     Ok(())
 }
 

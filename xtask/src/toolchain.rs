@@ -43,23 +43,7 @@ pub fn wasm() -> Result<Wasm> {
         "xtask: rustup cannot download {WASM_TARGET}; using Debian's rustc-web, which builds std from source"
     );
     if Path::new("/usr/bin/apt-get").exists() {
-        let sudo = !is_root();
-        let apt = |args: &[&str]| {
-            let mut all: Vec<&str> = Vec::new();
-            if sudo {
-                all.push("apt-get");
-            }
-            all.extend_from_slice(args);
-            let program = if sudo { "sudo" } else { "apt-get" };
-            Cmd::new(program)
-                .args(all)
-                .envs(&[("DEBIAN_FRONTEND".to_owned(), "noninteractive".to_owned())])
-                .run()
-        };
-        apt(&["update", "-qq"])?;
-        let mut install = vec!["install", "-y", "-qq"];
-        install.extend_from_slice(DEBIAN_PACKAGES);
-        apt(&install)?;
+        apt_install(DEBIAN_PACKAGES)?;
     }
     if debian_ready() {
         Ok(Wasm::Debian)
@@ -69,6 +53,33 @@ pub fn wasm() -> Result<Wasm> {
             DEBIAN_PACKAGES.join(" ")
         )
     }
+}
+
+/// Installs Debian packages with apt-get (through sudo unless root).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!(
+            "no apt-get on this machine: install {} with your package manager",
+            packages.join(" ")
+        );
+    }
+    let sudo = !is_root();
+    let apt = |args: &[&str]| {
+        let mut all: Vec<&str> = Vec::new();
+        if sudo {
+            all.push("apt-get");
+        }
+        all.extend_from_slice(args);
+        let program = if sudo { "sudo" } else { "apt-get" };
+        Cmd::new(program)
+            .args(all)
+            .envs(&[("DEBIAN_FRONTEND".to_owned(), "noninteractive".to_owned())])
+            .run()
+    };
+    apt(&["update", "-qq"])?;
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend_from_slice(packages);
+    apt(&install)
 }
 
 fn is_root() -> bool {

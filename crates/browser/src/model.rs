@@ -1,0 +1,196 @@
+//! What the page shows, as plain data in reactive signals. The network side
+//! ([`crate::net`]) writes it; the components ([`crate::ui`]) read it. No
+//! libp2p type appears here, so the components never see one.
+
+use std::collections::BTreeMap;
+
+use leptos::prelude::*;
+
+/// How many lines the message list keeps; older ones scroll away for good.
+pub const MAX_LINES: usize = 1000;
+
+/// The link to the relay.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    /// Building the node.
+    Starting,
+    /// Dialing the relay.
+    Connecting {
+        /// The transport being tried.
+        transport: String,
+    },
+    /// Connected to the relay.
+    Connected {
+        /// The transport in use.
+        transport: String,
+    },
+    /// The relay is unreachable or went away; trying again soon.
+    Offline {
+        /// Why, for a person.
+        reason: String,
+        /// Seconds until the next attempt.
+        retry_secs: f64,
+    },
+    /// Nothing to connect to until the person gives an address.
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Status {
+    /// The status line. Only the connected state contains the word
+    /// "connected", so scripts can look for it.
+    pub fn text(&self) -> String {
+        match self {
+            Status::Starting => "starting…".into(),
+            Status::Connecting { transport } => format!("connecting over {transport}…"),
+            Status::Connected { transport } => format!("connected over {transport}"),
+            Status::Offline { reason, retry_secs } => {
+                format!("offline: {reason}; retrying in {retry_secs:.1} s")
+            }
+            Status::Stopped { reason } => format!("offline: {reason}"),
+        }
+    }
+
+    /// A one-word state for styling and automation (`data-state`).
+    pub fn state(&self) -> &'static str {
+        match self {
+            Status::Starting | Status::Connecting { .. } => "connecting",
+            Status::Connected { .. } => "connected",
+            Status::Offline { .. } | Status::Stopped { .. } => "offline",
+        }
+    }
+}
+
+/// One line of the message list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line {
+    /// Unique within the page, for keyed rendering.
+    pub key: u64,
+    /// The room it belongs to.
+    pub room: String,
+    /// What it is.
+    pub kind: LineKind,
+    /// Local time, `HH:MM`.
+    pub time: String,
+    /// The text, shown as text.
+    pub text: String,
+}
+
+/// Kinds of [`Line`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum LineKind {
+    /// A chat message.
+    Message {
+        /// The author's peer id.
+        from: String,
+        /// The author's nickname when known.
+        nick: Option<String>,
+        /// Ours.
+        mine: bool,
+        /// Ours and not yet handed to the network.
+        pending: bool,
+    },
+    /// Something the page says (a nickname change, a rejected command).
+    Notice,
+}
+
+/// One connected peer, a row of the peers table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerRow {
+    /// Peer id.
+    pub peer: String,
+    /// Transport name (`webrtc-direct`, `ws`, `circuit`…).
+    pub transport: String,
+    /// The peer's address on the connection.
+    pub addr: String,
+    /// Last ping round trip in milliseconds.
+    pub rtt_ms: Option<f64>,
+}
+
+/// Everything the page shows. Cheap to copy: signals are handles.
+#[derive(Clone, Copy)]
+pub struct Model {
+    /// The link to the relay.
+    pub status: RwSignal<Status>,
+    /// Our peer id.
+    pub me: RwSignal<String>,
+    /// The current room.
+    pub room: RwSignal<String>,
+    /// Our nickname (empty: none).
+    pub nick: RwSignal<String>,
+    /// Message list, oldest first, every room.
+    pub lines: RwSignal<Vec<Line>>,
+    /// Connected peers by peer id.
+    pub peers: RwSignal<BTreeMap<String, PeerRow>>,
+    /// Members seen in each room, by room then peer id.
+    pub members: RwSignal<BTreeMap<String, BTreeMap<String, ()>>>,
+    /// Known nicknames by peer id.
+    pub nicks: RwSignal<BTreeMap<String, String>>,
+    next_key: StoredValue<u64>,
+}
+
+impl Model {
+    /// An empty model for `room`.
+    pub fn new(room: &str, nick: &str) -> Self {
+        Self {
+            status: RwSignal::new(Status::Starting),
+            me: RwSignal::new(String::new()),
+            room: RwSignal::new(room.to_owned()),
+            nick: RwSignal::new(nick.to_owned()),
+            lines: RwSignal::new(Vec::new()),
+            peers: RwSignal::new(BTreeMap::new()),
+            members: RwSignal::new(BTreeMap::new()),
+            nicks: RwSignal::new(BTreeMap::new()),
+            next_key: StoredValue::new(0),
+        }
+    }
+
+    /// Appends a line, dropping the oldest beyond [`MAX_LINES`].
+    pub fn push(&self, room: &str, kind: LineKind, time: String, text: String) {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        self.lines.update(|lines| {
+            lines.push(Line {
+                key,
+                room: room.to_owned(),
+                kind,
+                time,
+                text,
+            });
+            if lines.len() > MAX_LINES {
+                let extra = lines.len() - MAX_LINES;
+                lines.drain(..extra);
+            }
+        });
+    }
+
+    /// Marks our oldest pending message in `room` as sent.
+    pub fn mark_sent(&self, room: &str) {
+        self.lines.update(|lines| {
+            if let Some(LineKind::Message { pending, .. }) = lines
+                .iter_mut()
+                .filter(|l| l.room == room)
+                .map(|l| &mut l.kind)
+                .find(|k| matches!(k, LineKind::Message { pending: true, .. }))
+            {
+                *pending = false;
+            }
+        });
+    }
+
+    /// The name to show for a peer: its nickname, else its short id.
+    pub fn name_of(&self, peer: &str) -> String {
+        self.nicks
+            .with(|n| n.get(peer).cloned())
+            .unwrap_or_else(|| short_id(peer))
+    }
+}
+
+/// The last six characters of a peer id, enough to tell peers apart on
+/// screen.
+pub fn short_id(peer: &str) -> String {
+    let start = peer.len().saturating_sub(6);
+    format!("…{}", peer.get(start..).unwrap_or(peer))
+}

@@ -1,0 +1,447 @@
+//! The network side of the page: builds the libp2p node, runs the shared
+//! chat engine, keeps a link to a relay (WebRTC-direct first, WebSocket as
+//! fallback, reconnecting with backoff when the relay goes away) and turns
+//! engine events into [`Model`] updates. The components talk to it only
+//! through [`Action`]s.
+
+use std::{collections::VecDeque, time::Duration};
+
+use futures::{
+    FutureExt, StreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
+};
+use futures_timer::Delay;
+use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
+use meshtalk_protocol::{
+    arch::{self, TransportConfig},
+    behaviour::{BehaviourConfig, Role},
+    engine::{Engine, EngineConfig, EngineHandle, Event},
+    libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol},
+    rooms::Room,
+    transport::Transport,
+};
+use web_time::Instant;
+
+use crate::{
+    model::{LineKind, Model, PeerRow, Status, short_id},
+    page,
+    params::{Params, candidates},
+};
+
+/// How long one dial may take before the next address is tried.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(4);
+/// First pause before reconnecting; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often connected peers are pinged (the peers table shows the RTT).
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// Where the page's own relay lists its addresses.
+const ADDRS_URL: &str = "/api/addrs";
+/// `localStorage` key of the nickname.
+pub const NICK_KEY: &str = "meshtalk.nick";
+
+/// What a person can do on the page.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send a line to the current room.
+    Send(String),
+    /// Set the nickname.
+    Nick(String),
+    /// Switch to another room.
+    Room(String),
+    /// Connect to this relay address instead.
+    Relay(String),
+}
+
+/// Sends [`Action`]s to the network side. Cheap to clone.
+#[derive(Clone)]
+pub struct Actions(UnboundedSender<Action>);
+
+impl Actions {
+    /// Queues an action; after the page has shut down it is dropped.
+    pub fn send(&self, action: Action) {
+        let _ = self.0.unbounded_send(action);
+    }
+}
+
+/// Starts the node and the link task; returns the handle the components use.
+pub fn start(model: Model, params: Params) -> Actions {
+    let (tx, rx) = unbounded();
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(reason) = run(model, params, rx).await {
+            tracing::error!(%reason, "the chat node stopped");
+            model.status.set(Status::Stopped { reason });
+        }
+    });
+    Actions(tx)
+}
+
+/// The state of the link to the relay.
+enum Link {
+    /// Trying `current`, then the rest.
+    Dialing {
+        current: (Transport, Multiaddr),
+        rest: VecDeque<(Transport, Multiaddr)>,
+        deadline: Instant,
+    },
+    /// Connected to this relay.
+    Up { relay: PeerId },
+    /// Waiting before the next attempt.
+    Down { until: Instant },
+    /// Waiting for the person to give an address.
+    Idle,
+}
+
+struct Net {
+    model: Model,
+    params: Params,
+    handle: EngineHandle,
+    room: Room,
+    link: Link,
+    /// Failed attempts in a row, for the backoff.
+    failures: u32,
+}
+
+async fn run(
+    model: Model,
+    params: Params,
+    mut actions: UnboundedReceiver<Action>,
+) -> Result<(), String> {
+    let keypair = Keypair::generate_ed25519();
+    let behaviour = BehaviourConfig {
+        role: Role::Peer,
+        ..BehaviourConfig::default()
+    };
+    let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)
+        .await
+        .map_err(|e| format!("cannot start the libp2p node: {e}"))?;
+    let nick = model.nick.get_untracked();
+    let config = EngineConfig {
+        rooms: vec![params.room.clone()],
+        nick: (!nick.is_empty()).then_some(nick),
+        ping_interval: Some(PING_INTERVAL),
+        ..EngineConfig::default()
+    };
+    let (engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);
+    model.me.set(engine.local_peer_id().to_string());
+    wasm_bindgen_futures::spawn_local(engine.run());
+
+    let mut net = Net {
+        model,
+        room: params.room.clone(),
+        params,
+        handle,
+        link: Link::Idle,
+        failures: 0,
+    };
+    for problem in std::mem::take(&mut net.params.problems) {
+        net.notice(problem);
+    }
+    net.attempt().await;
+    loop {
+        let wait = match &net.link {
+            Link::Dialing { deadline, .. } => Some(*deadline),
+            Link::Down { until } => Some(*until),
+            Link::Up { .. } | Link::Idle => None,
+        };
+        let timer = async move {
+            match wait {
+                Some(at) => Delay::new(at.saturating_duration_since(Instant::now())).await,
+                None => futures::future::pending().await,
+            }
+        };
+        futures::select! {
+            event = events.next() => match event {
+                Some(event) => net.on_event(event).await,
+                None => return Err("the chat engine stopped".into()),
+            },
+            action = actions.next() => match action {
+                Some(action) => net.on_action(action).await,
+                None => return Ok(()),
+            },
+            () = timer.fuse() => net.on_timer().await,
+        }
+    }
+}
+
+impl Net {
+    /// Starts a connection attempt: finds the relay's addresses, then dials
+    /// the first candidate.
+    async fn attempt(&mut self) {
+        let addrs = match &self.params.relay {
+            Some(addr) => Ok(vec![addr.clone()]),
+            None => relay_addrs().await,
+        };
+        let addrs = match addrs {
+            Ok(addrs) => addrs,
+            Err(reason) => return self.down(reason),
+        };
+        let mut queue: VecDeque<_> = candidates(&addrs, self.params.transport).into();
+        match queue.pop_front() {
+            Some(first) => self.dial(first, queue).await,
+            None => self.stop(format!(
+                "the relay offers no address for transport {}; give one with ?relay=",
+                self.params.transport
+            )),
+        }
+    }
+
+    async fn dial(
+        &mut self,
+        current: (Transport, Multiaddr),
+        rest: VecDeque<(Transport, Multiaddr)>,
+    ) {
+        tracing::info!(addr = %current.1, "dialing the relay");
+        self.model.status.set(Status::Connecting {
+            transport: current.0.to_string(),
+        });
+        if let Err(e) = self.handle.dial(current.1.clone()).await {
+            tracing::warn!(error = %e, "dial refused");
+            return self.next_candidate(rest, e.to_string()).await;
+        }
+        self.link = Link::Dialing {
+            current,
+            rest,
+            deadline: Instant::now() + DIAL_TIMEOUT,
+        };
+    }
+
+    /// The current dial failed: tries the next address, or goes down.
+    async fn next_candidate(&mut self, mut rest: VecDeque<(Transport, Multiaddr)>, reason: String) {
+        match rest.pop_front() {
+            Some(next) => Box::pin(self.dial(next, rest)).await,
+            None => self.down(reason),
+        }
+    }
+
+    fn down(&mut self, reason: String) {
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << self.failures.min(5))
+            .min(MAX_BACKOFF);
+        self.failures += 1;
+        tracing::info!(%reason, ?backoff, "relay unreachable");
+        self.model.status.set(Status::Offline {
+            reason,
+            retry_secs: backoff.as_secs_f64(),
+        });
+        self.link = Link::Down {
+            until: Instant::now() + backoff,
+        };
+    }
+
+    fn stop(&mut self, reason: String) {
+        self.model.status.set(Status::Stopped { reason });
+        self.link = Link::Idle;
+    }
+
+    async fn on_timer(&mut self) {
+        match std::mem::replace(&mut self.link, Link::Idle) {
+            Link::Dialing { current, rest, .. } => {
+                let reason = format!(
+                    "no answer from {} within {} s",
+                    current.1,
+                    DIAL_TIMEOUT.as_secs()
+                );
+                self.next_candidate(rest, reason).await;
+            }
+            Link::Down { .. } => self.attempt().await,
+            link => self.link = link,
+        }
+    }
+
+    async fn on_action(&mut self, action: Action) {
+        match action {
+            Action::Send(text) => {
+                let text = text.trim().to_owned();
+                if text.is_empty() {
+                    return;
+                }
+                match self.handle.send(self.room.clone(), text.clone()).await {
+                    Ok(()) => {
+                        let me = self.model.me.get_untracked();
+                        let nick = self.model.nick.get_untracked();
+                        self.model.push(
+                            self.room.name(),
+                            LineKind::Message {
+                                from: me,
+                                nick: (!nick.is_empty()).then_some(nick),
+                                mine: true,
+                                pending: true,
+                            },
+                            page::clock(page_now()),
+                            text,
+                        );
+                    }
+                    Err(e) => self.notice(e.to_string()),
+                }
+            }
+            Action::Nick(nick) => {
+                let nick = nick.trim().to_owned();
+                match self.handle.set_nick(nick.clone()).await {
+                    Ok(()) => {
+                        page::store(NICK_KEY, &nick);
+                        self.model.nick.set(nick);
+                    }
+                    Err(e) => self.notice(e.to_string()),
+                }
+            }
+            Action::Room(name) => match Room::new(name.trim()) {
+                Ok(room) if room == self.room => {}
+                Ok(room) => {
+                    let old = std::mem::replace(&mut self.room, room.clone());
+                    let _ = self.handle.leave(old).await;
+                    if let Err(e) = self.handle.join(room.clone()).await {
+                        self.notice(e.to_string());
+                    }
+                    page::set_query_param("room", room.name());
+                    self.model.room.set(room.name().to_owned());
+                }
+                Err(e) => self.notice(e.to_string()),
+            },
+            Action::Relay(text) => match text.trim().parse::<Multiaddr>() {
+                Ok(addr) => {
+                    self.params.relay = Some(addr);
+                    self.failures = 0;
+                    if !matches!(self.link, Link::Up { .. }) {
+                        self.attempt().await;
+                    }
+                }
+                Err(e) => self.notice(format!("{:?} is not a multiaddr: {e}", text.trim())),
+            },
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected {
+                peer,
+                addr,
+                transport,
+                outbound,
+            } => {
+                self.model.peers.update(|peers| {
+                    let row = peers.entry(peer.to_string()).or_insert_with(|| PeerRow {
+                        peer: peer.to_string(),
+                        transport: String::new(),
+                        addr: String::new(),
+                        rtt_ms: None,
+                    });
+                    row.transport = transport.to_string();
+                    row.addr = addr.to_string();
+                });
+                if outbound && !matches!(self.link, Link::Up { .. }) {
+                    tracing::info!(%peer, %transport, "connected to the relay");
+                    self.failures = 0;
+                    self.link = Link::Up { relay: peer };
+                    self.model.status.set(Status::Connected {
+                        transport: transport.to_string(),
+                    });
+                }
+            }
+            Event::Disconnected {
+                peer, remaining, ..
+            } => {
+                if remaining == 0 {
+                    self.model.peers.update(|peers| {
+                        peers.remove(&peer.to_string());
+                    });
+                }
+                if remaining == 0 && matches!(self.link, Link::Up { relay } if relay == peer) {
+                    self.failures = 0;
+                    self.down("the relay went away".into());
+                }
+            }
+            Event::DialFailed { error, .. } => {
+                if let Link::Dialing { rest, .. } = std::mem::replace(&mut self.link, Link::Idle) {
+                    self.next_candidate(rest, error).await;
+                }
+            }
+            Event::Ping { peer, rtt, .. } => self.model.peers.update(|peers| {
+                if let Some(row) = peers.get_mut(&peer.to_string()) {
+                    row.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                }
+            }),
+            Event::Message {
+                room,
+                from,
+                nick,
+                message,
+            } => self.model.push(
+                room.name(),
+                LineKind::Message {
+                    from: from.to_string(),
+                    nick,
+                    mine: false,
+                    pending: false,
+                },
+                page::clock(message.created_ms),
+                message.text,
+            ),
+            Event::Nick { room, from, nick } => {
+                let peer = from.to_string();
+                let before = self.model.nicks.with_untracked(|n| n.get(&peer).cloned());
+                if before.as_deref() == Some(nick.as_str()) {
+                    return;
+                }
+                self.model.nicks.update(|n| {
+                    n.insert(peer.clone(), nick.clone());
+                });
+                let old = before.unwrap_or_else(|| short_id(&peer));
+                self.model.push(
+                    room.name(),
+                    LineKind::Notice,
+                    page::clock(page_now()),
+                    format!("{old} is now known as {nick}"),
+                );
+            }
+            Event::PeerJoined { room, peer } => self.model.members.update(|m| {
+                m.entry(room.name().to_owned())
+                    .or_default()
+                    .insert(peer.to_string(), ());
+            }),
+            Event::PeerLeft { room, peer } => self.model.members.update(|m| {
+                if let Some(members) = m.get_mut(room.name()) {
+                    members.remove(&peer.to_string());
+                }
+            }),
+            Event::Sent { topic, id: Some(_) } => {
+                if let Some(room) = topic.strip_prefix(meshtalk_protocol::rooms::TOPIC_PREFIX) {
+                    self.model.mark_sent(room);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn notice(&self, text: String) {
+        self.model.push(
+            self.room.name(),
+            LineKind::Notice,
+            page::clock(page_now()),
+            text,
+        );
+    }
+}
+
+/// The relay addresses the page's origin serves at [`ADDRS_URL`].
+async fn relay_addrs() -> Result<Vec<Multiaddr>, String> {
+    #[derive(serde::Deserialize)]
+    struct Addrs {
+        addrs: Vec<String>,
+    }
+    let body = page::fetch_text(ADDRS_URL).await?;
+    let parsed: Addrs = serde_json::from_str(&body)
+        .map_err(|e| format!("{ADDRS_URL} is not a relay's address list: {e}"))?;
+    Ok(parsed
+        .addrs
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .filter(|a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2p(_))))
+        .collect())
+}
+
+#[allow(clippy::cast_possible_truncation)] // ms since 1970 fit i64
+fn page_now() -> i64 {
+    page::now_ms() as i64
+}

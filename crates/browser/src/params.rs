@@ -1,0 +1,170 @@
+//! What the page was asked to do: the query parameters `?relay=`,
+//! `?transport=`, `?room=` and `?log=`, and which relay addresses to try in
+//! which order.
+
+use std::{fmt, str::FromStr};
+
+use meshtalk_protocol::{libp2p::Multiaddr, rooms::Room, transport::Transport};
+
+/// Which browser transport to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// WebRTC-direct first, WebSocket when that fails.
+    #[default]
+    Auto,
+    /// WebRTC-direct only.
+    WebRtcDirect,
+    /// WebSocket only.
+    Ws,
+}
+
+impl FromStr for TransportChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "auto" => Ok(Self::Auto),
+            "webrtc-direct" => Ok(Self::WebRtcDirect),
+            "ws" => Ok(Self::Ws),
+            other => Err(format!(
+                "unknown transport {other:?} (use webrtc-direct, ws or auto)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for TransportChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::WebRtcDirect => "webrtc-direct",
+            Self::Ws => "ws",
+        })
+    }
+}
+
+impl TransportChoice {
+    /// The transports to try, in order.
+    pub fn order(self) -> &'static [Transport] {
+        match self {
+            Self::Auto => &[Transport::WebRtcDirect, Transport::WebSocket],
+            Self::WebRtcDirect => &[Transport::WebRtcDirect],
+            Self::Ws => &[Transport::WebSocket],
+        }
+    }
+}
+
+/// The page's parameters, read from its URL.
+#[derive(Clone, Debug, Default)]
+pub struct Params {
+    /// A relay address given with `?relay=`, instead of the page origin's
+    /// `/api/addrs`.
+    pub relay: Option<Multiaddr>,
+    /// `?transport=`.
+    pub transport: TransportChoice,
+    /// `?room=`, `lobby` by default.
+    pub room: Room,
+    /// `?log=`: the console log level.
+    pub log: Option<tracing::Level>,
+    /// Parameters that could not be read, one line each; the page shows
+    /// them and uses the default instead.
+    pub problems: Vec<String>,
+}
+
+impl Params {
+    /// Reads the parameters from a query string (`?a=b&c=d`, the `?`
+    /// optional). A parameter that does not parse is reported in
+    /// [`Params::problems`] and left at its default.
+    pub fn parse(query: &str) -> Self {
+        let mut params = Params::default();
+        for (key, value) in pairs(query) {
+            match key.as_str() {
+                "relay" => match value.trim().parse::<Multiaddr>() {
+                    Ok(addr) => params.relay = Some(addr),
+                    Err(e) => params
+                        .problems
+                        .push(format!("?relay={value} is not a multiaddr: {e}")),
+                },
+                "transport" => match value.parse() {
+                    Ok(choice) => params.transport = choice,
+                    Err(e) => params.problems.push(format!("?transport: {e}")),
+                },
+                "room" => match Room::new(&value) {
+                    Ok(room) => params.room = room,
+                    Err(e) => params.problems.push(format!("?room: {e}")),
+                },
+                "log" => match value.parse() {
+                    Ok(level) => params.log = Some(level),
+                    Err(_) => params.problems.push(format!(
+                        "?log={value}: use error, warn, info, debug or trace"
+                    )),
+                },
+                _ => {}
+            }
+        }
+        params
+    }
+}
+
+/// Decodes `a=b&c=d` (percent escapes and `+` included).
+fn pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// The relay addresses worth dialing with `choice`, in the order to try
+/// them: by transport preference, IPv4 loopback and IPv4 before IPv6 within
+/// a transport (as listed otherwise). Addresses a browser cannot dial (TCP,
+/// QUIC) are left out.
+pub fn candidates(addrs: &[Multiaddr], choice: TransportChoice) -> Vec<(Transport, Multiaddr)> {
+    let mut out = Vec::new();
+    for &wanted in choice.order() {
+        let mut found: Vec<&Multiaddr> = addrs
+            .iter()
+            .filter(|a| Transport::of(a) == wanted)
+            .collect();
+        found.sort_by_key(|a| !a.to_string().starts_with("/ip4/"));
+        out.extend(found.into_iter().map(|a| (wanted, a.clone())));
+    }
+    out
+}

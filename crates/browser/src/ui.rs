@@ -1,0 +1,362 @@
+//! The chat page's Leptos components. They read the [`Model`] and send
+//! [`Action`]s; libp2p stays in [`crate::net`]. Every element a test or a
+//! user's script may need carries a `data-testid`.
+
+use leptos::{ev, html, prelude::*};
+
+use crate::{
+    model::{Line, LineKind, Model, PeerRow, short_id},
+    net::{Action, Actions},
+};
+
+/// The whole page.
+#[component]
+pub fn App(
+    /// What the page shows.
+    model: Model,
+    /// Where the page's actions go.
+    actions: Actions,
+) -> impl IntoView {
+    view! {
+        <div class="app">
+            <header class="bar">
+                <h1>"meshtalk"</h1>
+                <RoomName model/>
+                <StatusLine model/>
+            </header>
+            <main class="chat">
+                <Messages model/>
+                <Composer actions=actions.clone()/>
+            </main>
+            <aside class="side">
+                <Identity model actions=actions.clone()/>
+                <RoomPicker model actions=actions.clone()/>
+                <Members model/>
+                <Peers model/>
+                <RelayPicker actions/>
+            </aside>
+        </div>
+    }
+}
+
+#[component]
+fn RoomName(model: Model) -> impl IntoView {
+    view! { <span class="room-name">"#" {move || model.room.get()}</span> }
+}
+
+#[component]
+fn StatusLine(model: Model) -> impl IntoView {
+    view! {
+        <span
+            class="status"
+            data-testid="status"
+            data-state=move || model.status.with(|s| s.state())
+            role="status"
+        >
+            {move || model.status.with(|s| s.text())}
+        </span>
+    }
+}
+
+/// The current room's lines, scrolled to the newest.
+#[component]
+fn Messages(model: Model) -> impl IntoView {
+    let scroller: NodeRef<html::Div> = NodeRef::new();
+    let lines = move || {
+        let room = model.room.get();
+        model.lines.with(|lines| {
+            lines
+                .iter()
+                .filter(|l| l.room == room)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    Effect::new(move |_| {
+        model.lines.track();
+        request_animation_frame(move || {
+            if let Some(el) = scroller.get_untracked() {
+                el.set_scroll_top(el.scroll_height());
+            }
+        });
+    });
+    view! {
+        <div class="scroll" node_ref=scroller>
+            <ol class="lines" aria-live="polite">
+                <For
+                    each=lines
+                    key=|l: &Line| (l.key, matches!(l.kind, LineKind::Message { pending: true, .. }))
+                    children=move |l| line(model, l)
+                />
+            </ol>
+        </div>
+    }
+}
+
+fn line(model: Model, line: Line) -> AnyView {
+    let Line {
+        kind, time, text, ..
+    } = line;
+    match kind {
+        LineKind::Notice => view! {
+            <li class="notice" data-testid="notice">
+                <time>{time}</time>
+                <span>{text}</span>
+            </li>
+        }
+        .into_any(),
+        LineKind::Message {
+            from,
+            nick,
+            mine,
+            pending,
+        } => {
+            let name = nick.unwrap_or_else(|| model.name_of(&from));
+            let short = short_id(&from);
+            let title = from.clone();
+            view! {
+                <li
+                    class="message"
+                    class:mine=mine
+                    class:pending=pending
+                    data-testid="message"
+                    data-from=from
+                >
+                    <div class="meta">
+                        <span class="nick" data-testid="message-nick">{name}</span>
+                        <span class="peer" title=title>{short}</span>
+                        <time>{time}</time>
+                        {pending.then(|| view! { <span class="sending">"sending…"</span> })}
+                    </div>
+                    <p class="text" data-testid="message-text">{text}</p>
+                </li>
+            }
+            .into_any()
+        }
+    }
+}
+
+/// The message box: Enter (or the button) sends.
+#[component]
+fn Composer(actions: Actions) -> impl IntoView {
+    let input: NodeRef<html::Input> = NodeRef::new();
+    let send = move || {
+        if let Some(el) = input.get_untracked() {
+            let text = el.value();
+            if !text.trim().is_empty() {
+                actions.send(Action::Send(text));
+                el.set_value("");
+            }
+        }
+    };
+    let on_key = {
+        let send = send.clone();
+        move |e: ev::KeyboardEvent| {
+            if e.key() == "Enter" && !e.shift_key() {
+                e.prevent_default();
+                send();
+            }
+        }
+    };
+    view! {
+        <div class="composer">
+            <input
+                node_ref=input
+                data-testid="message-input"
+                type="text"
+                placeholder="Write a message, Enter sends"
+                maxlength="4096"
+                autocomplete="off"
+                aria-label="message"
+                on:keydown=on_key
+            />
+            <button data-testid="send" on:click=move |_| send()>"Send"</button>
+        </div>
+    }
+}
+
+/// An input that applies its value on Enter or when it loses focus.
+fn field(
+    testid: &'static str,
+    label: &'static str,
+    placeholder: &'static str,
+    value: Signal<String>,
+    apply: impl Fn(String) + Clone + Send + Sync + 'static,
+) -> impl IntoView {
+    let input: NodeRef<html::Input> = NodeRef::new();
+    let commit = move || {
+        if let Some(el) = input.get_untracked() {
+            let text = el.value();
+            if text != value.get_untracked() {
+                apply(text);
+            }
+        }
+    };
+    let on_key = {
+        let commit = commit.clone();
+        move |e: ev::KeyboardEvent| {
+            if e.key() == "Enter" {
+                e.prevent_default();
+                commit();
+            }
+        }
+    };
+    view! {
+        <label class="field">
+            <span>{label}</span>
+            <input
+                node_ref=input
+                data-testid=testid
+                type="text"
+                placeholder=placeholder
+                prop:value=move || value.get()
+                on:keydown=on_key
+                on:change=move |_| commit()
+            />
+        </label>
+    }
+}
+
+#[component]
+fn Identity(model: Model, actions: Actions) -> impl IntoView {
+    let nick = field(
+        "nick-input",
+        "Nickname",
+        "anonymous",
+        model.nick.into(),
+        move |n| actions.send(Action::Nick(n)),
+    );
+    view! {
+        <section class="panel">
+            {nick}
+            <p class="me">
+                "You are " <code data-testid="self" title="your peer id">{move || model.me.get()}</code>
+            </p>
+        </section>
+    }
+}
+
+#[component]
+fn RoomPicker(model: Model, actions: Actions) -> impl IntoView {
+    let room = field("room-input", "Room", "lobby", model.room.into(), move |r| {
+        actions.send(Action::Room(r))
+    });
+    view! { <section class="panel">{room}</section> }
+}
+
+#[component]
+fn Members(model: Model) -> impl IntoView {
+    let members = move || {
+        let room = model.room.get();
+        model
+            .members
+            .with(|m| m.get(&room).map(|p| p.keys().cloned().collect::<Vec<_>>()))
+            .unwrap_or_default()
+    };
+    view! {
+        <section class="panel">
+            <h2>"In this room"</h2>
+            <ul class="members">
+                <For
+                    each=members
+                    key=|p: &String| p.clone()
+                    children=move |peer| {
+                        let name = move || model.nicks.with(|_| model.name_of(&peer));
+                        view! { <li data-testid="member">{name}</li> }
+                    }
+                />
+            </ul>
+        </section>
+    }
+}
+
+/// The live cross-transport table: every connected peer, its transport,
+/// address and round-trip time.
+#[component]
+fn Peers(model: Model) -> impl IntoView {
+    let rows = move || {
+        model
+            .peers
+            .with(|p| p.values().cloned().collect::<Vec<_>>())
+    };
+    view! {
+        <section class="panel">
+            <h2>"Connections"</h2>
+            <table class="peers">
+                <thead>
+                    <tr><th>"peer"</th><th>"transport"</th><th>"rtt"</th></tr>
+                </thead>
+                <tbody>
+                    <For
+                        each=rows
+                        key=|r: &PeerRow| (r.peer.clone(), r.transport.clone(), r.addr.clone(), r.rtt_ms.map(f64::to_bits))
+                        children=move |r| peer_row(r)
+                    />
+                </tbody>
+            </table>
+        </section>
+    }
+}
+
+fn peer_row(row: PeerRow) -> impl IntoView {
+    let rtt = row.rtt_ms.map(|ms| format!("{ms:.1}")).unwrap_or_default();
+    let shown = if rtt.is_empty() {
+        "…".to_owned()
+    } else {
+        format!("{rtt} ms")
+    };
+    let PeerRow {
+        peer,
+        transport,
+        addr,
+        ..
+    } = row;
+    let short = short_id(&peer);
+    let (title, label) = (peer.clone(), transport.clone());
+    view! {
+        <tr
+            data-testid="peer"
+            data-peer=peer
+            data-transport=transport
+            data-rtt-ms=rtt
+        >
+            <td title=title>{short}</td>
+            <td>
+                <span class="transport">{label}</span>
+                <code class="addr">{addr}</code>
+            </td>
+            <td class="rtt">{shown}</td>
+        </tr>
+    }
+}
+
+#[component]
+fn RelayPicker(actions: Actions) -> impl IntoView {
+    let input: NodeRef<html::Input> = NodeRef::new();
+    let connect = move || {
+        if let Some(el) = input.get_untracked() {
+            actions.send(Action::Relay(el.value()));
+        }
+    };
+    let on_key = {
+        let connect = connect.clone();
+        move |e: ev::KeyboardEvent| {
+            if e.key() == "Enter" {
+                connect();
+            }
+        }
+    };
+    view! {
+        <details class="panel">
+            <summary>"Connect to another relay"</summary>
+            <input
+                node_ref=input
+                data-testid="relay-input"
+                type="text"
+                placeholder="/ip4/…/udp/…/webrtc-direct/certhash/…/p2p/…"
+                on:keydown=on_key
+            />
+            <button data-testid="relay-connect" on:click=move |_| connect()>"Connect"</button>
+        </details>
+    }
+}

@@ -1,0 +1,257 @@
+//! A small W3C WebDriver client for the browser tests: starts chromedriver
+//! on a free loopback port and drives headless Chromium sessions with plain
+//! HTTP/1.1 and JSON. Only the handful of commands the tests use.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::{Proc, WAIT, temp_dir};
+
+/// The key WebDriver uses for element references.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735a6a3b1b";
+
+/// Chromium's flags for a headless run on a machine with only loopback:
+/// WebRTC must be allowed on 127.0.0.1, and background networking off.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--allow-loopback-in-peer-connection",
+    "--window-size=1200,900",
+];
+
+/// A program given by an environment variable, else the first existing
+/// candidate path, else the bare name (looked up in `PATH`).
+fn program(var: &str, candidates: &[&str], name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(var) {
+        return path.into();
+    }
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| name.into())
+}
+
+/// A running chromedriver.
+pub struct Driver {
+    /// The process.
+    pub proc: Proc,
+    base: String,
+}
+
+impl Driver {
+    /// Starts chromedriver (`$CHROMEDRIVER`, else `/usr/bin/chromedriver`)
+    /// and waits until it accepts sessions.
+    pub fn start() -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let path = program("CHROMEDRIVER", &["/usr/bin/chromedriver"], "chromedriver");
+        let proc = Proc::spawn(
+            "chromedriver",
+            &path,
+            &[format!("--port={port}"), "--allowed-ips=127.0.0.1".into()],
+        )
+        .context("cannot start chromedriver (cargo xtask setup installs it)")?;
+        let driver = Self {
+            proc,
+            base: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(status) = driver.call("GET", "/status", None)
+                && status["ready"] == true
+            {
+                return Ok(driver);
+            }
+            if Instant::now() > deadline {
+                bail!("chromedriver did not become ready on {}", driver.base);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Opens a new headless Chromium window with its own fresh profile.
+    pub fn session(&self) -> Result<Session<'_>> {
+        let profile = temp_dir("chromium-profile");
+        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let binary = program("CHROME", &["/usr/bin/chromium"], "chromium");
+        let caps = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": binary.display().to_string(),
+                        "args": args,
+                    },
+                    "goog:loggingPrefs": { "browser": "ALL" },
+                }
+            }
+        });
+        let value = self.call("POST", "/session", Some(caps))?;
+        let id = value["sessionId"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no session id in {value}"))?
+            .to_owned();
+        Ok(Session { driver: self, id })
+    }
+
+    /// One WebDriver command; returns the response's `value`.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut stream = TcpStream::connect(&self.base)?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.base,
+            body.len()
+        )?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, payload) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| anyhow!("malformed WebDriver response to {method} {path}"))?;
+        let json: Value =
+            serde_json::from_str(payload).with_context(|| format!("{method} {path}: {head}"))?;
+        let value = json["value"].clone();
+        if let Some(error) = value.get("error").and_then(Value::as_str) {
+            bail!(
+                "{method} {path}: {error}: {}",
+                value["message"].as_str().unwrap_or("")
+            );
+        }
+        Ok(value)
+    }
+}
+
+/// One browser window.
+pub struct Session<'a> {
+    driver: &'a Driver,
+    id: String,
+}
+
+impl Session<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        self.driver
+            .call(method, &format!("/session/{}{path}", self.id), body)
+    }
+
+    /// Navigates to `url`.
+    pub fn open(&self, url: &str) -> Result<()> {
+        self.call("POST", "/url", Some(json!({ "url": url })))
+            .map(drop)
+    }
+
+    /// Runs a script in the page and returns its result.
+    pub fn eval(&self, script: &str) -> Result<Value> {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
+    /// The element matching a CSS selector.
+    pub fn find(&self, css: &str) -> Result<String> {
+        let value = self.call(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        )?;
+        value[ELEMENT_KEY]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no element for {css}"))
+    }
+
+    /// Types into the element matching `css` (real key events; `\u{E007}`
+    /// is Enter).
+    pub fn type_into(&self, css: &str, text: &str) -> Result<()> {
+        let element = self.find(css)?;
+        self.call(
+            "POST",
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .map(drop)
+    }
+
+    /// Clears an input.
+    pub fn clear(&self, css: &str) -> Result<()> {
+        let element = self.find(css)?;
+        self.call(
+            "POST",
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )
+        .map(drop)
+    }
+
+    /// Clicks the element matching `css`.
+    pub fn click(&self, css: &str) -> Result<()> {
+        let element = self.find(css)?;
+        self.call(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .map(drop)
+    }
+
+    /// The browser console so far, one line per entry.
+    pub fn console(&self) -> Vec<String> {
+        self.call("POST", "/se/log", Some(json!({ "type": "browser" })))
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Polls `script` until it returns something other than `null` or
+    /// `false`, and returns that.
+    pub fn wait_for(&self, what: &str, timeout: Duration, script: &str) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        loop {
+            match self.eval(script) {
+                Ok(Value::Null | Value::Bool(false)) => {}
+                Ok(value) => return Ok(value),
+                Err(e) => last = Value::String(e.to_string()),
+            }
+            if Instant::now() > deadline {
+                let status = self
+                    .eval("return document.querySelector('[data-testid=status]')?.textContent")
+                    .unwrap_or_default();
+                bail!(
+                    "timed out after {timeout:?} waiting for {what} (status: {status}, last error: {last})\nconsole:\n{}",
+                    self.console().join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        let _ = self.call("DELETE", "", None);
+    }
+}

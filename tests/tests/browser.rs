@@ -1,0 +1,143 @@
+//! The chat page in real headless Chromium, driven over WebDriver: two
+//! pages and a `meshtalk chat` peer in one room, over WebRTC-direct and over
+//! WebSocket, through a relay that also serves the page.
+//!
+//! Needs the built page (`cargo xtask web`), chromium and chromedriver
+//! (`cargo xtask setup` installs them); `cargo xtask test` prepares all.
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use meshtalk_protocol::transport::Transport;
+use meshtalk_tests::{ChatPeer, Relay, WAIT, page::ChatPage, temp_dir, web_dir, webdriver::Driver};
+
+/// Two pages and a CLI peer chat in every direction over `transport`; a
+/// nickname change and hostile-looking text show as they should.
+fn pages_and_cli_chat(transport: &str) -> Result<()> {
+    let web = web_dir()?;
+    let relay = Relay::start_with(
+        &temp_dir(&format!("browser-{transport}")),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?transport={transport}&room=e2e", relay.http);
+    let a = ChatPage::open(&driver, &url, Some(transport))?;
+    let b = ChatPage::open(&driver, &url, Some(transport))?;
+    let mut cli = ChatPeer::start(
+        "cli",
+        &relay.addr(Transport::Tcp)?,
+        "e2e",
+        &["--nick", "terminal"],
+    )?;
+
+    // The peers table shows the relay, over the transport, with an RTT.
+    a.session.wait_for(
+        "a pinged relay row",
+        WAIT,
+        &format!(
+            "return [...document.querySelectorAll('[data-testid=peer]')] \
+               .some(p => p.dataset.transport === '{transport}' && p.dataset.rttMs !== '')"
+        ),
+    )?;
+
+    // Page A -> page B and the terminal.
+    cli.wait_joined(&a.peer_id)?;
+    a.send("hello from page A")?;
+    let got = b.wait_message("hello from page A")?;
+    ensure!(
+        got.from == a.peer_id,
+        "B shows A's message from {}",
+        got.from
+    );
+    cli.wait_message("hello from page A")?;
+
+    // Page B -> page A and the terminal.
+    b.send("hello from page B")?;
+    let got = a.wait_message("hello from page B")?;
+    ensure!(
+        got.from == b.peer_id,
+        "A shows B's message from {}",
+        got.from
+    );
+    cli.wait_message("hello from page B")?;
+
+    // Terminal -> both pages, with its nickname.
+    cli.proc.send_line("hello from the terminal")?;
+    for page in [&a, &b] {
+        let got = page.wait_message("hello from the terminal")?;
+        ensure!(
+            got.from == cli.peer_id,
+            "terminal message from {}",
+            got.from
+        );
+        ensure!(
+            got.nick == "terminal",
+            "terminal nick shown as {:?}",
+            got.nick
+        );
+    }
+
+    // A nickname change on page A reaches page B and the terminal.
+    a.set_nick("alice")?;
+    cli.proc.wait_json("alice's nick", |v| {
+        (v["type"] == "nick" && v["nick"] == "alice").then_some(())
+    })?;
+    a.send("now I am alice")?;
+    let got = b.wait_message("now I am alice")?;
+    ensure!(got.nick == "alice", "B shows the nick as {:?}", got.nick);
+
+    // Markup is shown as text, never run or rendered.
+    let hostile = "<img src=x onerror=alert(1)>";
+    a.send(hostile)?;
+    let got = b.wait_message(hostile)?;
+    ensure!(got.text == hostile);
+    let images = b
+        .session
+        .eval("return document.querySelectorAll('.lines img').length")?;
+    ensure!(images == 0, "the message became {images} image element(s)");
+    Ok(())
+}
+
+#[test]
+fn pages_and_cli_chat_over_webrtc_direct() -> Result<()> {
+    pages_and_cli_chat("webrtc-direct")
+}
+
+#[test]
+fn pages_and_cli_chat_over_websocket() -> Result<()> {
+    pages_and_cli_chat("ws")
+}
+
+/// The relay restarts: the pages say so, reconnect by themselves and chat
+/// again; a line typed while offline is sent once connected, not dropped.
+#[test]
+fn pages_reconnect_after_a_relay_restart() -> Result<()> {
+    let web = web_dir()?.display().to_string();
+    let extra = ["--web-dir", web.as_str()];
+    let mut relay = Relay::start_with(&temp_dir("browser-restart"), &extra)?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?room=restart", relay.http);
+    let a = ChatPage::open(&driver, &url, None)?;
+    let b = ChatPage::open(&driver, &url, None)?;
+    a.send("before the restart")?;
+    b.wait_message("before the restart")?;
+
+    relay.proc.kill();
+    a.wait_offline(WAIT)?;
+    b.wait_offline(WAIT)?;
+    a.send("typed while offline")?;
+    // Let A's reconnection backoff grow past a few seconds, so that B (a
+    // fresh page load) is back before A and can receive the held line.
+    std::thread::sleep(Duration::from_secs(8));
+    relay.restart(&extra)?;
+    b.session.open(&url)?;
+    b.wait_connected(None, WAIT)?;
+    a.wait_connected(None, Duration::from_secs(40))?;
+    b.wait_message("typed while offline")?;
+
+    a.send("after the restart")?;
+    b.wait_message("after the restart")?;
+    b.send("B is back too")?;
+    a.wait_message("B is back too")?;
+    Ok(())
+}
