@@ -129,6 +129,31 @@ impl<'a> ChatPage<'a> {
         Ok(shown(&value))
     }
 
+    /// Waits until `peer` shows among the room's members.
+    pub fn wait_member(&self, peer: &str) -> Result<()> {
+        let script = format!(
+            "return !!document.querySelector('[data-testid=member][data-peer=\"{peer}\"]')"
+        );
+        self.session
+            .wait_for(&format!("member {peer}"), WAIT, &script)
+            .map(drop)
+    }
+
+    /// Waits until the message with `text` shows `nick` as its author.
+    pub fn wait_message_nick(&self, text: &str, nick: &str) -> Result<()> {
+        let script = format!(
+            "const [t, n] = [{}, {}]; \
+             return [...document.querySelectorAll('[data-testid=message]')].some(m => \
+               m.querySelector('[data-testid=message-text]').textContent === t && \
+               m.querySelector('[data-testid=message-nick]').textContent === n);",
+            serde_json::to_string(text)?,
+            serde_json::to_string(nick)?
+        );
+        self.session
+            .wait_for(&format!("{nick:?} on message {text:?}"), WAIT, &script)
+            .map(drop)
+    }
+
     /// The rows of the connected-peers table: (peer, transport, rtt ms).
     pub fn peers(&self) -> Result<Vec<(String, String, String)>> {
         let value = self.session.eval(

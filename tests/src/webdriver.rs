@@ -3,7 +3,7 @@
 //! HTTP/1.1 and JSON. Only the handful of commands the tests use.
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::PathBuf,
     thread,
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::{Proc, WAIT, temp_dir};
 
 /// The key WebDriver uses for element references.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735a6a3b1b";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Chromium's flags for a headless run on a machine with only loopback:
 /// WebRTC must be allowed on 127.0.0.1, and background networking off.
@@ -121,14 +121,10 @@ impl Driver {
             self.base,
             body.len()
         )?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, payload) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow!("malformed WebDriver response to {method} {path}"))?;
+        let (head, payload) = read_response(&mut stream)
+            .with_context(|| format!("reading the answer to {method} {path}"))?;
         let json: Value =
-            serde_json::from_str(payload).with_context(|| format!("{method} {path}: {head}"))?;
+            serde_json::from_slice(&payload).with_context(|| format!("{method} {path}: {head}"))?;
         let value = json["value"].clone();
         if let Some(error) = value.get("error").and_then(Value::as_str) {
             bail!(
@@ -138,6 +134,56 @@ impl Driver {
         }
         Ok(value)
     }
+}
+
+/// Reads one HTTP/1.1 response (chromedriver keeps connections open, so
+/// the body is read by its length, or by chunks).
+fn read_response(stream: &mut TcpStream) -> Result<(String, Vec<u8>)> {
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("connection closed inside the headers");
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.parse::<usize>()?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            }
+        }
+        if head.is_empty() {
+            head = line.to_owned();
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let size = usize::from_str_radix(size.trim(), 16)?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(length) = length {
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok((head, body))
 }
 
 /// One browser window.

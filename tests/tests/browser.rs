@@ -40,8 +40,9 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
         ),
     )?;
 
-    // Page A -> page B and the terminal.
+    // Page A -> page B and the terminal, once everyone is in the room.
     cli.wait_joined(&a.peer_id)?;
+    cli.wait_joined(&b.peer_id)?;
     a.send("hello from page A")?;
     let got = b.wait_message("hello from page A")?;
     ensure!(
@@ -61,7 +62,8 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
     );
     cli.wait_message("hello from page B")?;
 
-    // Terminal -> both pages, with its nickname.
+    // Terminal -> both pages; its nickname shows (a page that joined after
+    // the terminal's announcement learns it from the next one).
     cli.proc.send_line("hello from the terminal")?;
     for page in [&a, &b] {
         let got = page.wait_message("hello from the terminal")?;
@@ -70,11 +72,7 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
             "terminal message from {}",
             got.from
         );
-        ensure!(
-            got.nick == "terminal",
-            "terminal nick shown as {:?}",
-            got.nick
-        );
+        page.wait_message_nick("hello from the terminal", "terminal")?;
     }
 
     // A nickname change on page A reaches page B and the terminal.
@@ -119,6 +117,8 @@ fn pages_reconnect_after_a_relay_restart() -> Result<()> {
     let url = format!("{}/?room=restart", relay.http);
     let a = ChatPage::open(&driver, &url, None)?;
     let b = ChatPage::open(&driver, &url, None)?;
+    a.wait_member(&b.peer_id)?;
+    b.wait_member(&a.peer_id)?;
     a.send("before the restart")?;
     b.wait_message("before the restart")?;
 

@@ -1,7 +1,6 @@
 //! The browser side: its tools (wasm-bindgen-cli at the version in
-//! Cargo.lock, Trunk, wasm-pack, binaryen's wasm-opt, Chromium and
-//! chromedriver), each installed when missing, and the page build into
-//! `dist/`.
+//! Cargo.lock, Trunk, wasm-pack, Chromium and chromedriver), each installed
+//! when missing, and the page build into `dist/`.
 
 use std::{fs, path::Path};
 
@@ -16,15 +15,9 @@ use crate::{
 const TRUNK_VERSION: &str = "0.21.14";
 /// wasm-pack for `wasm-pack test`.
 const WASM_PACK_VERSION: &str = "0.15.1";
-/// The features rustc's wasm output uses, for binaryen's older wasm-opt.
-const WASM_OPT_FEATURES: &[&str] = &[
-    "--enable-bulk-memory",
-    "--enable-nontrapping-float-to-int",
-    "--enable-sign-ext",
-    "--enable-reference-types",
-    "--enable-multivalue",
-    "--enable-mutable-globals",
-];
+/// Custom sections the page does not need: function names (most of an
+/// unstripped module) and toolchain notes.
+const DROPPED_SECTIONS: &[&str] = &["name", "producers", "target_features"];
 
 /// The wasm-bindgen version in Cargo.lock; the CLI must be exactly this.
 pub fn wasm_bindgen_version() -> Result<String> {
@@ -122,8 +115,14 @@ fn page_env(wasm: &Wasm) -> Vec<(String, String)> {
     env
 }
 
-/// Builds the page into `dist/` with Trunk (release), then shrinks the wasm
-/// with wasm-opt when it is installed.
+/// Builds the page into `dist/` with Trunk (release), then drops the wasm
+/// module's name and toolchain sections.
+///
+/// Binaryen's wasm-opt is not used: Debian's version 108 renumbers the
+/// tables of a module with an externref table, and the page then fails at
+/// start with "WebAssembly.Table.grow(): failed to grow table". The
+/// size-tuned profile and the stripping alone keep the page well inside
+/// its budget.
 pub fn build(wasm: &Wasm) -> Result<()> {
     build_tools()?;
     step("building the chat page (trunk build --release, into dist/)");
@@ -132,21 +131,68 @@ pub fn build(wasm: &Wasm) -> Result<()> {
         .envs(&page_env(wasm))
         .run()?;
     let dist = workspace_root().join("dist");
-    if version_of("wasm-opt").is_some() {
-        for entry in fs::read_dir(&dist).context("cannot read dist/")? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "wasm") {
-                step(&format!("shrinking {} (wasm-opt -Oz)", path.display()));
-                let file = path.display().to_string();
-                let mut args = vec!["-Oz", "-o", file.as_str(), file.as_str()];
-                args.extend_from_slice(WASM_OPT_FEATURES);
-                Cmd::new("wasm-opt").args(args).run()?;
-            }
+    for entry in fs::read_dir(&dist).context("cannot read dist/")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let module = fs::read(&path)?;
+            let stripped = strip_sections(&module, DROPPED_SECTIONS)
+                .with_context(|| format!("{} is not a wasm module", path.display()))?;
+            eprintln!(
+                "xtask: {}: {} KB, {} KB without names",
+                path.display(),
+                module.len() / 1024,
+                stripped.len() / 1024
+            );
+            fs::write(&path, stripped)?;
         }
-    } else {
-        eprintln!("xtask: wasm-opt not found; the page works but is larger");
     }
     Ok(())
+}
+
+/// A wasm module without the custom sections named in `names`. Fails on
+/// anything that is not a well-formed sequence of sections.
+fn strip_sections(module: &[u8], names: &[&str]) -> Result<Vec<u8>> {
+    const HEADER: usize = 8;
+    if module.len() < HEADER || &module[..4] != b"\0asm" {
+        bail!("no wasm header");
+    }
+    let mut out = module[..HEADER].to_vec();
+    let mut at = HEADER;
+    while at < module.len() {
+        let start = at;
+        let id = module[at];
+        let (size, body) = leb128(module, at + 1)?;
+        let end = body
+            .checked_add(size)
+            .filter(|&e| e <= module.len())
+            .context("section runs past the end")?;
+        let dropped = id == 0 && {
+            let (len, name_at) = leb128(module, body)?;
+            let name = module
+                .get(name_at..name_at + len)
+                .context("bad section name")?;
+            names.iter().any(|n| n.as_bytes() == name)
+        };
+        if !dropped {
+            out.extend_from_slice(&module[start..end]);
+        }
+        at = end;
+    }
+    Ok(out)
+}
+
+/// Reads an unsigned LEB128 number; returns it and the offset after it.
+fn leb128(bytes: &[u8], mut at: usize) -> Result<(usize, usize)> {
+    let mut value = 0usize;
+    for shift in (0..35).step_by(7) {
+        let byte = *bytes.get(at).context("truncated number")?;
+        at += 1;
+        value |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok((value, at));
+        }
+    }
+    bail!("number too long")
 }
 
 /// `wasm-pack test --headless --chrome crates/browser`, with the wasm
@@ -162,4 +208,27 @@ pub fn wasm_pack_test(wasm: &Wasm, extra: &[(String, String)]) -> Result<()> {
         .args(["test", "--headless", "--chrome", "crates/browser"])
         .envs(&env)
         .run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_the_named_custom_sections() -> Result<()> {
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        let kept_type = [1u8, 4, 1, 0x60, 0, 0];
+        module.extend_from_slice(&kept_type);
+        module.extend_from_slice(&[0, 7, 4, b'n', b'a', b'm', b'e', 0xaa, 0xbb]);
+        let kept_custom = [0u8, 4, 2, b'h', b'i', 0xcc];
+        module.extend_from_slice(&kept_custom);
+        let stripped = strip_sections(&module, &["name"])?;
+        let mut expected = b"\0asm\x01\0\0\0".to_vec();
+        expected.extend_from_slice(&kept_type);
+        expected.extend_from_slice(&kept_custom);
+        assert_eq!(stripped, expected);
+        assert!(strip_sections(b"not wasm", &["name"]).is_err());
+        assert!(strip_sections(b"\0asm\x01\0\0\0\x01\x09", &["name"]).is_err());
+        Ok(())
+    }
 }

@@ -111,7 +111,9 @@ fn line(model: Model, line: Line) -> AnyView {
             mine,
             pending,
         } => {
-            let name = nick.unwrap_or_else(|| model.name_of(&from));
+            // A nickname learnt after the message arrived fills in.
+            let peer = from.clone();
+            let name = move || nick.clone().unwrap_or_else(|| model.name_of(&peer));
             let short = short_id(&from);
             let title = from.clone();
             view! {
@@ -261,8 +263,9 @@ fn Members(model: Model) -> impl IntoView {
                     each=members
                     key=|p: &String| p.clone()
                     children=move |peer| {
-                        let name = move || model.nicks.with(|_| model.name_of(&peer));
-                        view! { <li data-testid="member">{name}</li> }
+                        let id = peer.clone();
+                        let name = move || model.name_of(&peer);
+                        view! { <li data-testid="member" data-peer=id>{name}</li> }
                     }
                 />
             </ul>

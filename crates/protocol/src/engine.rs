@@ -29,7 +29,7 @@ use web_time::Instant;
 use crate::{
     arch,
     behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, room_score_params},
-    ping::Pinger,
+    ping::{PingEvent, Pinger},
     rooms::Room,
     transport::Transport,
     validate::{self, Rejection},
@@ -436,7 +436,15 @@ impl Engine {
         loop {
             select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                (peer, rtt) = self.pinger.next().fuse() => self.on_ping(peer, rtt),
+                ping = self.pinger.next().fuse() => match ping {
+                    PingEvent::Pong(peer, rtt) => self.on_ping(peer, rtt),
+                    PingEvent::Unanswered(peer) => {
+                        // Dead peers can keep a connection "open" for long
+                        // (WebRTC notices after ~30 s): close it now.
+                        tracing::info!(%peer, "ping unanswered; closing the connection");
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                },
                 request = self.commands.next() => match request {
                     Some((command, reply)) => {
                         let _ = reply.send(self.on_command(command));

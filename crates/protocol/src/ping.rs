@@ -27,8 +27,10 @@ use web_time::Instant;
 /// The ping protocol id.
 pub const PING_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/ping/1.0.0");
 const PING_SIZE: usize = 32;
-/// A ping unanswered this long fails.
-const PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bounds of the time a ping may wait for its answer: three intervals,
+/// but never less than 5 s (a busy machine) nor more than 20 s.
+const MIN_PING_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// An inbound ping stream idle this long is closed.
 const INBOUND_IDLE: Duration = Duration::from_secs(120);
 /// Inbound ping streams one peer may hold open.
@@ -44,6 +46,7 @@ enum Outcome {
         peer: PeerId,
         error: String,
         retry: bool,
+        timed_out: bool,
     },
     InboundClosed {
         peer: PeerId,
@@ -55,11 +58,21 @@ enum Next {
     Outcome(Option<Outcome>),
 }
 
+/// What pinging a peer found.
+pub(crate) enum PingEvent {
+    /// An answer, after this round trip.
+    Pong(PeerId, Duration),
+    /// No answer within the timeout: the peer (or the path to it) is gone,
+    /// even if no transport has noticed yet.
+    Unanswered(PeerId),
+}
+
 /// Pings every connected peer at an interval and answers their pings.
 pub(crate) struct Pinger {
     control: Control,
     incoming: Option<IncomingStreams>,
     interval: Duration,
+    timeout: Duration,
     tasks: FuturesUnordered<BoxFuture<'static, Outcome>>,
     pinging: HashSet<PeerId>,
     inbound: HashMap<PeerId, usize>,
@@ -79,6 +92,7 @@ impl Pinger {
             control,
             incoming,
             interval,
+            timeout: (interval * 3).clamp(MIN_PING_TIMEOUT, MAX_PING_TIMEOUT),
             tasks: FuturesUnordered::new(),
             pinging: HashSet::new(),
             inbound: HashMap::new(),
@@ -88,8 +102,13 @@ impl Pinger {
     /// Starts pinging a newly connected peer (at once, then every interval).
     pub(crate) fn start(&mut self, peer: PeerId) {
         if self.pinging.insert(peer) {
-            self.tasks
-                .push(round(self.control.clone(), peer, None, Duration::ZERO));
+            self.tasks.push(round(
+                self.control.clone(),
+                peer,
+                None,
+                Duration::ZERO,
+                self.timeout,
+            ));
         }
     }
 
@@ -98,9 +117,9 @@ impl Pinger {
         self.pinging.remove(peer);
     }
 
-    /// The next measured round trip. Pending forever when there is nothing
-    /// to do, so it can sit in a `select!`.
-    pub(crate) async fn next(&mut self) -> (PeerId, Duration) {
+    /// The next round trip or unanswered ping. Pending forever when there
+    /// is nothing to do, so it can sit in a `select!`.
+    pub(crate) async fn next(&mut self) -> PingEvent {
         loop {
             let next = {
                 let incoming = &mut self.incoming;
@@ -126,8 +145,8 @@ impl Pinger {
                 Next::Inbound(Some((peer, stream))) => self.answer(peer, stream),
                 Next::Inbound(None) => self.incoming = None,
                 Next::Outcome(Some(outcome)) => {
-                    if let Some(rtt) = self.on_outcome(outcome) {
-                        return rtt;
+                    if let Some(event) = self.on_outcome(outcome) {
+                        return event;
                     }
                 }
                 Next::Outcome(None) => {}
@@ -145,7 +164,7 @@ impl Pinger {
         self.tasks.push(echo(peer, stream).boxed());
     }
 
-    fn on_outcome(&mut self, outcome: Outcome) -> Option<(PeerId, Duration)> {
+    fn on_outcome(&mut self, outcome: Outcome) -> Option<PingEvent> {
         match outcome {
             Outcome::Pong { peer, rtt, stream } => {
                 if self.pinging.contains(&peer) {
@@ -154,20 +173,31 @@ impl Pinger {
                         peer,
                         Some(stream),
                         self.interval,
+                        self.timeout,
                     ));
-                    return Some((peer, rtt));
+                    return Some(PingEvent::Pong(peer, rtt));
                 }
                 None
             }
-            Outcome::Failed { peer, error, retry } => {
+            Outcome::Failed {
+                peer,
+                error,
+                retry,
+                timed_out,
+            } => {
                 tracing::debug!(%peer, %error, "ping failed");
                 if retry && self.pinging.contains(&peer) {
-                    self.tasks
-                        .push(round(self.control.clone(), peer, None, self.interval));
+                    self.tasks.push(round(
+                        self.control.clone(),
+                        peer,
+                        None,
+                        self.interval,
+                        self.timeout,
+                    ));
                 } else {
                     self.pinging.remove(&peer);
                 }
-                None
+                (timed_out && self.pinging.contains(&peer)).then_some(PingEvent::Unanswered(peer))
             }
             Outcome::InboundClosed { peer } => {
                 if let Some(open) = self.inbound.get_mut(&peer) {
@@ -182,12 +212,14 @@ impl Pinger {
     }
 }
 
-/// Waits `delay`, opens a stream if there is none, and pings once.
+/// Waits `delay`, opens a stream if there is none, and pings once, giving
+/// up after `timeout`.
 fn round(
     mut control: Control,
     peer: PeerId,
     stream: Option<Stream>,
     delay: Duration,
+    timeout: Duration,
 ) -> BoxFuture<'static, Outcome> {
     async move {
         if !delay.is_zero() {
@@ -204,16 +236,18 @@ fn round(
                         peer,
                         error: e.to_string(),
                         retry,
+                        timed_out: false,
                     };
                 }
             },
         };
-        match with_timeout(PING_TIMEOUT, ping_once(stream)).await {
+        match with_timeout(timeout, ping_once(stream)).await {
             Ok((stream, rtt)) => Outcome::Pong { peer, rtt, stream },
             Err(e) => Outcome::Failed {
                 peer,
                 error: e.to_string(),
                 retry: true,
+                timed_out: e.kind() == io::ErrorKind::TimedOut,
             },
         }
     }
