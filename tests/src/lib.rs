@@ -26,6 +26,7 @@ use serde_json::Value;
 pub mod hostile;
 pub mod page;
 pub mod peer;
+pub mod stats;
 pub mod webdriver;
 
 /// How long any single wait may take before a test fails.

@@ -213,6 +213,20 @@ impl Session<'_> {
         )
     }
 
+    /// Runs `source` in every document this window opens from now on,
+    /// before the page's own scripts (Chrome DevTools protocol).
+    pub fn on_new_document(&self, source: &str) -> Result<()> {
+        self.call(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": { "source": source },
+            })),
+        )
+        .map(drop)
+    }
+
     /// The element matching a CSS selector.
     pub fn find(&self, css: &str) -> Result<String> {
         let value = self.call(

@@ -45,9 +45,10 @@ enum Command {
     Web,
     /// Run every check and test CI runs.
     Test,
-    /// Run the benchmarks (release build, loopback only).
+    /// Run the benchmarks (release build, loopback only): native, then
+    /// browser.
     Bench {
-        /// Arguments passed to the benchmark program (see its --help).
+        /// Arguments passed to the native benchmark program (see its --help).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         bench_args: Vec<String>,
     },
@@ -124,7 +125,10 @@ fn test() -> Result<()> {
 }
 
 fn bench(args: &[String]) -> Result<()> {
-    step("building relay and benchmark (release)");
+    let wasm = toolchain::wasm()?;
+    web::test_tools()?;
+    web::build(&wasm)?;
+    step("building relay and benchmarks (release)");
     cargo(&[
         "build",
         "--release",
@@ -135,8 +139,10 @@ fn bench(args: &[String]) -> Result<()> {
         "--bins",
     ])
     .run()?;
-    step("running the benchmark");
+    step("native benchmark: latency, throughput, relay memory");
     cmd::Cmd::new(cmd::workspace_root().join("target/release/bench"))
         .args(args)
-        .run()
+        .run()?;
+    step("browser benchmark: page weight, load to connected, browser latency");
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_browser")).run()
 }

@@ -102,8 +102,8 @@ pub fn test_tools() -> Result<()> {
 /// profile tuned for size, and a target dir of its own.
 fn page_env(wasm: &Wasm) -> Vec<(String, String)> {
     let mut env = wasm.env();
+    env.push(("CARGO_TARGET_DIR".into(), wasm_target_dir()));
     for (k, v) in [
-        ("CARGO_TARGET_DIR", "target/wasm"),
         ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "z"),
         ("CARGO_PROFILE_RELEASE_LTO", "true"),
         ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
@@ -195,11 +195,12 @@ fn leb128(bytes: &[u8], mut at: usize) -> Result<(usize, usize)> {
     bail!("number too long")
 }
 
-/// `wasm-pack test --headless --chrome crates/browser`, with the wasm
-/// toolchain's environment plus `extra`.
+/// `wasm-pack test --headless --chrome crates/browser` (a debug build:
+/// with `--release`, `-Z build-std` builds `core` twice and fails), with
+/// the wasm toolchain's environment plus `extra`.
 pub fn wasm_pack_test(wasm: &Wasm, extra: &[(String, String)]) -> Result<()> {
     let mut env = wasm.env();
-    env.push(("CARGO_TARGET_DIR".into(), "target/wasm".into()));
+    env.push(("CARGO_TARGET_DIR".into(), wasm_target_dir()));
     if std::env::var_os("CHROMEDRIVER").is_none() && Path::new("/usr/bin/chromedriver").exists() {
         env.push(("CHROMEDRIVER".into(), "/usr/bin/chromedriver".into()));
     }
@@ -208,6 +209,12 @@ pub fn wasm_pack_test(wasm: &Wasm, extra: &[(String, String)]) -> Result<()> {
         .args(["test", "--headless", "--chrome", "crates/browser"])
         .envs(&env)
         .run()
+}
+
+/// The wasm build's own target dir, absolute: wasm-pack runs cargo from
+/// the crate's directory.
+fn wasm_target_dir() -> String {
+    workspace_root().join("target/wasm").display().to_string()
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use meshtalk_protocol::{
 use meshtalk_tests::{
     Relay,
     peer::{self, Node},
+    stats::{machine, percentile},
     temp_dir,
 };
 use serde_json::json;
@@ -217,13 +218,7 @@ async fn load(
     }
     let elapsed = sending.await??;
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        if latencies.is_empty() {
-            f64::NAN
-        } else {
-            latencies[((latencies.len() - 1) as f64 * p) as usize]
-        }
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     Ok(Load {
         sent: total,
         lost: total - received,
@@ -269,19 +264,4 @@ fn rss_mb(pid: u32) -> Result<f64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS")?;
     Ok(kb / 1024.0)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{cores} cores, {cpu}")
 }

@@ -1,0 +1,243 @@
+//! `cargo xtask bench`, browser part: the chat page in headless Chromium
+//! against a release relay on loopback.
+//!
+//! - Page weight: every file of `dist/`, raw and gzipped (budget: 1 MB
+//!   gzipped in all).
+//! - Page load to `connected`, over WebRTC-direct and over WebSocket, each
+//!   load in a fresh browser profile (cold cache).
+//! - Browser → relay → browser latency: page A sends at 50 messages/s,
+//!   page B timestamps each message when it enters its DOM.
+//!
+//! Prints a table and writes `target/bench/browser.json`.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use meshtalk_tests::{
+    Relay, WAIT,
+    page::ChatPage,
+    stats::{machine, percentile},
+    temp_dir, web_dir,
+    webdriver::Driver,
+};
+use serde_json::{Value, json};
+
+/// meshtalk browser benchmark (loopback only).
+#[derive(Parser)]
+struct Args {
+    /// Page loads measured per transport.
+    #[arg(long, default_value = "5")]
+    loads: usize,
+    /// Messages per second page A sends.
+    #[arg(long, default_value = "50")]
+    rate: u32,
+    /// Seconds page A sends for.
+    #[arg(long, default_value = "10")]
+    secs: u32,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/browser.json")]
+    out: PathBuf,
+}
+
+/// The page's total gzipped weight may not exceed this.
+const PAGE_BUDGET_BYTES: u64 = 1_000_000;
+/// Load-to-connected target on loopback.
+const CONNECT_BUDGET_MS: f64 = 1000.0;
+const TRANSPORTS: [&str; 2] = ["webrtc-direct", "ws"];
+
+/// Installed before the page's scripts: notes when the status first says
+/// connected, in ms since navigation start.
+const CONNECT_PROBE: &str = "new MutationObserver((_, obs) => { \
+      const s = document.querySelector('[data-testid=status]'); \
+      if (s && s.dataset.state === 'connected') { \
+        window.__connectedAt = performance.now(); obs.disconnect(); } \
+    }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });";
+
+/// Run in page B: records `[seq, sent_ms, received_ms]` for each bench
+/// message as it enters the DOM.
+const RECEIVE_PROBE: &str = "window.__recv = []; \
+    new MutationObserver(muts => { \
+      const now = performance.timeOrigin + performance.now(); \
+      for (const m of muts) for (const n of m.addedNodes) { \
+        if (n.nodeType !== 1 || n.dataset.testid !== 'message') continue; \
+        const t = n.querySelector('[data-testid=message-text]').textContent.split(' '); \
+        if (t[0] === 'bench') window.__recv.push([+t[1], +t[2], now]); } \
+    }).observe(document.querySelector('.lines'), { childList: true }); return true;";
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let dist = web_dir()?;
+    let weight = page_weight(&dist)?;
+    let relay = Relay::start_with(
+        &temp_dir("bench-browser"),
+        &["--web-dir", &dist.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+
+    let mut connect = Vec::new();
+    let mut latency = Vec::new();
+    for transport in TRANSPORTS {
+        let url = format!(
+            "{}/?transport={transport}&room=bench-{transport}",
+            relay.http
+        );
+        let mut loads = Vec::new();
+        for _ in 0..args.loads {
+            loads.push(load_to_connected(&driver, &url)?);
+        }
+        loads.sort_by(f64::total_cmp);
+        connect.push(json!({
+            "transport": transport,
+            "median_ms": percentile(&loads, 0.5),
+            "max_ms": percentile(&loads, 1.0),
+            "loads_ms": loads,
+        }));
+        latency.push(message_latency(&driver, &url, transport, &args)?);
+    }
+
+    let result = json!({
+        "machine": machine(),
+        "page": weight,
+        "connect": connect,
+        "latency": latency,
+    });
+    report(&result);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)?;
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+/// Raw and gzipped size of each file the page ships.
+fn page_weight(dist: &std::path::Path) -> Result<Value> {
+    let mut files = Vec::new();
+    let (mut raw_total, mut gz_total) = (0u64, 0u64);
+    for entry in std::fs::read_dir(dist)? {
+        let path = entry?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let raw = std::fs::metadata(&path)?.len();
+        let out = Command::new("gzip")
+            .args(["-9", "-c"])
+            .arg(&path)
+            .output()
+            .context("cannot run gzip")?;
+        if !out.status.success() {
+            bail!("gzip failed on {}", path.display());
+        }
+        let gz = out.stdout.len() as u64;
+        raw_total += raw;
+        gz_total += gz;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        files.push(json!({ "file": name, "bytes": raw, "gzip_bytes": gz }));
+    }
+    Ok(json!({
+        "files": files,
+        "bytes": raw_total,
+        "gzip_bytes": gz_total,
+        "budget_gzip_bytes": PAGE_BUDGET_BYTES,
+    }))
+}
+
+/// One cold page load; ms from navigation start to the connected status.
+fn load_to_connected(driver: &Driver, url: &str) -> Result<f64> {
+    let session = driver.session()?;
+    session.on_new_document(CONNECT_PROBE)?;
+    session.open(url)?;
+    let at = session.wait_for(
+        "connected",
+        WAIT,
+        "return window.__connectedAt === undefined ? null : window.__connectedAt",
+    )?;
+    at.as_f64().context("connect time is not a number")
+}
+
+/// Page A sends `rate` messages/s for `secs`; page B's DOM arrival times
+/// give the latency of each.
+fn message_latency(driver: &Driver, url: &str, transport: &str, args: &Args) -> Result<Value> {
+    let a = ChatPage::open(driver, url, Some(transport))?;
+    let b = ChatPage::open(driver, url, Some(transport))?;
+    a.wait_member(&b.peer_id)?;
+    b.wait_member(&a.peer_id)?;
+    b.session.eval(RECEIVE_PROBE)?;
+    let total = args.rate * args.secs;
+    a.session.eval(&format!(
+        "const input = document.querySelector('[data-testid=message-input]'); \
+         let i = 0; \
+         const timer = setInterval(() => {{ \
+           input.value = `bench ${{i}} ${{performance.timeOrigin + performance.now()}}`; \
+           input.dispatchEvent(new KeyboardEvent('keydown', {{ key: 'Enter', bubbles: true }})); \
+           if (++i >= {total}) clearInterval(timer); \
+         }}, {interval});",
+        interval = 1000.0 / f64::from(args.rate)
+    ))?;
+    let sending = Duration::from_secs(u64::from(args.secs));
+    std::thread::sleep(sending);
+    let _ = b.session.wait_for(
+        "every bench message",
+        Duration::from_secs(10),
+        &format!("return window.__recv.length >= {total}"),
+    );
+    let received = b.session.eval("return window.__recv")?;
+    let rows = received.as_array().cloned().unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    let mut ms: Vec<f64> = rows
+        .iter()
+        .filter(|r| seen.insert(r[0].as_u64()))
+        .filter_map(|r| Some(r[2].as_f64()? - r[1].as_f64()?))
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    Ok(json!({
+        "transport": transport,
+        "rate_per_s": args.rate,
+        "sent": total,
+        "received": ms.len(),
+        "p50_ms": percentile(&ms, 0.5),
+        "p99_ms": percentile(&ms, 0.99),
+        "max_ms": percentile(&ms, 1.0),
+    }))
+}
+
+fn report(result: &Value) {
+    let page = &result["page"];
+    let gz = page["gzip_bytes"].as_u64().unwrap_or(0);
+    println!(
+        "meshtalk browser benchmark ({})",
+        result["machine"].as_str().unwrap_or("")
+    );
+    println!(
+        "page weight: {:.1} KB gzipped ({:.1} KB raw), budget 1000 KB: {}",
+        gz as f64 / 1000.0,
+        page["bytes"].as_u64().unwrap_or(0) as f64 / 1000.0,
+        verdict(gz <= PAGE_BUDGET_BYTES)
+    );
+    for c in result["connect"].as_array().into_iter().flatten() {
+        let median = c["median_ms"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "load to connected over {:<13} median {:>6.0} ms, max {:>6.0} ms, budget 1000 ms: {}",
+            c["transport"].as_str().unwrap_or(""),
+            median,
+            c["max_ms"].as_f64().unwrap_or(f64::NAN),
+            verdict(median < CONNECT_BUDGET_MS)
+        );
+    }
+    for l in result["latency"].as_array().into_iter().flatten() {
+        println!(
+            "browser->relay->browser over {:<13} {} msg/s: p50 {:.1} ms, p99 {:.1} ms, {}/{} delivered",
+            l["transport"].as_str().unwrap_or(""),
+            l["rate_per_s"],
+            l["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            l["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            l["received"],
+            l["sent"],
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}

@@ -1,0 +1,45 @@
+//! Small helpers the benchmark programs share.
+
+/// The `p` quantile (0..=1) of sorted samples, nearest-rank; NaN when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((sorted.len() - 1) as f64 * p.clamp(0.0, 1.0)) as usize;
+    sorted[index]
+}
+
+/// "N cores, CPU model", for the record of where figures were measured.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_nearest_ranks() {
+        let samples = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert!((percentile(&samples, 0.5) - 3.0).abs() < f64::EPSILON);
+        assert!((percentile(&samples, 0.99) - 4.0).abs() < f64::EPSILON);
+        assert!((percentile(&samples, 1.0) - 5.0).abs() < f64::EPSILON);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+}
