@@ -5,15 +5,28 @@
 //! Needs the built page (`cargo xtask web`), chromium and chromedriver
 //! (`cargo xtask setup` installs them); `cargo xtask test` prepares all.
 
-use std::time::Duration;
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
 
 use anyhow::{Result, ensure};
 use meshtalk_protocol::transport::Transport;
 use meshtalk_tests::{ChatPeer, Relay, WAIT, page::ChatPage, temp_dir, web_dir, webdriver::Driver};
 
+/// One browser test at a time: each runs a relay and several Chromium
+/// windows, and two cores are enough for one such scene.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SCENE: Mutex<()> = Mutex::new(());
+    SCENE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Two pages and a CLI peer chat in every direction over `transport`; a
 /// nickname change and hostile-looking text show as they should.
 fn pages_and_cli_chat(transport: &str) -> Result<()> {
+    let _scene = one_at_a_time();
     let web = web_dir()?;
     let relay = Relay::start_with(
         &temp_dir(&format!("browser-{transport}")),
@@ -110,6 +123,7 @@ fn pages_and_cli_chat_over_websocket() -> Result<()> {
 /// again; a line typed while offline is sent once connected, not dropped.
 #[test]
 fn pages_reconnect_after_a_relay_restart() -> Result<()> {
+    let _scene = one_at_a_time();
     let web = web_dir()?.display().to_string();
     let extra = ["--web-dir", web.as_str()];
     let mut relay = Relay::start_with(&temp_dir("browser-restart"), &extra)?;

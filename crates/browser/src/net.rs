@@ -34,6 +34,12 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(4);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long after connecting (or switching rooms) the relay has to say it
+/// is in our room. Streams the relay opens in the first instants of a
+/// WebRTC-direct connection can be lost in the browser (its data channels
+/// arrive before libp2p listens for them); if the relay's gossipsub stream
+/// is one of them, nothing would ever reach this page, so it reconnects.
+const ROOM_CHECK: Duration = Duration::from_secs(3);
 /// How often connected peers are pinged (the peers table shows the RTT).
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 /// Where the page's own relay lists its addresses.
@@ -85,8 +91,14 @@ enum Link {
         rest: VecDeque<(Transport, Multiaddr)>,
         deadline: Instant,
     },
-    /// Connected to this relay.
-    Up { relay: PeerId },
+    /// Connected to this relay over `transport`; until `check` passes, it
+    /// has not yet shown that it is in our room, and the page does not say
+    /// "connected".
+    Up {
+        relay: PeerId,
+        transport: Transport,
+        check: Option<Instant>,
+    },
     /// Waiting before the next attempt.
     Down { until: Instant },
     /// Waiting for the person to give an address.
@@ -143,7 +155,8 @@ async fn run(
         let wait = match &net.link {
             Link::Dialing { deadline, .. } => Some(*deadline),
             Link::Down { until } => Some(*until),
-            Link::Up { .. } | Link::Idle => None,
+            Link::Up { check, .. } => *check,
+            Link::Idle => None,
         };
         let timer = async move {
             match wait {
@@ -246,6 +259,19 @@ impl Net {
                 self.next_candidate(rest, reason).await;
             }
             Link::Down { .. } => self.attempt().await,
+            Link::Up {
+                relay,
+                transport,
+                check: Some(_),
+            } => {
+                tracing::warn!(%relay, "the relay never joined our room; reconnecting");
+                self.link = Link::Up {
+                    relay,
+                    transport,
+                    check: None,
+                };
+                let _ = self.handle.disconnect(relay).await;
+            }
             link => self.link = link,
         }
     }
@@ -296,6 +322,9 @@ impl Net {
                     }
                     page::set_query_param("room", room.name());
                     self.model.room.set(room.name().to_owned());
+                    if let Link::Up { check, .. } = &mut self.link {
+                        *check = Some(Instant::now() + ROOM_CHECK);
+                    }
                 }
                 Err(e) => self.notice(e.to_string()),
             },
@@ -331,12 +360,13 @@ impl Net {
                     row.addr = addr.to_string();
                 });
                 if outbound && !matches!(self.link, Link::Up { .. }) {
-                    tracing::info!(%peer, %transport, "connected to the relay");
+                    tracing::info!(%peer, %transport, "connected to the relay; joining the room");
                     self.failures = 0;
-                    self.link = Link::Up { relay: peer };
-                    self.model.status.set(Status::Connected {
-                        transport: transport.to_string(),
-                    });
+                    self.link = Link::Up {
+                        relay: peer,
+                        transport,
+                        check: Some(Instant::now() + ROOM_CHECK),
+                    };
                 }
             }
             Event::Disconnected {
@@ -347,7 +377,7 @@ impl Net {
                         peers.remove(&peer.to_string());
                     });
                 }
-                if remaining == 0 && matches!(self.link, Link::Up { relay } if relay == peer) {
+                if remaining == 0 && matches!(self.link, Link::Up { relay, .. } if relay == peer) {
                     self.failures = 0;
                     self.down("the relay went away".into());
                 }
@@ -355,6 +385,21 @@ impl Net {
             Event::DialFailed { error, .. } => {
                 if let Link::Dialing { rest, .. } = std::mem::replace(&mut self.link, Link::Idle) {
                     self.next_candidate(rest, error).await;
+                }
+            }
+            Event::Subscribed { room, peer } => {
+                if let Link::Up {
+                    relay,
+                    transport,
+                    check,
+                } = &mut self.link
+                    && *relay == peer
+                    && room == self.room
+                    && check.take().is_some()
+                {
+                    self.model.status.set(Status::Connected {
+                        transport: transport.to_string(),
+                    });
                 }
             }
             Event::Ping { peer, rtt, .. } => self.model.peers.update(|peers| {

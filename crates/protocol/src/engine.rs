@@ -147,6 +147,14 @@ pub enum Event {
         /// The member.
         peer: PeerId,
     },
+    /// A neighbour (a member or a relay) subscribed to one of our rooms:
+    /// what we publish there now reaches it.
+    Subscribed {
+        /// The room.
+        room: Room,
+        /// The neighbour.
+        peer: PeerId,
+    },
     /// A chat message arrived and passed validation.
     Message {
         /// The room.
@@ -244,6 +252,7 @@ pub enum Event {
 
 enum Command {
     Dial(Multiaddr),
+    Disconnect(PeerId),
     Listen(Multiaddr),
     Join(Room),
     Leave(Room),
@@ -282,6 +291,11 @@ impl EngineHandle {
     /// Listens on an address.
     pub async fn listen(&self, addr: Multiaddr) -> Result<(), CommandError> {
         self.call(Command::Listen(addr)).await
+    }
+
+    /// Closes every connection with a peer.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), CommandError> {
+        self.call(Command::Disconnect(peer)).await
     }
 
     /// Joins a room (and announces our nickname there).
@@ -509,14 +523,19 @@ impl Engine {
                     })?;
             }
             Command::Listen(addr) => {
-                self.swarm
-                    .listen_on(addr.clone())
-                    .map_err(|e| CommandError::Listen {
-                        addr,
-                        reason: e.to_string(),
-                    })?;
+                self.swarm.listen_on(addr.clone()).map_err(|e| {
+                    let mut reason = error_chain(&e);
+                    if reason.is_empty() {
+                        // Some transports (WebRTC) give an error with no text.
+                        reason = "the transport refused it (is the port in use?)".into();
+                    }
+                    CommandError::Listen { addr, reason }
+                })?;
             }
             Command::Join(room) => self.join(room)?,
+            Command::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
             Command::Leave(room) => {
                 let topic = room.topic();
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
@@ -897,9 +916,15 @@ impl Engine {
                 message_id,
                 message,
             } => self.on_message(propagation_source, message_id, message),
-            gossipsub::Event::Subscribed { topic, .. } => {
+            gossipsub::Event::Subscribed { peer_id, topic } => {
                 if self.role == Role::Relay && !self.is_subscribed(&topic) {
                     self.follow(&topic);
+                }
+                if let Some(room) = self.rooms.get(&topic).cloned() {
+                    self.emit(Event::Subscribed {
+                        room,
+                        peer: peer_id,
+                    });
                 }
                 // Held messages may now have someone to go to.
                 self.flush();
