@@ -243,35 +243,19 @@ impl Session<'_> {
     /// Types into the element matching `css` (real key events; `\u{E007}`
     /// is Enter).
     pub fn type_into(&self, css: &str, text: &str) -> Result<()> {
-        let element = self.find(css)?;
-        self.call(
-            "POST",
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        )
-        .map(drop)
+        self.element_command(css, "value", json!({ "text": text }))
     }
 
     /// Clears an input.
     pub fn clear(&self, css: &str) -> Result<()> {
-        let element = self.find(css)?;
-        self.call(
-            "POST",
-            &format!("/element/{element}/clear"),
-            Some(json!({})),
-        )
-        .map(drop)
+        self.element_command(css, "clear", json!({}))
     }
 
-    /// Clicks the element matching `css`.
-    pub fn click(&self, css: &str) -> Result<()> {
+    /// Finds the element matching `css` and sends it one command.
+    fn element_command(&self, css: &str, command: &str, body: Value) -> Result<()> {
         let element = self.find(css)?;
-        self.call(
-            "POST",
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        )
-        .map(drop)
+        self.call("POST", &format!("/element/{element}/{command}"), Some(body))
+            .map(drop)
     }
 
     /// The browser console so far, one line per entry.

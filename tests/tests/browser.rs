@@ -56,24 +56,10 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
     // Page A -> page B and the terminal, once everyone is in the room.
     cli.wait_joined(&a.peer_id)?;
     cli.wait_joined(&b.peer_id)?;
-    a.send("hello from page A")?;
-    let got = b.wait_message("hello from page A")?;
-    ensure!(
-        got.from == a.peer_id,
-        "B shows A's message from {}",
-        got.from
-    );
-    cli.wait_message("hello from page A")?;
+    page_to_others(&a, &b, &mut cli, "hello from page A")?;
 
     // Page B -> page A and the terminal.
-    b.send("hello from page B")?;
-    let got = a.wait_message("hello from page B")?;
-    ensure!(
-        got.from == b.peer_id,
-        "A shows B's message from {}",
-        got.from
-    );
-    cli.wait_message("hello from page B")?;
+    page_to_others(&b, &a, &mut cli, "hello from page B")?;
 
     // Terminal -> both pages; its nickname shows (a page that joined after
     // the terminal's announcement learns it from the next one).
@@ -107,6 +93,19 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
         .eval("return document.querySelectorAll('.lines img').length")?;
     ensure!(images == 0, "the message became {images} image element(s)");
     Ok(())
+}
+
+/// `from` sends `text`; `to` shows it as from `from`, and the terminal gets it.
+fn page_to_others(from: &ChatPage, to: &ChatPage, cli: &mut ChatPeer, text: &str) -> Result<()> {
+    from.send(text)?;
+    let got = to.wait_message(text)?;
+    ensure!(
+        got.from == from.peer_id,
+        "{text:?} shows as from {} instead of {}",
+        got.from,
+        from.peer_id
+    );
+    cli.wait_message(text).map(drop)
 }
 
 #[test]
