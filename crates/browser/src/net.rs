@@ -35,10 +35,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long after connecting (or switching rooms) the relay has to say it
-/// is in our room. Streams the relay opens in the first instants of a
-/// WebRTC-direct connection can be lost in the browser (its data channels
-/// arrive before libp2p listens for them); if the relay's gossipsub stream
-/// is one of them, nothing would ever reach this page, so it reconnects.
+/// is in our room. A stream the relay opens very early in a WebRTC-direct
+/// connection can be lost in the browser (webrtc-websys listens for data
+/// channels only after its handshake); meshtalk relays wait a moment before
+/// opening any (`arch`), but another relay may not. If the lost stream is
+/// the relay's gossipsub one, nothing would ever reach this page, so it
+/// reconnects.
 const ROOM_CHECK: Duration = Duration::from_secs(3);
 /// How often connected peers are pinged (the peers table shows the RTT).
 const PING_INTERVAL: Duration = Duration::from_secs(2);

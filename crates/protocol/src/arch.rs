@@ -32,7 +32,7 @@ fn transport_err(e: impl std::error::Error) -> SwarmError {
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use libp2p::{
-        Multiaddr, PeerId, Swarm, SwarmBuilder, identity::Keypair, mdns, noise,
+        Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _, identity::Keypair, mdns, noise,
         swarm::NetworkBehaviour, tcp, yamux,
     };
 
@@ -85,6 +85,14 @@ mod imp {
         })
     }
 
+    /// How long an accepted WebRTC-direct connection waits before the swarm
+    /// gets it. A browser (rust-libp2p's webrtc-websys) starts listening for
+    /// the data channels we open only once its side of the Noise handshake
+    /// is done, which is after ours: a stream we opened at once was lost,
+    /// often the gossipsub one, and the page never heard from us. Streams
+    /// the browser opens meanwhile wait in the connection's queue.
+    const WEBRTC_INBOUND_SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+
     /// A fresh WebRTC certificate.
     pub fn new_certificate() -> Certificate {
         // `generate` ignores its rng and cannot fail with default parameters.
@@ -122,7 +130,14 @@ mod imp {
             .map_err(transport_err)?
             .with_quic()
             .with_other_transport(|key| {
-                libp2p_webrtc::tokio::Transport::new(key.clone(), certificate)
+                libp2p_webrtc::tokio::Transport::new(key.clone(), certificate).and_then(
+                    |output, endpoint| async move {
+                        if endpoint.is_listener() {
+                            futures_timer::Delay::new(WEBRTC_INBOUND_SETTLE).await;
+                        }
+                        Ok::<_, std::io::Error>(output)
+                    },
+                )
             })
             .map_err(transport_err)?
             .with_dns()
