@@ -385,7 +385,12 @@ impl Net {
                 }
             }
             Event::DialFailed { error, .. } => {
-                if let Link::Dialing { rest, .. } = std::mem::replace(&mut self.link, Link::Idle) {
+                // Only the dial in progress moves on; a stale dial failing
+                // later must not disturb a link that is up or waiting.
+                if matches!(self.link, Link::Dialing { .. })
+                    && let Link::Dialing { rest, .. } =
+                        std::mem::replace(&mut self.link, Link::Idle)
+                {
                     self.next_candidate(rest, error).await;
                 }
             }
