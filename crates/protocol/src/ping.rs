@@ -102,14 +102,20 @@ impl Pinger {
     /// Starts pinging a newly connected peer (at once, then every interval).
     pub(crate) fn start(&mut self, peer: PeerId) {
         if self.pinging.insert(peer) {
-            self.tasks.push(round(
-                self.control.clone(),
-                peer,
-                None,
-                Duration::ZERO,
-                self.timeout,
-            ));
+            self.schedule(peer, None, Duration::ZERO);
         }
+    }
+
+    /// Queues the next ping of `peer` after `delay`, on `stream` if one is
+    /// open.
+    fn schedule(&mut self, peer: PeerId, stream: Option<Stream>, delay: Duration) {
+        self.tasks.push(round(
+            self.control.clone(),
+            peer,
+            stream,
+            delay,
+            self.timeout,
+        ));
     }
 
     /// Stops pinging a peer we are no longer connected to.
@@ -168,13 +174,7 @@ impl Pinger {
         match outcome {
             Outcome::Pong { peer, rtt, stream } => {
                 if self.pinging.contains(&peer) {
-                    self.tasks.push(round(
-                        self.control.clone(),
-                        peer,
-                        Some(stream),
-                        self.interval,
-                        self.timeout,
-                    ));
+                    self.schedule(peer, Some(stream), self.interval);
                     return Some(PingEvent::Pong(peer, rtt));
                 }
                 None
@@ -187,13 +187,7 @@ impl Pinger {
             } => {
                 tracing::debug!(%peer, %error, "ping failed");
                 if retry && self.pinging.contains(&peer) {
-                    self.tasks.push(round(
-                        self.control.clone(),
-                        peer,
-                        None,
-                        self.interval,
-                        self.timeout,
-                    ));
+                    self.schedule(peer, None, self.interval);
                 } else {
                     self.pinging.remove(&peer);
                 }
