@@ -143,10 +143,13 @@ async fn run(args: Args) -> Result<()> {
             metrics.record_event(&event);
             // Connections and rejections are already logged by the engine.
             if let Event::Listening(addr) = event {
-                say(&format!("listening on {addr}"));
+                // Listed before it is announced: whoever reads the line can
+                // find the address in /api/addrs.
+                let line = format!("listening on {addr}");
                 if let Ok(mut addrs) = event_state.addrs.write() {
                     addrs.push(addr);
                 }
+                say(&line);
             }
         }
     });
