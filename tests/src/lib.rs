@@ -24,6 +24,7 @@ use meshtalk_protocol::{
 use serde_json::Value;
 
 pub mod hostile;
+pub mod netns;
 pub mod page;
 pub mod peer;
 pub mod stats;

@@ -13,7 +13,7 @@ use meshtalk_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use meshtalk::node::{Node, peer_behaviour};
+use meshtalk::node::{Node, listen_addrs, peer_behaviour};
 
 use crate::{
     args::{ChatArgs, ListenArgs},
@@ -66,7 +66,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
             nick: args.nick.clone(),
             ..EngineConfig::default()
         },
-        &args.net.listen,
+        &listen_addrs(&args.net.connect, &args.net.listen),
     )
     .await?;
     let mut printer = Printer {

@@ -114,6 +114,20 @@ impl Node {
     }
 }
 
+/// Where a CLI peer listens: the `--listen` addresses when given; with no
+/// `--connect` either, TCP and QUIC on every interface at free ports, so
+/// that peers found by mDNS have an address of ours to dial (mDNS announces
+/// listen addresses, and a peer with none cannot be found).
+pub fn listen_addrs(connect: &[Multiaddr], listen: &[Multiaddr]) -> Vec<Multiaddr> {
+    if !listen.is_empty() || !connect.is_empty() {
+        return listen.to_vec();
+    }
+    ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
 /// The behaviour of a CLI peer: mDNS only when no address was given.
 pub fn peer_behaviour(connect: &[Multiaddr]) -> BehaviourConfig {
     BehaviourConfig {

@@ -12,7 +12,7 @@ use meshtalk_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use meshtalk::node::{Node, peer_behaviour};
+use meshtalk::node::{Node, listen_addrs, peer_behaviour};
 
 use crate::{args::PubSubArgs, output};
 
@@ -29,7 +29,7 @@ pub async fn publish(args: PubSubArgs) -> Result<()> {
     let mut node = Node::start(
         peer_behaviour(&args.net.connect),
         EngineConfig::default(),
-        &args.net.listen,
+        &listen_addrs(&args.net.connect, &args.net.listen),
     )
     .await?;
     if !args.net.connect.is_empty() {
@@ -94,7 +94,7 @@ pub async fn subscribe(args: PubSubArgs) -> Result<()> {
     let mut node = Node::start(
         peer_behaviour(&args.net.connect),
         EngineConfig::default(),
-        &args.net.listen,
+        &listen_addrs(&args.net.connect, &args.net.listen),
     )
     .await?;
     node.handle.subscribe_raw(args.topic.clone()).await?;
