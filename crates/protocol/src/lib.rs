@@ -8,6 +8,7 @@
 //! - [`rooms`]: room names and their gossipsub topics,
 //! - [`behaviour`]: the libp2p [`behaviour::Behaviour`] every peer runs,
 //! - [`engine`]: the chat engine every binary drives,
+//! - [`discovery`]: discovery sources and neighbour management,
 //! - [`arch`]: the one place where native and browser code differ.
 //!
 //! ```no_run
@@ -32,6 +33,7 @@
 
 pub mod arch;
 pub mod behaviour;
+pub mod discovery;
 pub mod engine;
 pub mod ping;
 pub mod rooms;

@@ -1,0 +1,719 @@
+//! Neighbour management: where a node finds peers, which of them it dials,
+//! and which connections it drops.
+//!
+//! [`Neighbours`] is plain state with no swarm in it: the engine tells it
+//! what was discovered, connected, failed and closed, and asks it for a
+//! [`Plan`] once a second. That keeps the policy in one place, testable
+//! without sockets:
+//!
+//! - below the low watermark, dial: bootstrap addresses first, then known
+//!   relays, then members of our rooms, then anything else discovered;
+//! - for each of our rooms, dial a few members found through the DHT, as
+//!   long as we stay under the high watermark;
+//! - above the high watermark, drop the least useful connections (those
+//!   sharing no room with us, the newest first), never the last relay;
+//! - an address that fails waits before it is tried again, longer after
+//!   each failure.
+//!
+//! A relay keeps every bootstrap address connected and links to the other
+//! relays it discovers; it never prunes (its peers are its purpose; its
+//! connection limits bound them).
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    str::FromStr,
+    time::Duration,
+};
+
+use libp2p::{Multiaddr, PeerId, gossipsub::TopicHash, multiaddr::Protocol};
+use web_time::Instant;
+
+/// A way of finding peers. Each can be switched off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// Addresses given at start (`--connect`, `--bootstrap`).
+    Bootstrap,
+    /// Kademlia queries for the peers closest to random keys.
+    RandomWalk,
+    /// Multicast DNS on the local network (native only).
+    Mdns,
+    /// Peers a gossipsub neighbour named when it pruned us from its mesh.
+    PeerExchange,
+    /// Members of our rooms, found as DHT providers of the room's key.
+    Rooms,
+}
+
+impl Source {
+    /// Every source.
+    pub const ALL: [Source; 5] = [
+        Source::Bootstrap,
+        Source::RandomWalk,
+        Source::Mdns,
+        Source::PeerExchange,
+        Source::Rooms,
+    ];
+
+    /// The name used in flags and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Bootstrap => "bootstrap",
+            Source::RandomWalk => "random-walk",
+            Source::Mdns => "mdns",
+            Source::PeerExchange => "peer-exchange",
+            Source::Rooms => "rooms",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is no discovery source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown discovery source {0:?}: use bootstrap, random-walk, mdns, peer-exchange or rooms")]
+pub struct UnknownSource(pub String);
+
+impl FromStr for Source {
+    type Err = UnknownSource;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Source::ALL
+            .into_iter()
+            .find(|source| source.name() == s)
+            .ok_or_else(|| UnknownSource(s.to_owned()))
+    }
+}
+
+/// Which discovery sources are on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sources(BTreeSet<Source>);
+
+impl Sources {
+    /// These sources and no others.
+    pub fn only(sources: impl IntoIterator<Item = Source>) -> Self {
+        Self(sources.into_iter().collect())
+    }
+
+    /// Whether `source` is on.
+    pub fn has(&self, source: Source) -> bool {
+        self.0.contains(&source)
+    }
+
+    /// Switches `source` on or off.
+    pub fn set(&mut self, source: Source, on: bool) {
+        if on {
+            self.0.insert(source);
+        } else {
+            self.0.remove(&source);
+        }
+    }
+}
+
+impl Default for Sources {
+    /// Everything but mDNS, which multicasts on every interface and is
+    /// switched on where a LAN is wanted.
+    fn default() -> Self {
+        Self::only([
+            Source::Bootstrap,
+            Source::RandomWalk,
+            Source::PeerExchange,
+            Source::Rooms,
+        ])
+    }
+}
+
+/// The range of connections a node aims for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watermarks {
+    /// Below this many connections, dial discovered peers.
+    pub low: usize,
+    /// Above this many, drop the least useful.
+    pub high: usize,
+}
+
+impl Default for Watermarks {
+    fn default() -> Self {
+        Self { low: 2, high: 8 }
+    }
+}
+
+/// How a node discovers and keeps its neighbours.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    /// Addresses dialed at start and kept connected: relays for a peer,
+    /// other relays for a relay.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Sources switched on.
+    pub sources: Sources,
+    /// Connection range.
+    pub watermarks: Watermarks,
+    /// Time between two random walks.
+    pub random_walk_every: Duration,
+    /// Time between two provider lookups for each room.
+    pub room_lookup_every: Duration,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            bootstrap: Vec::new(),
+            sources: Sources::default(),
+            watermarks: Watermarks::default(),
+            random_walk_every: Duration::from_secs(30),
+            room_lookup_every: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Members of one room a peer links to directly, when it finds them.
+pub const ROOM_LINKS: usize = 3;
+/// First wait after a failed dial; it doubles with each failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest wait between two dials of a failing peer.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A dial that has not finished by then counts as failed.
+const DIAL_DEADLINE: Duration = Duration::from_secs(15);
+/// Addresses kept per discovered peer.
+const MAX_ADDRS: usize = 8;
+/// Discovered peers remembered; beyond it, new ones are not kept.
+const MAX_KNOWN: usize = 1024;
+
+/// Waits longer after each failure.
+#[derive(Clone, Debug, Default)]
+struct Backoff {
+    failures: u32,
+    until: Option<Instant>,
+}
+
+impl Backoff {
+    fn ready(&self, now: Instant) -> bool {
+        self.until.is_none_or(|t| now >= t)
+    }
+
+    fn failed(&mut self, now: Instant) {
+        let wait = BACKOFF_BASE
+            .saturating_mul(1 << self.failures.min(10))
+            .min(BACKOFF_MAX);
+        self.failures += 1;
+        self.until = Some(now + wait);
+    }
+}
+
+/// A bootstrap address (its peer id, when the address names one).
+#[derive(Debug)]
+struct BootEntry {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    backoff: Backoff,
+    dialing: Option<Instant>,
+}
+
+/// A peer some source told us about.
+#[derive(Debug, Default)]
+struct Known {
+    addrs: Vec<Multiaddr>,
+    sources: BTreeSet<Source>,
+    rooms: BTreeSet<TopicHash>,
+    relay: bool,
+    backoff: Backoff,
+    dialing: Option<Instant>,
+}
+
+/// An open link.
+#[derive(Debug)]
+struct Link {
+    since: Instant,
+}
+
+/// What to dial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A bootstrap address.
+    Addr(Multiaddr),
+    /// A discovered peer at these addresses.
+    Peer(PeerId, Vec<Multiaddr>),
+}
+
+/// What the engine should do now.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Dials to start.
+    pub dial: Vec<Target>,
+    /// Peers to disconnect.
+    pub prune: Vec<PeerId>,
+}
+
+/// The neighbour manager's state.
+pub struct Neighbours {
+    relay_role: bool,
+    watermarks: Watermarks,
+    boot: Vec<BootEntry>,
+    known: HashMap<PeerId, Known>,
+    links: HashMap<PeerId, Link>,
+    local: PeerId,
+}
+
+impl Neighbours {
+    /// State for a node (`relay_role` for a relay) with these settings.
+    pub fn new(local: PeerId, relay_role: bool, discovery: &Discovery) -> Self {
+        let boot = if discovery.sources.has(Source::Bootstrap) {
+            discovery
+                .bootstrap
+                .iter()
+                .map(|addr| BootEntry {
+                    peer: peer_of(addr),
+                    addr: addr.clone(),
+                    backoff: Backoff::default(),
+                    dialing: None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            relay_role,
+            watermarks: discovery.watermarks,
+            boot,
+            known: HashMap::new(),
+            links: HashMap::new(),
+            local,
+        }
+    }
+
+    /// A source named a peer. Returns true the first time this source
+    /// names it.
+    pub fn discovered(&mut self, peer: PeerId, addrs: &[Multiaddr], source: Source) -> bool {
+        if peer == self.local || (self.known.len() >= MAX_KNOWN && !self.known.contains_key(&peer))
+        {
+            return false;
+        }
+        let known = self.known.entry(peer).or_default();
+        for addr in addrs {
+            if known.addrs.len() < MAX_ADDRS && !known.addrs.contains(addr) {
+                known.addrs.push(addr.clone());
+            }
+        }
+        known.sources.insert(source)
+    }
+
+    /// A peer provides one of our rooms.
+    pub fn room_member(&mut self, peer: PeerId, addrs: &[Multiaddr], room: TopicHash) -> bool {
+        let first = self.discovered(peer, addrs, Source::Rooms);
+        if let Some(known) = self.known.get_mut(&peer) {
+            known.rooms.insert(room);
+        }
+        first
+    }
+
+    /// We left a room: its members are no reason to dial any more.
+    pub fn left_room(&mut self, room: &TopicHash) {
+        for known in self.known.values_mut() {
+            known.rooms.remove(room);
+        }
+    }
+
+    /// Identify said this peer is a relay (its listen addresses attached).
+    pub fn is_relay(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        if peer == self.local {
+            return;
+        }
+        let known = self.known.entry(peer).or_default();
+        known.relay = true;
+        for addr in addrs {
+            if known.addrs.len() < MAX_ADDRS && !known.addrs.contains(addr) {
+                known.addrs.push(addr.clone());
+            }
+        }
+    }
+
+    /// Whether a peer is a relay we know of.
+    pub fn relay(&self, peer: &PeerId) -> bool {
+        self.known.get(peer).is_some_and(|k| k.relay)
+            || self.boot.iter().any(|b| b.peer == Some(*peer))
+    }
+
+    /// Every known relay other than us, with its addresses.
+    pub fn relays(&self) -> impl Iterator<Item = (&PeerId, &[Multiaddr])> {
+        self.known
+            .iter()
+            .filter(|(_, k)| k.relay)
+            .map(|(p, k)| (p, k.addrs.as_slice()))
+    }
+
+    /// A connection to `peer` opened (`dialed`: the address we dialed).
+    pub fn connected(&mut self, peer: PeerId, dialed: Option<&Multiaddr>, now: Instant) {
+        self.links.entry(peer).or_insert(Link { since: now });
+        for entry in &mut self.boot {
+            if entry.peer == Some(peer) || dialed.is_some_and(|a| same_target(a, &entry.addr)) {
+                entry.peer.get_or_insert(peer);
+                entry.backoff = Backoff::default();
+                entry.dialing = None;
+            }
+        }
+        if let Some(known) = self.known.get_mut(&peer) {
+            known.backoff = Backoff::default();
+            known.dialing = None;
+        }
+    }
+
+    /// The last connection to `peer` closed.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        self.links.remove(peer);
+    }
+
+    /// A dial failed (peer known or not; `addr` when we dialed one).
+    pub fn dial_failed(&mut self, peer: Option<PeerId>, addr: Option<&Multiaddr>, now: Instant) {
+        for entry in &mut self.boot {
+            let hit = (peer.is_some() && entry.peer == peer)
+                || addr.is_some_and(|a| same_target(a, &entry.addr));
+            if hit && entry.dialing.is_some() {
+                entry.dialing = None;
+                entry.backoff.failed(now);
+            }
+        }
+        if let Some(known) = peer.and_then(|p| self.known.get_mut(&p))
+            && known.dialing.is_some()
+        {
+            known.dialing = None;
+            known.backoff.failed(now);
+        }
+    }
+
+    /// Open links.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// What to dial and prune now. `useful` rates a connected peer (higher
+    /// is more useful: rooms shared, mesh membership).
+    pub fn plan(&mut self, now: Instant, useful: impl Fn(&PeerId) -> u32) -> Plan {
+        self.expire_dials(now);
+        let mut plan = Plan::default();
+        let pending = self.boot.iter().filter(|b| b.dialing.is_some()).count()
+            + self.known.values().filter(|k| k.dialing.is_some()).count();
+        let mut budget = if self.relay_role {
+            usize::MAX
+        } else {
+            self.watermarks.low.saturating_sub(self.links.len() + pending)
+        };
+
+        // Bootstrap addresses: a relay keeps all of them; a peer takes them
+        // first when it is short of links.
+        for entry in &mut self.boot {
+            if budget == 0 {
+                break;
+            }
+            let linked = entry.peer.is_some_and(|p| self.links.contains_key(&p));
+            if !linked && entry.dialing.is_none() && entry.backoff.ready(now) {
+                entry.dialing = Some(now);
+                plan.dial.push(Target::Addr(entry.addr.clone()));
+                budget -= 1;
+            }
+        }
+
+        let mut candidates: Vec<(u8, PeerId)> = self
+            .known
+            .iter()
+            .filter(|(p, k)| {
+                !self.links.contains_key(p)
+                    && k.dialing.is_none()
+                    && k.backoff.ready(now)
+                    && !k.addrs.is_empty()
+            })
+            .map(|(p, k)| {
+                let rank = if k.relay {
+                    0
+                } else if !k.rooms.is_empty() {
+                    1
+                } else {
+                    2
+                };
+                (rank, *p)
+            })
+            .collect();
+        candidates.sort();
+
+        if self.relay_role {
+            // The relay backbone: every other relay we learn of.
+            let room = self.watermarks.high.saturating_sub(self.links.len());
+            for (_, peer) in candidates.iter().filter(|(r, _)| *r == 0).take(room) {
+                self.start_dial(*peer, now, &mut plan);
+            }
+            return plan;
+        }
+
+        for (_, peer) in candidates.iter().take(budget) {
+            self.start_dial(*peer, now, &mut plan);
+        }
+
+        // Rooms as subnets: a few direct links to members of each room.
+        let mut rooms: HashMap<TopicHash, usize> = HashMap::new();
+        for (peer, known) in &self.known {
+            if self.links.contains_key(peer) {
+                for room in &known.rooms {
+                    *rooms.entry(room.clone()).or_default() += 1;
+                }
+            }
+        }
+        let mut room_dials = Vec::new();
+        let mut total = self.links.len() + pending + plan.dial.len();
+        for (_, peer) in candidates.iter().filter(|(r, _)| *r == 1) {
+            if total >= self.watermarks.high {
+                break;
+            }
+            let Some(known) = self.known.get(peer).filter(|k| k.dialing.is_none()) else {
+                continue;
+            };
+            let wanted = known
+                .rooms
+                .iter()
+                .find(|room| rooms.get(*room).copied().unwrap_or(0) < ROOM_LINKS);
+            if let Some(room) = wanted.cloned() {
+                *rooms.entry(room).or_default() += 1;
+                room_dials.push(*peer);
+                total += 1;
+            }
+        }
+        for peer in room_dials {
+            self.start_dial(peer, now, &mut plan);
+        }
+
+        // Above the high watermark: drop the least useful, newest first,
+        // keeping at least one relay.
+        if self.links.len() > self.watermarks.high {
+            let excess = self.links.len() - self.watermarks.high;
+            let relays = self.links.keys().filter(|p| self.relay(p)).count();
+            let mut ranked: Vec<(u32, bool, std::cmp::Reverse<Instant>, PeerId)> = self
+                .links
+                .iter()
+                .map(|(p, link)| (useful(p), self.relay(p), std::cmp::Reverse(link.since), *p))
+                .collect();
+            ranked.sort();
+            let mut relays_left = relays;
+            for (_, relay, _, peer) in ranked {
+                if plan.prune.len() == excess {
+                    break;
+                }
+                if relay {
+                    if relays_left <= 1 {
+                        continue;
+                    }
+                    relays_left -= 1;
+                }
+                plan.prune.push(peer);
+            }
+        }
+        plan
+    }
+
+    fn start_dial(&mut self, peer: PeerId, now: Instant, plan: &mut Plan) {
+        if let Some(known) = self.known.get_mut(&peer) {
+            known.dialing = Some(now);
+            plan.dial.push(Target::Peer(peer, known.addrs.clone()));
+        }
+    }
+
+    /// Dials that never reported back count as failed.
+    fn expire_dials(&mut self, now: Instant) {
+        let stale = |t: &Option<Instant>| t.is_some_and(|t| now.duration_since(t) > DIAL_DEADLINE);
+        for entry in &mut self.boot {
+            if stale(&entry.dialing) {
+                entry.dialing = None;
+                entry.backoff.failed(now);
+            }
+        }
+        for known in self.known.values_mut() {
+            if stale(&known.dialing) {
+                known.dialing = None;
+                known.backoff.failed(now);
+            }
+        }
+    }
+
+    /// What each source found: (peer, sources, addresses), for `meshtalk dht`.
+    pub fn found(&self) -> Vec<(PeerId, Vec<Source>, Vec<Multiaddr>)> {
+        self.known
+            .iter()
+            .map(|(p, k)| (*p, k.sources.iter().copied().collect(), k.addrs.clone()))
+            .collect()
+    }
+}
+
+/// The peer id at the end of an address.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some(peer),
+        _ => None,
+    }
+}
+
+/// Whether two addresses name the same place (one may lack `/p2p/`).
+fn same_target(a: &Multiaddr, b: &Multiaddr) -> bool {
+    let strip = |m: &Multiaddr| -> Multiaddr {
+        m.iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect()
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16, peer: PeerId) -> Multiaddr {
+        format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
+            .parse()
+            .unwrap()
+    }
+
+    fn peer_node(bootstrap: Vec<Multiaddr>, low: usize, high: usize) -> Neighbours {
+        let discovery = Discovery {
+            bootstrap,
+            watermarks: Watermarks { low, high },
+            ..Discovery::default()
+        };
+        Neighbours::new(PeerId::random(), false, &discovery)
+    }
+
+    fn dialed_peers(plan: &Plan) -> Vec<PeerId> {
+        plan.dial
+            .iter()
+            .map(|t| match t {
+                Target::Peer(p, _) => *p,
+                Target::Addr(a) => peer_of(a).unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn below_the_low_mark_bootstrap_comes_first_then_relays_then_members() {
+        let (boot, relay, member, other) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let mut n = peer_node(vec![addr(1, boot)], 3, 8);
+        n.discovered(other, &[addr(4, other)], Source::RandomWalk);
+        n.room_member(member, &[addr(3, member)], TopicHash::from_raw("r"));
+        n.discovered(relay, &[addr(2, relay)], Source::RandomWalk);
+        n.is_relay(relay, &[]);
+        let now = Instant::now();
+        assert_eq!(dialed_peers(&n.plan(now, |_| 0)), vec![boot, relay, member]);
+        // Dials in flight count: nothing more until they report back.
+        assert_eq!(n.plan(now, |_| 0), Plan::default());
+    }
+
+    #[test]
+    fn a_failed_address_waits_longer_each_time() {
+        let boot = PeerId::random();
+        let mut n = peer_node(vec![addr(1, boot)], 1, 4);
+        let t0 = Instant::now();
+        assert_eq!(n.plan(t0, |_| 0).dial.len(), 1);
+        n.dial_failed(Some(boot), None, t0);
+        assert!(n.plan(t0 + Duration::from_millis(500), |_| 0).dial.is_empty());
+        assert_eq!(n.plan(t0 + Duration::from_secs(1), |_| 0).dial.len(), 1);
+        let t1 = t0 + Duration::from_secs(1);
+        n.dial_failed(Some(boot), None, t1);
+        assert!(n.plan(t1 + Duration::from_millis(1500), |_| 0).dial.is_empty());
+        assert_eq!(n.plan(t1 + Duration::from_secs(2), |_| 0).dial.len(), 1);
+        // Success resets the wait.
+        n.connected(boot, None, t1);
+        n.disconnected(&boot);
+        assert_eq!(n.plan(t1 + Duration::from_secs(2), |_| 0).dial.len(), 1);
+    }
+
+    #[test]
+    fn a_dial_that_never_reports_counts_as_failed() {
+        let boot = PeerId::random();
+        let mut n = peer_node(vec![addr(1, boot)], 1, 4);
+        let t0 = Instant::now();
+        assert_eq!(n.plan(t0, |_| 0).dial.len(), 1);
+        let expired = t0 + DIAL_DEADLINE + Duration::from_millis(1);
+        assert!(n.plan(expired, |_| 0).dial.is_empty());
+        assert_eq!(n.plan(expired + BACKOFF_BASE, |_| 0).dial.len(), 1);
+    }
+
+    #[test]
+    fn above_the_high_mark_the_least_useful_go_and_one_relay_stays() {
+        let relay = PeerId::random();
+        let mut n = peer_node(vec![addr(1, relay)], 1, 2);
+        let t0 = Instant::now();
+        let useful_peer = PeerId::random();
+        let idle_old = PeerId::random();
+        let idle_new = PeerId::random();
+        n.connected(relay, None, t0);
+        n.connected(useful_peer, None, t0);
+        n.connected(idle_old, None, t0);
+        n.connected(idle_new, None, t0 + Duration::from_secs(1));
+        let plan = n.plan(t0 + Duration::from_secs(2), |p| u32::from(*p == useful_peer) * 10);
+        assert_eq!(plan.prune, vec![idle_new, idle_old]);
+        // The only relay never goes, even when it is the least useful.
+        let mut n = peer_node(vec![addr(1, relay)], 1, 1);
+        n.connected(relay, None, t0);
+        n.connected(useful_peer, None, t0);
+        let plan = n.plan(t0, |p| u32::from(*p == useful_peer) * 10);
+        assert_eq!(plan.prune, vec![useful_peer]);
+    }
+
+    #[test]
+    fn room_members_are_linked_up_to_a_few_per_room_under_the_high_mark() {
+        let mut n = peer_node(vec![], 0, 4);
+        let room = TopicHash::from_raw("meshtalk/room/r");
+        let members: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        for (i, m) in members.iter().enumerate() {
+            n.room_member(*m, &[addr(10 + i as u16, *m)], room.clone());
+        }
+        let plan = n.plan(Instant::now(), |_| 0);
+        assert_eq!(plan.dial.len(), ROOM_LINKS);
+        // After leaving the room its members are no reason to dial.
+        let mut n = peer_node(vec![], 0, 4);
+        n.room_member(members[0], &[addr(10, members[0])], room.clone());
+        n.left_room(&room);
+        assert!(n.plan(Instant::now(), |_| 0).dial.is_empty());
+    }
+
+    #[test]
+    fn a_relay_keeps_every_bootstrap_and_links_to_relays_it_finds() {
+        let boots: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        let discovery = Discovery {
+            bootstrap: boots.iter().enumerate().map(|(i, p)| addr(i as u16, *p)).collect(),
+            watermarks: Watermarks { low: 1, high: 8 },
+            ..Discovery::default()
+        };
+        let mut n = Neighbours::new(PeerId::random(), true, &discovery);
+        let other_relay = PeerId::random();
+        n.discovered(other_relay, &[addr(9, other_relay)], Source::RandomWalk);
+        n.is_relay(other_relay, &[]);
+        let plain = PeerId::random();
+        n.discovered(plain, &[addr(8, plain)], Source::RandomWalk);
+        let t0 = Instant::now();
+        let mut dialed = dialed_peers(&n.plan(t0, |_| 0));
+        dialed.sort();
+        let mut want = boots.clone();
+        want.push(other_relay);
+        want.sort();
+        assert_eq!(dialed, want);
+        for p in &want {
+            n.connected(*p, None, t0);
+        }
+        for _ in 0..20 {
+            n.connected(PeerId::random(), None, t0);
+        }
+        assert!(n.plan(t0, |_| 0).prune.is_empty(), "relays never prune");
+    }
+
+    #[test]
+    fn sources_parse_by_name_and_unknown_ones_are_refused() {
+        for source in Source::ALL {
+            assert_eq!(source.name().parse::<Source>(), Ok(source));
+        }
+        assert!("dht".parse::<Source>().is_err());
+        assert!(!Sources::default().has(Source::Mdns));
+    }
+}
