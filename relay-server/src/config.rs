@@ -38,6 +38,19 @@ pub struct Args {
     )]
     pub external_addr: Vec<Multiaddr>,
 
+    /// Another relay to join (repeatable or comma-separated), e.g.
+    /// /ip4/203.0.113.7/tcp/4001/p2p/12D3Koo... The relays share one DHT and
+    /// one gossipsub mesh, so peers on different relays chat together. A
+    /// lost connection is dialed again, waiting longer after each failure;
+    /// relays found in the DHT are linked to as well.
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        env = "MESHTALK_BOOTSTRAP",
+        value_delimiter = ','
+    )]
+    pub bootstrap: Vec<Multiaddr>,
+
     /// HTTP API address (`/api/addrs`, `/metrics`, `/healthz`); port 0 picks
     /// a free port. [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR", env = "MESHTALK_HTTP")]
@@ -92,6 +105,7 @@ pub struct Args {
 struct FileConfig {
     listen: Option<Vec<Multiaddr>>,
     external_addr: Option<Vec<Multiaddr>>,
+    bootstrap: Option<Vec<Multiaddr>>,
     http: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     web_dir: Option<PathBuf>,
@@ -111,6 +125,8 @@ pub struct Settings {
     pub listen: Vec<Multiaddr>,
     /// Announced external addresses.
     pub external_addrs: Vec<Multiaddr>,
+    /// Other relays to join.
+    pub bootstrap: Vec<Multiaddr>,
     /// HTTP API address.
     pub http: SocketAddr,
     /// Where keys live.
@@ -161,6 +177,7 @@ impl Settings {
         Ok(Self {
             listen: pick_vec(args.listen, file.listen).unwrap_or_else(default_listen),
             external_addrs: pick_vec(args.external_addr, file.external_addr).unwrap_or_default(),
+            bootstrap: pick_vec(args.bootstrap, file.bootstrap).unwrap_or_default(),
             http: args
                 .http
                 .or(file.http)

@@ -1,7 +1,10 @@
 //! The relay's HTTP side: `/api/addrs` (how to reach this relay), `/metrics`
 //! (Prometheus text), `/healthz`, and the browser page at `/`.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+};
 
 use axum::{
     Json, Router,
@@ -22,6 +25,9 @@ pub struct AppState {
     pub peer_id: PeerId,
     /// Full addresses (with `/p2p/`) the relay can be reached at.
     pub addrs: RwLock<Vec<Multiaddr>>,
+    /// Other relays connected to this one, with their full addresses, so a
+    /// page can move to another relay when this one goes.
+    pub relays: RwLock<BTreeMap<PeerId, Vec<Multiaddr>>>,
     /// The metrics registry.
     pub registry: Registry,
 }
@@ -30,6 +36,17 @@ pub struct AppState {
 struct Addrs {
     peer_id: String,
     addrs: Vec<String>,
+    relays: Vec<Relay>,
+}
+
+#[derive(Serialize)]
+struct Relay {
+    peer_id: String,
+    addrs: Vec<String>,
+}
+
+fn strings(addrs: &[Multiaddr]) -> Vec<String> {
+    addrs.iter().map(ToString::to_string).collect()
 }
 
 /// The API's routes, with every other path served from the web page.
@@ -49,13 +66,26 @@ async fn addrs(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let addrs = state
         .addrs
         .read()
-        .map(|a| a.iter().map(ToString::to_string).collect())
+        .map(|a| strings(&a))
+        .unwrap_or_default();
+    let relays = state
+        .relays
+        .read()
+        .map(|r| {
+            r.iter()
+                .map(|(peer, addrs)| Relay {
+                    peer_id: peer.to_string(),
+                    addrs: strings(addrs),
+                })
+                .collect()
+        })
         .unwrap_or_default();
     (
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
         Json(Addrs {
             peer_id: state.peer_id.to_string(),
             addrs,
+            relays,
         }),
     )
 }

@@ -30,8 +30,10 @@ use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
-    behaviour::{BehaviourConfig, Role},
+    behaviour::{BehaviourConfig, Role, is_relay_agent},
+    discovery::{Discovery, Source, Sources},
     engine::{Engine, EngineConfig, Event},
+    libp2p::multiaddr::Protocol,
 };
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -83,9 +85,14 @@ async fn run(args: Args) -> Result<()> {
     let peer_id = keypair.public().to_peer_id();
     tracing::info!(%peer_id, data_dir = %settings.data_dir.display(), "starting relay");
 
+    let discovery = Discovery {
+        bootstrap: settings.bootstrap.clone(),
+        sources: Sources::only([Source::Bootstrap, Source::RandomWalk, Source::PeerExchange]),
+        ..Discovery::default()
+    };
     let behaviour = BehaviourConfig {
         role: Role::Relay,
-        mdns: false,
+        sources: discovery.sources.clone(),
         limits: settings.limits.clone(),
     };
     let transport = TransportConfig {
@@ -98,6 +105,7 @@ async fn run(args: Args) -> Result<()> {
         EngineConfig {
             external_addrs: settings.external_addrs.clone(),
             ping_interval: Some(Duration::from_secs(15)),
+            discovery,
             ..EngineConfig::default()
         },
     );
@@ -115,6 +123,7 @@ async fn run(args: Args) -> Result<()> {
     let state = Arc::new(AppState {
         peer_id,
         addrs: RwLock::new(external),
+        relays: RwLock::default(),
         registry,
     });
 
@@ -142,14 +151,41 @@ async fn run(args: Args) -> Result<()> {
         while let Some(event) = events.next().await {
             metrics.record_event(&event);
             // Connections and rejections are already logged by the engine.
-            if let Event::Listening(addr) = event {
-                // Listed before it is announced: whoever reads the line can
-                // find the address in /api/addrs.
-                let line = format!("listening on {addr}");
-                if let Ok(mut addrs) = event_state.addrs.write() {
-                    addrs.push(addr);
+            match event {
+                Event::Listening(addr) => {
+                    // Listed before it is announced: whoever reads the line
+                    // can find the address in /api/addrs.
+                    let line = format!("listening on {addr}");
+                    if let Ok(mut addrs) = event_state.addrs.write() {
+                        addrs.push(addr);
+                    }
+                    say(&line);
                 }
-                say(&line);
+                Event::Identified {
+                    peer,
+                    agent,
+                    listen_addrs,
+                } if is_relay_agent(&agent) => {
+                    tracing::info!(%peer, "linked to relay");
+                    let addrs = listen_addrs
+                        .into_iter()
+                        .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+                        .map(|a| a.with_p2p(peer).unwrap_or_else(|a| a))
+                        .collect();
+                    if let Ok(mut relays) = event_state.relays.write() {
+                        relays.insert(peer, addrs);
+                    }
+                }
+                Event::Disconnected {
+                    peer, remaining: 0, ..
+                } => {
+                    if let Ok(mut relays) = event_state.relays.write()
+                        && relays.remove(&peer).is_some()
+                    {
+                        tracing::info!(%peer, "lost the link to relay");
+                    }
+                }
+                _ => {}
             }
         }
     });

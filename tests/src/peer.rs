@@ -5,7 +5,6 @@ use anyhow::{Result, bail};
 use futures::StreamExt;
 pub use meshtalk::node::Node;
 use meshtalk_protocol::{
-    behaviour::BehaviourConfig,
     engine::{EngineConfig, Event},
     libp2p::Multiaddr,
 };
@@ -13,7 +12,7 @@ use meshtalk_protocol::{
 /// Starts a peer on the current tokio runtime and connects it to every
 /// address in turn.
 pub async fn connect(config: EngineConfig, addrs: &[Multiaddr]) -> Result<Node> {
-    let mut node = Node::start(BehaviourConfig::default(), config, &[]).await?;
+    let mut node = Node::start(config, &[]).await?;
     for addr in addrs {
         node.connect(std::slice::from_ref(addr), crate::WAIT)
             .await?;

@@ -2,8 +2,12 @@
 
 use std::time::Duration;
 
+use anyhow::{Result, bail};
+use meshtalk::node::{Node, listen_addrs};
 use clap::{Args, Parser, Subcommand};
 use meshtalk_protocol::{
+    discovery::{Discovery, Source, Sources, Watermarks},
+    engine::EngineConfig,
     libp2p::{Multiaddr, PeerId},
     rooms::Room,
 };
@@ -40,8 +44,11 @@ pub enum Command {
 /// Options every networked subcommand shares.
 #[derive(Debug, Args)]
 pub struct NetArgs {
-    /// Peer or relay to connect to (repeatable), e.g.
-    /// /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo... Without it, peers on the local
+    /// Relay or peer to connect to (repeatable or comma-separated), e.g.
+    /// /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo... These are the bootstrap list:
+    /// when a connection to one drops, the peer dials it again (waiting
+    /// longer after each failure) and meanwhile chats through the others or
+    /// through relays found in the DHT. Without it, peers on the local
     /// network are found by mDNS.
     #[arg(
         long,
@@ -58,6 +65,66 @@ pub struct NetArgs {
     /// Seconds to wait for a connection before giving up.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub timeout: Duration,
+
+    /// Discovery sources to use, comma-separated, from: bootstrap (the
+    /// --connect list), random-walk (Kademlia queries for random keys), mdns
+    /// (the local network), peer-exchange (gossipsub names peers when it
+    /// prunes), rooms (members of our rooms announced in the DHT).
+    /// [default: all but mdns; mdns alone when --connect is not given]
+    #[arg(
+        long,
+        value_name = "SOURCES",
+        env = "MESHTALK_DISCOVERY",
+        value_delimiter = ','
+    )]
+    pub discovery: Option<Vec<Source>>,
+
+    /// Low watermark: with fewer connections than this, dial discovered
+    /// peers.
+    #[arg(long, value_name = "N", default_value = "2")]
+    pub min_peers: usize,
+
+    /// High watermark: with more connections than this, close the least
+    /// useful ones (those sharing no room with us, newest first).
+    #[arg(long, value_name = "N", default_value = "8")]
+    pub max_peers: usize,
+}
+
+impl NetArgs {
+    /// Starts a peer with these flags' discovery settings and listen
+    /// addresses (not connected yet: see [`Node::connect`]).
+    pub async fn start(&self, engine: EngineConfig) -> Result<Node> {
+        let engine = EngineConfig {
+            discovery: self.discovery()?,
+            ..engine
+        };
+        Node::start(engine, &listen_addrs(&self.connect, &self.listen)).await
+    }
+
+    /// The discovery settings these flags ask for.
+    pub fn discovery(&self) -> Result<Discovery> {
+        if self.max_peers == 0 || self.min_peers > self.max_peers {
+            bail!(
+                "--min-peers {} and --max-peers {}: need 1 <= max-peers and min-peers <= max-peers",
+                self.min_peers,
+                self.max_peers
+            );
+        }
+        let sources = match &self.discovery {
+            Some(list) => Sources::only(list.iter().copied()),
+            None if self.connect.is_empty() => Sources::only([Source::Mdns]),
+            None => Sources::default(),
+        };
+        Ok(Discovery {
+            bootstrap: self.connect.clone(),
+            sources,
+            watermarks: Watermarks {
+                low: self.min_peers,
+                high: self.max_peers,
+            },
+            ..Discovery::default()
+        })
+    }
 }
 
 /// `meshtalk chat`.
@@ -155,6 +222,19 @@ pub enum DhtAction {
         /// The peer id to look for.
         #[arg(value_name = "PEER_ID")]
         peer: PeerId,
+    },
+    /// List the members of a room announced in the DHT (providers of the
+    /// room's key), with their addresses.
+    Providers {
+        /// The room.
+        #[arg(long, value_name = "ROOM")]
+        room: Room,
+    },
+    /// Run discovery for a while and print what each source found.
+    Discover {
+        /// Seconds to run.
+        #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+        duration: Duration,
     },
 }
 

@@ -5,7 +5,6 @@ use std::{collections::HashMap, io::Write};
 use anyhow::Result;
 use futures::StreamExt;
 use meshtalk_protocol::{
-    behaviour::BehaviourConfig,
     engine::{EngineConfig, Event},
     libp2p::Multiaddr,
     validate::{self},
@@ -13,7 +12,7 @@ use meshtalk_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use meshtalk::node::{Node, listen_addrs, peer_behaviour};
+use meshtalk::node::Node;
 
 use crate::{
     args::{ChatArgs, ListenArgs},
@@ -59,16 +58,14 @@ pub async fn run(args: ChatArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid --nick: {e}"))?;
     }
     let connect = args.net.connect.clone();
-    let mut node = Node::start(
-        peer_behaviour(&connect),
-        EngineConfig {
+    let mut node = args
+        .net
+        .start(EngineConfig {
             rooms: vec![args.room.clone()],
             nick: args.nick.clone(),
             ..EngineConfig::default()
-        },
-        &listen_addrs(&args.net.connect, &args.net.listen),
-    )
-    .await?;
+        })
+        .await?;
     let mut printer = Printer {
         json: args.json,
         held: HashMap::new(),
@@ -163,7 +160,6 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
         args.listen
     };
     let mut node = Node::start(
-        BehaviourConfig::default(),
         EngineConfig {
             rooms: vec![args.room],
             ..EngineConfig::default()

@@ -1,11 +1,16 @@
 //! `meshtalk dht`: bootstrap against a relay, watch the routing table, find
 //! peers.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Result, bail};
 use futures::StreamExt;
-use meshtalk_protocol::engine::{EngineConfig, Event};
+use meshtalk_protocol::{
+    discovery::Source,
+    engine::{EngineConfig, Event},
+    libp2p::{Multiaddr, PeerId},
+};
 
-use meshtalk::node::{Node, peer_behaviour};
 
 use crate::args::{DhtAction, DhtArgs};
 
@@ -14,12 +19,7 @@ pub async fn run(args: DhtArgs) -> Result<()> {
     if args.net.connect.is_empty() {
         bail!("meshtalk dht needs --connect with a relay or another DHT peer");
     }
-    let mut node = Node::start(
-        peer_behaviour(&args.net.connect),
-        EngineConfig::default(),
-        &args.net.listen,
-    )
-    .await?;
+    let mut node = args.net.start(EngineConfig::default()).await?;
     node.connect(&args.net.connect, args.net.timeout).await?;
 
     // Kademlia learns a peer's addresses from identify; wait for the first
@@ -74,20 +74,69 @@ pub async fn run(args: DhtArgs) -> Result<()> {
                 }
             }
         }
+        DhtAction::Providers { room } => {
+            node.handle.find_providers(room.clone()).await?;
+            while let Some(event) = node.events.next().await {
+                if let Event::Providers {
+                    room: found,
+                    providers,
+                } = event
+                {
+                    if found != room {
+                        continue;
+                    }
+                    for (peer, addrs) in &providers {
+                        println!("provider {peer} {}", join(addrs));
+                    }
+                    println!(
+                        "{} member(s) of room {room} announced in the DHT",
+                        providers.len()
+                    );
+                    break;
+                }
+            }
+        }
+        DhtAction::Discover { duration } => {
+            let sources = args.net.discovery()?.sources;
+            let mut found: BTreeMap<Source, usize> = BTreeMap::new();
+            let run = async {
+                while let Some(event) = node.events.next().await {
+                    if let Event::Discovered {
+                        peer,
+                        source,
+                        addrs,
+                    } = event
+                    {
+                        *found.entry(source).or_default() += 1;
+                        println!("found {peer} via {source} {}", join(&addrs));
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(duration, run).await;
+            for source in Source::ALL {
+                match (sources.has(source), found.get(&source)) {
+                    (false, _) => println!("{source}: off"),
+                    (true, n) => println!("{source}: {} peer(s)", n.copied().unwrap_or(0)),
+                }
+            }
+        }
     }
     node.finish().await;
     Ok(())
 }
 
-fn print_route(
-    peer: &meshtalk_protocol::libp2p::PeerId,
-    addrs: &[meshtalk_protocol::libp2p::Multiaddr],
-    new: bool,
-) {
-    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+fn join(addrs: &[Multiaddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_route(peer: &PeerId, addrs: &[Multiaddr], new: bool) {
     println!(
         "routing table {} {peer} {}",
         if new { "+" } else { "~" },
-        addrs.join(" ")
+        join(addrs)
     );
 }

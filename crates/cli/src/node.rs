@@ -28,12 +28,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// Builds the swarm, starts the engine and the listeners.
-    pub async fn start(
-        behaviour: BehaviourConfig,
-        engine: EngineConfig,
-        listen: &[Multiaddr],
-    ) -> Result<Self> {
+    /// Builds the swarm (with the discovery sources `engine` names), starts
+    /// the engine and the listeners.
+    pub async fn start(engine: EngineConfig, listen: &[Multiaddr]) -> Result<Self> {
+        let behaviour = BehaviourConfig {
+            role: Role::Peer,
+            sources: engine.discovery.sources.clone(),
+            ..BehaviourConfig::default()
+        };
         let keypair = Keypair::generate_ed25519();
         let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)
             .await
@@ -126,13 +128,4 @@ pub fn listen_addrs(connect: &[Multiaddr], listen: &[Multiaddr]) -> Vec<Multiadd
         .iter()
         .filter_map(|a| a.parse().ok())
         .collect()
-}
-
-/// The behaviour of a CLI peer: mDNS only when no address was given.
-pub fn peer_behaviour(connect: &[Multiaddr]) -> BehaviourConfig {
-    BehaviourConfig {
-        role: Role::Peer,
-        mdns: connect.is_empty(),
-        ..BehaviourConfig::default()
-    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use futures::StreamExt;
 use meshtalk_protocol::{
-    behaviour::{BehaviourConfig, Role},
+    discovery::{Discovery, Sources},
     engine::{EngineConfig, Event},
     libp2p::multiaddr::Protocol,
 };
@@ -17,16 +17,16 @@ use crate::args::PingArgs;
 /// Pings `args.addr` `args.count` times, printing each round trip, then a
 /// summary.
 pub async fn run(args: PingArgs) -> Result<()> {
-    let behaviour = BehaviourConfig {
-        role: Role::Peer,
-        mdns: false,
-        ..BehaviourConfig::default()
-    };
+    // Only the pinged peer: no discovery, no other connections.
     let engine = EngineConfig {
         ping_interval: Some(Duration::from_secs(1)),
+        discovery: Discovery {
+            sources: Sources::only([]),
+            ..Discovery::default()
+        },
         ..EngineConfig::default()
     };
-    let mut node = Node::start(behaviour, engine, &[]).await?;
+    let mut node = Node::start(engine, &[]).await?;
     let early = node
         .connect(std::slice::from_ref(&args.addr), args.timeout)
         .await?;

@@ -12,7 +12,6 @@ use meshtalk_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use meshtalk::node::{Node, listen_addrs, peer_behaviour};
 
 use crate::{args::PubSubArgs, output};
 
@@ -26,12 +25,7 @@ fn check_topic(topic: &str) -> Result<()> {
 /// Publishes stdin, one message per line, then exits once all is sent.
 pub async fn publish(args: PubSubArgs) -> Result<()> {
     check_topic(&args.topic)?;
-    let mut node = Node::start(
-        peer_behaviour(&args.net.connect),
-        EngineConfig::default(),
-        &listen_addrs(&args.net.connect, &args.net.listen),
-    )
-    .await?;
+    let mut node = args.net.start(EngineConfig::default()).await?;
     if !args.net.connect.is_empty() {
         node.connect(&args.net.connect, args.net.timeout).await?;
     }
@@ -91,12 +85,7 @@ fn message_bytes(line: &[u8], raw: bool) -> Option<Vec<u8>> {
 /// Prints every message on the topic until interrupted.
 pub async fn subscribe(args: PubSubArgs) -> Result<()> {
     check_topic(&args.topic)?;
-    let mut node = Node::start(
-        peer_behaviour(&args.net.connect),
-        EngineConfig::default(),
-        &listen_addrs(&args.net.connect, &args.net.listen),
-    )
-    .await?;
+    let mut node = args.net.start(EngineConfig::default()).await?;
     node.handle.subscribe_raw(args.topic.clone()).await?;
     if !args.net.connect.is_empty() {
         node.connect(&args.net.connect, args.net.timeout).await?;

@@ -44,8 +44,6 @@ mod imp {
 
     /// Native peers run AutoNAT, DCUtR and mDNS.
     pub const NATIVE: bool = true;
-    /// Native peers switch Kademlia to server mode once publicly reachable.
-    pub const PEER_KAD_MODE: Option<libp2p::kad::Mode> = None;
 
     /// mDNS on the tokio runtime.
     pub type Mdns = mdns::tokio::Behaviour;
@@ -171,8 +169,6 @@ mod imp {
 
     /// Browsers cannot be dialed back or hole-punched, nor use mDNS.
     pub const NATIVE: bool = false;
-    /// Browsers are never reachable, so they stay Kademlia clients.
-    pub const PEER_KAD_MODE: Option<libp2p::kad::Mode> = Some(libp2p::kad::Mode::Client);
 
     /// No mDNS in a browser.
     pub type Mdns = dummy::Behaviour;

@@ -10,12 +10,22 @@ use libp2p::{
     kad, relay,
 };
 
-use crate::arch;
+use crate::{
+    arch,
+    discovery::{Source, Sources},
+};
 
 /// Identify's protocol version string for meshtalk peers.
 pub const PROTOCOL_VERSION: &str = "/meshtalk/1.0.0";
 /// Kademlia protocol id: meshtalk's own DHT, apart from the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/kad/1.0.0");
+/// Identify agent name of relays (followed by `/<version>`).
+pub const RELAY_AGENT: &str = "meshtalk-relay";
+/// How long a room provider record lives in the DHT.
+pub const PROVIDER_TTL: Duration = Duration::from_secs(10 * 60);
+/// How often a peer announces itself again as a provider of its rooms:
+/// well before the record expires.
+pub const PROVIDER_REPUBLISH: Duration = Duration::from_secs(4 * 60);
 /// Largest gossipsub message accepted on the wire (room messages are far
 /// smaller; raw topics may carry more).
 pub const MAX_TRANSMIT_SIZE: usize = 64 * 1024;
@@ -74,8 +84,9 @@ impl Default for Limits {
 pub struct BehaviourConfig {
     /// Peer or relay.
     pub role: Role,
-    /// Find peers on the local network (native only; ignored in browsers).
-    pub mdns: bool,
+    /// Discovery sources switched on (mDNS is native only; peer exchange
+    /// makes gossipsub name other peers when it prunes one from a mesh).
+    pub sources: Sources,
     /// Connection and relay limits.
     pub limits: Limits,
 }
@@ -84,7 +95,7 @@ impl Default for BehaviourConfig {
     fn default() -> Self {
         Self {
             role: Role::Peer,
-            mdns: false,
+            sources: Sources::default(),
             limits: Limits::default(),
         }
     }
@@ -174,21 +185,30 @@ impl Behaviour {
             )
         });
 
-        let gossipsub = gossipsub(keypair)?;
+        let gossipsub = gossipsub(keypair, config.sources.has(Source::PeerExchange))?;
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
-                .with_agent_version(format!("meshtalk/{}", env!("CARGO_PKG_VERSION"))),
+                .with_agent_version(agent_version(config.role)),
         );
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-        kad_config.set_query_timeout(Duration::from_secs(30));
+        kad_config
+            .set_query_timeout(Duration::from_secs(30))
+            // Only peers that identify confirmed as speaking meshtalk's DHT
+            // protocol enter the routing table (the engine adds them).
+            .set_kbucket_inserts(kad::BucketInserts::Manual)
+            .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
+            .set_provider_record_ttl(Some(PROVIDER_TTL));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
-        kad.set_mode(match config.role {
-            Role::Relay => Some(kad::Mode::Server),
-            Role::Peer => arch::PEER_KAD_MODE,
-        });
+        // Relays are the DHT's servers. Peers stay clients: many sit behind
+        // NAT or in browsers, and a relayed address is a poor place to
+        // serve queries from.
+        kad.set_mode(Some(match config.role {
+            Role::Relay => kad::Mode::Server,
+            Role::Peer => kad::Mode::Client,
+        }));
 
         let autonat = arch::NATIVE.then(|| {
             // Upstream defaults: probes only of global addresses, so no relay
@@ -196,7 +216,7 @@ impl Behaviour {
             autonat::Behaviour::new(peer_id, autonat::Config::default())
         });
         let dcutr = arch::NATIVE.then(|| dcutr::Behaviour::new(peer_id));
-        let mdns = if config.mdns {
+        let mdns = if config.sources.has(Source::Mdns) {
             arch::mdns(peer_id)?
         } else {
             None
@@ -217,18 +237,40 @@ impl Behaviour {
     }
 }
 
+/// Whether an identify agent version is a meshtalk relay's.
+pub fn is_relay_agent(agent: &str) -> bool {
+    agent.split('/').next() == Some(RELAY_AGENT)
+}
+
+/// Identify's agent version: `meshtalk-relay/<version>` for relays, which is
+/// how peers and pages learn which of their neighbours are relays.
+pub fn agent_version(role: Role) -> String {
+    let name = match role {
+        Role::Peer => "meshtalk",
+        Role::Relay => RELAY_AGENT,
+    };
+    format!("{name}/{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Gossipsub as meshtalk uses it: signed messages, strict validation, every
 /// message validated by the application before it is forwarded, and peer
-/// scoring that punishes invalid messages.
-fn gossipsub(keypair: &Keypair) -> Result<gossipsub::Behaviour, BehaviourError> {
+/// scoring that punishes invalid messages. With `peer_exchange`, a peer
+/// pruned from a full mesh is told of others to connect to.
+fn gossipsub(
+    keypair: &Keypair,
+    peer_exchange: bool,
+) -> Result<gossipsub::Behaviour, BehaviourError> {
     let err = |e: &dyn std::fmt::Display| BehaviourError::Gossipsub(e.to_string());
-    let config = gossipsub::ConfigBuilder::default()
+    let mut builder = gossipsub::ConfigBuilder::default();
+    builder
         .validation_mode(ValidationMode::Strict)
         .validate_messages()
         .max_transmit_size(MAX_TRANSMIT_SIZE)
-        .heartbeat_interval(Duration::from_millis(700))
-        .build()
-        .map_err(|e| err(&e))?;
+        .heartbeat_interval(Duration::from_millis(700));
+    if peer_exchange {
+        builder.do_px();
+    }
+    let config = builder.build().map_err(|e| err(&e))?;
     let mut behaviour =
         gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), config)
             .map_err(|e| err(&e))?;

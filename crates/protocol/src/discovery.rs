@@ -169,6 +169,8 @@ impl Default for Discovery {
     }
 }
 
+/// Most other relays a relay links to.
+pub const RELAY_LINKS: usize = 16;
 /// Members of one room a peer links to directly, when it finds them.
 pub const ROOM_LINKS: usize = 3;
 /// First wait after a failed dial; it doubles with each failure.
@@ -344,20 +346,39 @@ impl Neighbours {
             .map(|(p, k)| (p, k.addrs.as_slice()))
     }
 
+    /// We are dialing `addr` ourselves (asked by a command): a bootstrap
+    /// entry for it is not dialed a second time.
+    pub fn dialing_addr(&mut self, addr: &Multiaddr, now: Instant) {
+        for entry in &mut self.boot {
+            if same_target(addr, &entry.addr) {
+                entry.dialing = Some(now);
+            }
+        }
+    }
+
     /// A connection to `peer` opened (`dialed`: the address we dialed).
-    pub fn connected(&mut self, peer: PeerId, dialed: Option<&Multiaddr>, now: Instant) {
+    /// Returns the bootstrap address it was, if it was one.
+    pub fn connected(
+        &mut self,
+        peer: PeerId,
+        dialed: Option<&Multiaddr>,
+        now: Instant,
+    ) -> Option<Multiaddr> {
         self.links.entry(peer).or_insert(Link { since: now });
+        let mut boot = None;
         for entry in &mut self.boot {
             if entry.peer == Some(peer) || dialed.is_some_and(|a| same_target(a, &entry.addr)) {
                 entry.peer.get_or_insert(peer);
                 entry.backoff = Backoff::default();
                 entry.dialing = None;
+                boot = Some(entry.addr.clone());
             }
         }
         if let Some(known) = self.known.get_mut(&peer) {
             known.backoff = Backoff::default();
             known.dialing = None;
         }
+        boot
     }
 
     /// The last connection to `peer` closed.
@@ -425,7 +446,10 @@ impl Neighbours {
                     && !k.addrs.is_empty()
             })
             .map(|(p, k)| {
-                let rank = if k.relay {
+                // Peers are DHT clients, so what a random walk finds are
+                // relays (DHT servers), even before identify says so.
+                let dht_server = k.sources.contains(&Source::RandomWalk);
+                let rank = if k.relay || (self.relay_role && dht_server) {
                     0
                 } else if !k.rooms.is_empty() {
                     1
@@ -438,8 +462,10 @@ impl Neighbours {
         candidates.sort();
 
         if self.relay_role {
-            // The relay backbone: every other relay we learn of.
-            let room = self.watermarks.high.saturating_sub(self.links.len());
+            // The relay backbone: every other relay we learn of, up to a cap
+            // (its peers do not count: they are what a relay is for).
+            let linked = self.links.keys().filter(|p| self.relay(p)).count();
+            let room = RELAY_LINKS.saturating_sub(linked);
             for (_, peer) in candidates.iter().filter(|(r, _)| *r == 0).take(room) {
                 self.start_dial(*peer, now, &mut plan);
             }

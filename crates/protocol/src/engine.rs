@@ -19,16 +19,21 @@ use futures::{
 use futures_timer::Delay;
 use libp2p::{
     Multiaddr, PeerId, Swarm,
-    core::ConnectedPoint,
+    core::{ConnectedPoint, Endpoint, transport::ListenerId},
     gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, TopicHash},
     identify, kad,
-    swarm::{ConnectionId, DialError, SwarmEvent},
+    multiaddr::Protocol,
+    swarm::{
+        ConnectionId, DialError, NetworkBehaviour, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use web_time::Instant;
 
 use crate::{
     arch,
-    behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, room_score_params},
+    behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, is_relay_agent, room_score_params},
+    discovery::{Discovery, Neighbours, Source, Target},
     ping::{PingEvent, Pinger},
     rooms::Room,
     transport::Transport,
@@ -46,6 +51,10 @@ const LINGER: Duration = Duration::from_millis(700);
 const NICK_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
 /// Most topics a relay follows on its peers' behalf.
 const MAX_FOLLOWED_TOPICS: usize = 4096;
+/// Ticks between two rounds of neighbour management (one second).
+const NEIGHBOUR_TICKS: u32 = 5;
+/// Wait before the first random walk, once connected.
+const FIRST_WALK: Duration = Duration::from_secs(2);
 
 /// Settings of an [`Engine`].
 #[derive(Clone, Debug, Default)]
@@ -58,6 +67,8 @@ pub struct EngineConfig {
     pub external_addrs: Vec<Multiaddr>,
     /// How often to ping each connected peer; `None` for the default (5 s).
     pub ping_interval: Option<Duration>,
+    /// Where to find peers and how many connections to keep.
+    pub discovery: Discovery,
 }
 
 /// Ping interval when the config names none.
@@ -241,6 +252,28 @@ pub enum Event {
         /// Buckets still to refresh.
         remaining: u32,
     },
+    /// A discovery source named a peer (first time per source).
+    Discovered {
+        /// The peer.
+        peer: PeerId,
+        /// The source.
+        source: Source,
+        /// Its addresses, as far as known.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A provider lookup asked for with [`EngineHandle::find_providers`]
+    /// finished.
+    Providers {
+        /// The room.
+        room: Room,
+        /// The members announced in the DHT, with their addresses.
+        providers: Vec<(PeerId, Vec<Multiaddr>)>,
+    },
+    /// The neighbour manager dropped a connection above the high watermark.
+    Pruned {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A peer lookup finished.
     PeerLookup {
         /// The peer looked for.
@@ -261,6 +294,7 @@ enum Command {
     PublishRaw(String, Vec<u8>),
     SubscribeRaw(String),
     FindPeer(PeerId),
+    FindProviders(Room),
     Bootstrap,
     Shutdown,
 }
@@ -338,6 +372,12 @@ impl EngineHandle {
         self.call(Command::FindPeer(peer)).await
     }
 
+    /// Looks up the members of a room announced in the DHT; the answer is
+    /// [`Event::Providers`].
+    pub async fn find_providers(&self, room: Room) -> Result<(), CommandError> {
+        self.call(Command::FindProviders(room)).await
+    }
+
     /// Starts a Kademlia bootstrap.
     pub async fn bootstrap(&self) -> Result<(), CommandError> {
         self.call(Command::Bootstrap).await
@@ -384,6 +424,25 @@ pub struct Engine {
     lookups: HashMap<kad::QueryId, PeerId>,
     dial_listeners: HashSet<Multiaddr>,
     shutdown: Option<Option<Instant>>,
+    discovery: Discovery,
+    neighbours: Neighbours,
+    /// Our own dials in flight, with the address dialed when there was one.
+    dialing: HashMap<ConnectionId, Option<Multiaddr>>,
+    walks: HashSet<kad::QueryId>,
+    next_walk: Option<Instant>,
+    provider_queries: HashMap<kad::QueryId, ProviderQuery>,
+    next_lookup: HashMap<TopicHash, Instant>,
+    /// The relay holding our reservation, and the listener for it.
+    reservation: Option<(PeerId, ListenerId)>,
+    ticks: u32,
+}
+
+/// A provider lookup in flight.
+struct ProviderQuery {
+    room: Room,
+    /// Asked for by a command: report the result as an event.
+    asked: bool,
+    found: Vec<(PeerId, Vec<Multiaddr>)>,
 }
 
 impl Engine {
@@ -400,6 +459,12 @@ impl Engine {
             config.ping_interval.unwrap_or(DEFAULT_PING_INTERVAL),
         );
         let (events, events_rx) = mpsc::unbounded();
+        let neighbours = Neighbours::new(
+            *swarm.local_peer_id(),
+            role == Role::Relay,
+            &config.discovery,
+        );
+        let discovery = config.discovery.clone();
         let engine = Self {
             swarm,
             role,
@@ -420,6 +485,15 @@ impl Engine {
             lookups: HashMap::new(),
             dial_listeners: HashSet::new(),
             shutdown: None,
+            discovery,
+            neighbours,
+            dialing: HashMap::new(),
+            walks: HashSet::new(),
+            next_walk: None,
+            provider_queries: HashMap::new(),
+            next_lookup: HashMap::new(),
+            reservation: None,
+            ticks: 0,
         };
         (engine, EngineHandle { tx }, events_rx)
     }
@@ -466,6 +540,10 @@ impl Engine {
                     None => self.begin_shutdown(),
                 },
                 _ = ticks.next() => {
+                    self.ticks = self.ticks.wrapping_add(1);
+                    if self.ticks % NEIGHBOUR_TICKS == 0 {
+                        self.manage_neighbours();
+                    }
                     self.announce_due_nicks();
                     self.flush();
                     if self.shutdown_complete() {
@@ -504,23 +582,8 @@ impl Engine {
     fn on_command(&mut self, command: Command) -> Result<(), CommandError> {
         match command {
             Command::Dial(addr) => {
-                if let Some(listen) = arch::listener_for_dial(&addr)
-                    && !self.dial_listeners.contains(&listen)
-                {
-                    self.swarm
-                        .listen_on(listen.clone())
-                        .map_err(|e| CommandError::Dial {
-                            addr: addr.clone(),
-                            reason: format!("cannot open a local {listen} socket: {e}"),
-                        })?;
-                    self.dial_listeners.insert(listen);
-                }
-                self.swarm
-                    .dial(addr.clone())
-                    .map_err(|e| CommandError::Dial {
-                        addr,
-                        reason: dial_error_text(&e),
-                    })?;
+                self.neighbours.dialing_addr(&addr, Instant::now());
+                self.dial_addr(addr)?;
             }
             Command::Listen(addr) => {
                 self.swarm.listen_on(addr.clone()).map_err(|e| {
@@ -541,6 +604,12 @@ impl Engine {
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
                 self.rooms.remove(&topic.hash());
                 self.members.remove(&topic.hash());
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&room.provider_key());
+                self.neighbours.left_room(&topic.hash());
+                self.next_lookup.remove(&topic.hash());
             }
             Command::Send(room, text) => {
                 let message = ChatMessage::new(text);
@@ -581,6 +650,21 @@ impl Engine {
                 let query = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 self.lookups.insert(query, peer);
             }
+            Command::FindProviders(room) => {
+                let query = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(room.provider_key());
+                self.provider_queries.insert(
+                    query,
+                    ProviderQuery {
+                        room,
+                        asked: true,
+                        found: Vec::new(),
+                    },
+                );
+            }
             Command::Bootstrap => {
                 if let Err(e) = self.swarm.behaviour_mut().kad.bootstrap() {
                     tracing::debug!(error = %e, "no peers to bootstrap from yet");
@@ -617,9 +701,204 @@ impl Engine {
         {
             tracing::warn!(%room, error = e, "room score parameters refused");
         }
-        self.rooms.insert(topic.hash(), room);
+        self.rooms.insert(topic.hash(), room.clone());
         self.announce_nick(topic.hash());
+        self.provide(&room);
         Ok(())
+    }
+
+    /// Whether this node announces its rooms in the DHT and looks up their
+    /// members: native peers only. Relays follow rooms but are no members,
+    /// and a browser cannot be dialed back by the members it would find.
+    fn room_subnets(&self) -> bool {
+        self.role == Role::Peer && arch::NATIVE && self.discovery.sources.has(Source::Rooms)
+    }
+
+    /// Announces us in the DHT as a member of `room` (again: the record
+    /// carries our current addresses) and looks its members up soon.
+    fn provide(&mut self, room: &Room) {
+        if !self.room_subnets() {
+            return;
+        }
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(room.provider_key())
+        {
+            tracing::warn!(%room, error = %e, "cannot announce the room in the DHT");
+        }
+        self.next_lookup.insert(room.topic().hash(), Instant::now());
+    }
+
+    /// Announces every room again (new addresses, a newly reachable DHT).
+    fn provide_all(&mut self) {
+        let rooms: Vec<Room> = self.rooms.values().cloned().collect();
+        for room in rooms {
+            self.provide(&room);
+        }
+    }
+
+    /// Dials an address (with no peer id needed), opening the local socket
+    /// a WebRTC-direct dial goes out from first.
+    fn dial_addr(&mut self, addr: Multiaddr) -> Result<(), CommandError> {
+        self.dial_listener(&addr).map_err(|reason| CommandError::Dial {
+            addr: addr.clone(),
+            reason,
+        })?;
+        let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+        let id = opts.connection_id();
+        self.swarm.dial(opts).map_err(|e| CommandError::Dial {
+            addr: addr.clone(),
+            reason: dial_error_text(&e),
+        })?;
+        self.dialing.insert(id, Some(addr));
+        Ok(())
+    }
+
+    /// Dials a discovered peer at its known addresses (and any other
+    /// behaviour knows), unless already connected or dialing.
+    fn dial_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        for addr in &addrs {
+            if let Err(reason) = self.dial_listener(addr) {
+                tracing::debug!(%addr, %reason, "no local socket for the dial");
+            }
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .extend_addresses_through_behaviour()
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dialing.insert(id, None);
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %dial_error_text(&e), "cannot dial");
+                self.neighbours
+                    .dial_failed(Some(peer), None, Instant::now());
+            }
+        }
+    }
+
+    fn dial_listener(&mut self, addr: &Multiaddr) -> Result<(), String> {
+        if let Some(listen) = arch::listener_for_dial(addr)
+            && !self.dial_listeners.contains(&listen)
+        {
+            self.swarm
+                .listen_on(listen.clone())
+                .map_err(|e| format!("cannot open a local {listen} socket: {e}"))?;
+            self.dial_listeners.insert(listen);
+        }
+        Ok(())
+    }
+
+    /// Once a second: dial and prune as the neighbour manager says, and
+    /// run the discovery queries that are due.
+    fn manage_neighbours(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let mut useful: HashMap<PeerId, u32> = HashMap::new();
+        for (peer, topics) in gossipsub.all_peers() {
+            let shared = topics.iter().filter(|t| self.rooms.contains_key(t)).count();
+            useful.insert(*peer, 10 * shared as u32);
+        }
+        for peer in gossipsub.all_mesh_peers() {
+            *useful.entry(*peer).or_default() += 1;
+        }
+        let plan = self
+            .neighbours
+            .plan(now, |p| useful.get(p).copied().unwrap_or(0));
+        for target in plan.dial {
+            match target {
+                Target::Addr(addr) => {
+                    if let Err(e) = self.dial_addr(addr.clone()) {
+                        tracing::debug!(error = %e, "bootstrap dial failed");
+                        self.neighbours.dial_failed(None, Some(&addr), now);
+                    }
+                }
+                Target::Peer(peer, addrs) => self.dial_peer(peer, addrs),
+            }
+        }
+        for peer in plan.prune {
+            tracing::info!(%peer, "above the high watermark: closing the least useful connection");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.emit(Event::Pruned { peer });
+        }
+        if self.neighbours.link_count() == 0 {
+            return;
+        }
+        let sources = &self.discovery.sources;
+        if sources.has(Source::RandomWalk) {
+            let due = *self.next_walk.get_or_insert(now + FIRST_WALK);
+            if now >= due {
+                let query = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_peers(PeerId::random());
+                self.walks.insert(query);
+                self.next_walk = Some(now + self.discovery.random_walk_every);
+            }
+        }
+        if self.room_subnets() {
+            let due: Vec<Room> = self
+                .rooms
+                .iter()
+                .filter(|(topic, _)| self.next_lookup.get(*topic).is_some_and(|t| now >= *t))
+                .map(|(_, room)| room.clone())
+                .collect();
+            for room in due {
+                let query = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(room.provider_key());
+                self.next_lookup
+                    .insert(room.topic().hash(), now + self.discovery.room_lookup_every);
+                self.provider_queries.insert(
+                    query,
+                    ProviderQuery {
+                        room,
+                        asked: false,
+                        found: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A native peer holds a reservation on one of its relays, so the
+    /// members of its rooms can reach it through a relayed address (which
+    /// its provider records carry).
+    fn reserve(&mut self) {
+        if !self.room_subnets() || self.reservation.is_some() {
+            return;
+        }
+        let relay = self.connections.values().find_map(|(peer, addr)| {
+            (self.neighbours.relay(peer) && !addr.iter().any(|p| p == Protocol::P2pCircuit))
+                .then(|| (*peer, addr.clone()))
+        });
+        let Some((relay, addr)) = relay else {
+            return;
+        };
+        let circuit = addr
+            .iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect::<Multiaddr>()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                tracing::debug!(%circuit, "reserving a relayed address");
+                self.reservation = Some((relay, id));
+            }
+            Err(e) => tracing::debug!(%circuit, error = %e, "cannot reserve"),
+        }
     }
 
     /// Announces our nickname (empty when we have none) in a room: it tells
@@ -749,6 +1028,13 @@ impl Engine {
                 let outbound = endpoint.is_dialer();
                 let addr = endpoint.get_remote_address().clone();
                 tracing::debug!(peer = %peer_id, %addr, %transport, "connected");
+                let dialed = self.dialing.remove(&connection_id).flatten();
+                if let Some(boot) = self
+                    .neighbours
+                    .connected(peer_id, dialed.as_ref(), Instant::now())
+                {
+                    self.discovered(peer_id, &[boot], Source::Bootstrap);
+                }
                 self.connections
                     .insert(connection_id, (peer_id, addr.clone()));
                 self.pinger.start(peer_id);
@@ -768,6 +1054,14 @@ impl Engine {
             } => {
                 self.connections.remove(&connection_id);
                 if num_established == 0 {
+                    self.neighbours.disconnected(&peer_id);
+                    if let Some((relay, listener)) = self.reservation
+                        && relay == peer_id
+                    {
+                        self.swarm.remove_listener(listener);
+                        self.reservation = None;
+                        self.reserve();
+                    }
                     self.pinger.stop(&peer_id);
                     let topics: Vec<TopicHash> = self.members.keys().cloned().collect();
                     for topic in topics {
@@ -780,7 +1074,14 @@ impl Engine {
                     remaining: num_established,
                 });
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
+                let dialed = self.dialing.remove(&connection_id).flatten();
+                self.neighbours
+                    .dial_failed(peer_id, dialed.as_ref(), Instant::now());
                 let error = dial_error_text(&error);
                 tracing::debug!(?peer_id, %error, "dial failed");
                 self.emit(Event::DialFailed {
@@ -788,8 +1089,31 @@ impl Engine {
                     error,
                 });
             }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "reachable at");
+                // Provider records carry our addresses: announce again.
+                self.provide_all();
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                if self.reservation.is_some_and(|(_, id)| id == listener_id) {
+                    self.reservation = None;
+                    self.reserve();
+                }
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
+        }
+    }
+
+    /// Records what a source found, reporting it the first time.
+    fn discovered(&mut self, peer: PeerId, addrs: &[Multiaddr], source: Source) {
+        if self.neighbours.discovered(peer, addrs, source) {
+            tracing::debug!(%peer, %source, "discovered");
+            self.emit(Event::Discovered {
+                peer,
+                source,
+                addrs: addrs.to_vec(),
+            });
         }
     }
 
@@ -806,6 +1130,16 @@ impl Engine {
                             .add_address(&peer_id, addr.clone());
                     }
                 }
+                if is_relay_agent(&info.agent_version) {
+                    let addrs: Vec<Multiaddr> = info
+                        .listen_addrs
+                        .iter()
+                        .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+                        .map(|a| a.clone().with_p2p(peer_id).unwrap_or_else(|a| a))
+                        .collect();
+                    self.neighbours.is_relay(peer_id, &addrs);
+                    self.reserve();
+                }
                 self.emit(Event::Identified {
                     peer: peer_id,
                     agent: info.agent_version,
@@ -815,6 +1149,7 @@ impl Engine {
             BehaviourEvent::Kad(event) => self.on_kad(event),
             BehaviourEvent::Mdns(event) => {
                 for (peer, addr) in arch::mdns_discovered(event) {
+                    self.discovered(peer, std::slice::from_ref(&addr), Source::Mdns);
                     if !self.swarm.is_connected(&peer) {
                         tracing::info!(%peer, %addr, "found on the local network");
                         if let Err(e) = self.swarm.dial(addr) {
@@ -853,11 +1188,24 @@ impl Engine {
                 addresses,
                 is_new_peer,
                 ..
-            } => self.emit(Event::Routing {
-                peer,
-                addrs: addresses.into_vec(),
-                new: is_new_peer,
-            }),
+            } => {
+                let table: usize = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries())
+                    .sum();
+                if is_new_peer && table == 1 {
+                    // The first DHT server: now our rooms can be announced.
+                    self.provide_all();
+                }
+                self.emit(Event::Routing {
+                    peer,
+                    addrs: addresses.into_vec(),
+                    new: is_new_peer,
+                })
+            }
             kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             } => match result {
@@ -869,6 +1217,16 @@ impl Engine {
                         }
                     },
                 }),
+                kad::QueryResult::GetClosestPeers(result) if self.walks.remove(&id) => {
+                    let peers = match result {
+                        Ok(ok) => ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    for info in peers {
+                        self.discovered(info.peer_id, &info.addrs, Source::RandomWalk);
+                    }
+                }
+                kad::QueryResult::GetProviders(result) => self.on_providers(id, result, step.last),
                 kad::QueryResult::GetClosestPeers(result) if step.last => {
                     if let Some(target) = self.lookups.remove(&id) {
                         let peers = match result {
@@ -895,6 +1253,60 @@ impl Engine {
             },
             _ => {}
         }
+    }
+
+    fn on_providers(
+        &mut self,
+        id: kad::QueryId,
+        result: kad::GetProvidersResult,
+        last: bool,
+    ) {
+        let local = *self.swarm.local_peer_id();
+        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
+            for peer in providers.into_iter().filter(|p| *p != local) {
+                // Kademlia reports providers by id; the addresses from their
+                // records are only held while the query runs, so ask now.
+                let addrs = self.kad_addresses(peer);
+                if let Some(query) = self.provider_queries.get_mut(&id) {
+                    if !query.found.iter().any(|(p, _)| *p == peer) {
+                        query.found.push((peer, addrs.clone()));
+                    }
+                    let topic = query.room.topic().hash();
+                    if self.rooms.contains_key(&topic)
+                        && self.neighbours.room_member(peer, &addrs, topic)
+                    {
+                        self.emit(Event::Discovered {
+                            peer,
+                            source: Source::Rooms,
+                            addrs,
+                        });
+                    }
+                }
+            }
+        }
+        if last && let Some(query) = self.provider_queries.remove(&id) {
+            if query.asked {
+                self.emit(Event::Providers {
+                    room: query.room,
+                    providers: query.found,
+                });
+            }
+        }
+    }
+
+    /// Addresses Kademlia knows for a peer (routing table and running
+    /// queries).
+    fn kad_addresses(&mut self, peer: PeerId) -> Vec<Multiaddr> {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(0),
+                Some(peer),
+                &[],
+                Endpoint::Dialer,
+            )
+            .unwrap_or_default()
     }
 
     /// A peer's addresses in our Kademlia routing table.

@@ -54,6 +54,12 @@ impl Room {
         format!("{TOPIC_PREFIX}{}", self.0)
     }
 
+    /// The DHT key whose providers are the room's members: the bytes of
+    /// the topic string.
+    pub fn provider_key(&self) -> libp2p::kad::RecordKey {
+        libp2p::kad::RecordKey::new(&self.topic_string())
+    }
+
     /// The room a topic belongs to, if it is a valid room topic.
     pub fn from_topic(topic: &TopicHash) -> Option<Self> {
         Self::new(topic.as_str().strip_prefix(TOPIC_PREFIX)?).ok()
