@@ -63,11 +63,7 @@ pub fn router(state: Arc<AppState>, web: WebRoot) -> Router {
 }
 
 async fn addrs(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let addrs = state
-        .addrs
-        .read()
-        .map(|a| strings(&a))
-        .unwrap_or_default();
+    let addrs = state.addrs.read().map(|a| strings(&a)).unwrap_or_default();
     let relays = state
         .relays
         .read()

@@ -15,6 +15,7 @@ use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
     behaviour::{BehaviourConfig, Role},
+    discovery::{Discovery, Sources},
     engine::{Engine, EngineConfig, EngineHandle, Event},
     libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol},
     rooms::Room,
@@ -125,6 +126,7 @@ async fn run(
     let keypair = Keypair::generate_ed25519();
     let behaviour = BehaviourConfig {
         role: Role::Peer,
+        sources: Sources::only([]),
         ..BehaviourConfig::default()
     };
     let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)
@@ -135,6 +137,12 @@ async fn run(
         rooms: vec![params.room.clone()],
         nick: (!nick.is_empty()).then_some(nick),
         ping_interval: Some(PING_INTERVAL),
+        // The page keeps its one link to a relay itself (`Link` below): no
+        // discovery dials of the engine's own.
+        discovery: Discovery {
+            sources: Sources::only([]),
+            ..Discovery::default()
+        },
         ..EngineConfig::default()
     };
     let (engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);

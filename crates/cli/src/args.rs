@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use meshtalk::node::{Node, listen_addrs};
 use clap::{Args, Parser, Subcommand};
+use meshtalk::node::{Node, listen_addrs};
 use meshtalk_protocol::{
     discovery::{Discovery, Source, Sources, Watermarks},
     engine::EngineConfig,

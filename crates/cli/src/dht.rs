@@ -11,7 +11,6 @@ use meshtalk_protocol::{
     libp2p::{Multiaddr, PeerId},
 };
 
-
 use crate::args::{DhtAction, DhtArgs};
 
 /// Runs a DHT action.
@@ -20,7 +19,8 @@ pub async fn run(args: DhtArgs) -> Result<()> {
         bail!("meshtalk dht needs --connect with a relay or another DHT peer");
     }
     let mut node = args.net.start(EngineConfig::default()).await?;
-    node.connect(&args.net.connect, args.net.timeout).await?;
+    // Events that arrive before the action starts, for `discover`.
+    let mut early = node.connect(&args.net.connect, args.net.timeout).await?;
 
     // Kademlia learns a peer's addresses from identify; wait for the first
     // routing-table entry before asking anything.
@@ -31,6 +31,7 @@ pub async fn run(args: DhtArgs) -> Result<()> {
                 print_route(&peer, &addrs, new);
                 return true;
             }
+            early.push(event);
         }
         false
     })
@@ -100,7 +101,9 @@ pub async fn run(args: DhtArgs) -> Result<()> {
             let sources = args.net.discovery()?.sources;
             let mut found: BTreeMap<Source, usize> = BTreeMap::new();
             let run = async {
-                while let Some(event) = node.events.next().await {
+                let events = futures::stream::iter(early).chain(&mut node.events);
+                futures::pin_mut!(events);
+                while let Some(event) = events.next().await {
                     if let Event::Discovered {
                         peer,
                         source,

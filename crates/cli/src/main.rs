@@ -26,8 +26,7 @@ use crate::args::{Cli, Command};
 
 /// Log filter when `RUST_LOG` is unset. Kademlia's "no known peers" and
 /// webrtc-rs's handshake chatter are routine, not something to act on.
-const DEFAULT_LOG: &str =
-    "warn,libp2p_kad=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error,webrtc_dtls=error";
+const DEFAULT_LOG: &str = "warn,libp2p_kad=error,libp2p_webrtc=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error,webrtc_dtls=error";
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

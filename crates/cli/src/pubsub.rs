@@ -12,7 +12,6 @@ use meshtalk_protocol::{
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-
 use crate::{args::PubSubArgs, output};
 
 fn check_topic(topic: &str) -> Result<()> {

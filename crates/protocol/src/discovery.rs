@@ -419,7 +419,9 @@ impl Neighbours {
         let mut budget = if self.relay_role {
             usize::MAX
         } else {
-            self.watermarks.low.saturating_sub(self.links.len() + pending)
+            self.watermarks
+                .low
+                .saturating_sub(self.links.len() + pending)
         };
 
         // Bootstrap addresses: a relay keeps all of them; a peer takes them
@@ -594,7 +596,7 @@ mod tests {
     fn addr(port: u16, peer: PeerId) -> Multiaddr {
         format!("/ip4/127.0.0.1/tcp/{port}/p2p/{peer}")
             .parse()
-            .unwrap()
+            .expect("valid multiaddr")
     }
 
     fn peer_node(bootstrap: Vec<Multiaddr>, low: usize, high: usize) -> Neighbours {
@@ -611,7 +613,7 @@ mod tests {
             .iter()
             .map(|t| match t {
                 Target::Peer(p, _) => *p,
-                Target::Addr(a) => peer_of(a).unwrap(),
+                Target::Addr(a) => peer_of(a).expect("test addresses name a peer"),
             })
             .collect()
     }
@@ -642,11 +644,19 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(n.plan(t0, |_| 0).dial.len(), 1);
         n.dial_failed(Some(boot), None, t0);
-        assert!(n.plan(t0 + Duration::from_millis(500), |_| 0).dial.is_empty());
+        assert!(
+            n.plan(t0 + Duration::from_millis(500), |_| 0)
+                .dial
+                .is_empty()
+        );
         assert_eq!(n.plan(t0 + Duration::from_secs(1), |_| 0).dial.len(), 1);
         let t1 = t0 + Duration::from_secs(1);
         n.dial_failed(Some(boot), None, t1);
-        assert!(n.plan(t1 + Duration::from_millis(1500), |_| 0).dial.is_empty());
+        assert!(
+            n.plan(t1 + Duration::from_millis(1500), |_| 0)
+                .dial
+                .is_empty()
+        );
         assert_eq!(n.plan(t1 + Duration::from_secs(2), |_| 0).dial.len(), 1);
         // Success resets the wait.
         n.connected(boot, None, t1);
@@ -677,7 +687,9 @@ mod tests {
         n.connected(useful_peer, None, t0);
         n.connected(idle_old, None, t0);
         n.connected(idle_new, None, t0 + Duration::from_secs(1));
-        let plan = n.plan(t0 + Duration::from_secs(2), |p| u32::from(*p == useful_peer) * 10);
+        let plan = n.plan(t0 + Duration::from_secs(2), |p| {
+            u32::from(*p == useful_peer) * 10
+        });
         assert_eq!(plan.prune, vec![idle_new, idle_old]);
         // The only relay never goes, even when it is the least useful.
         let mut n = peer_node(vec![addr(1, relay)], 1, 1);
@@ -708,7 +720,11 @@ mod tests {
     fn a_relay_keeps_every_bootstrap_and_links_to_relays_it_finds() {
         let boots: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
         let discovery = Discovery {
-            bootstrap: boots.iter().enumerate().map(|(i, p)| addr(i as u16, *p)).collect(),
+            bootstrap: boots
+                .iter()
+                .enumerate()
+                .map(|(i, p)| addr(i as u16, *p))
+                .collect(),
             watermarks: Watermarks { low: 1, high: 8 },
             ..Discovery::default()
         };
@@ -716,13 +732,16 @@ mod tests {
         let other_relay = PeerId::random();
         n.discovered(other_relay, &[addr(9, other_relay)], Source::RandomWalk);
         n.is_relay(other_relay, &[]);
+        // What a random walk finds is a DHT server, so a relay: dialed too.
+        let walked = PeerId::random();
+        n.discovered(walked, &[addr(7, walked)], Source::RandomWalk);
         let plain = PeerId::random();
-        n.discovered(plain, &[addr(8, plain)], Source::RandomWalk);
+        n.discovered(plain, &[addr(8, plain)], Source::Mdns);
         let t0 = Instant::now();
         let mut dialed = dialed_peers(&n.plan(t0, |_| 0));
         dialed.sort();
         let mut want = boots.clone();
-        want.push(other_relay);
+        want.extend([other_relay, walked]);
         want.sort();
         assert_eq!(dialed, want);
         for p in &want {

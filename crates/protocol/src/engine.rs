@@ -53,6 +53,8 @@ const NICK_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
 const MAX_FOLLOWED_TOPICS: usize = 4096;
 /// Ticks between two rounds of neighbour management (one second).
 const NEIGHBOUR_TICKS: u32 = 5;
+/// Wait before asking a relay for a reservation again after one failed.
+const RESERVE_RETRY: Duration = Duration::from_secs(5);
 /// Wait before the first random walk, once connected.
 const FIRST_WALK: Duration = Duration::from_secs(2);
 
@@ -135,7 +137,7 @@ pub enum Event {
         /// Connections still open with the peer.
         remaining: u32,
     },
-    /// A dial failed.
+    /// A dial asked for with [`EngineHandle::dial`] failed.
     DialFailed {
         /// The peer, when known.
         peer: Option<PeerId>,
@@ -428,12 +430,18 @@ pub struct Engine {
     neighbours: Neighbours,
     /// Our own dials in flight, with the address dialed when there was one.
     dialing: HashMap<ConnectionId, Option<Multiaddr>>,
+    /// Dials asked for by a command: their failures are reported.
+    commanded: HashSet<ConnectionId>,
     walks: HashSet<kad::QueryId>,
     next_walk: Option<Instant>,
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     next_lookup: HashMap<TopicHash, Instant>,
     /// The relay holding our reservation, and the listener for it.
     reservation: Option<(PeerId, ListenerId)>,
+    next_reserve: Instant,
+    /// External addresses were configured (else a relay's listen
+    /// addresses are taken as external).
+    configured_external: bool,
     ticks: u32,
 }
 
@@ -488,11 +496,14 @@ impl Engine {
             discovery,
             neighbours,
             dialing: HashMap::new(),
+            commanded: HashSet::new(),
             walks: HashSet::new(),
             next_walk: None,
             provider_queries: HashMap::new(),
             next_lookup: HashMap::new(),
             reservation: None,
+            next_reserve: Instant::now(),
+            configured_external: false,
             ticks: 0,
         };
         (engine, EngineHandle { tx }, events_rx)
@@ -541,7 +552,7 @@ impl Engine {
                 },
                 _ = ticks.next() => {
                     self.ticks = self.ticks.wrapping_add(1);
-                    if self.ticks % NEIGHBOUR_TICKS == 0 {
+                    if self.ticks.is_multiple_of(NEIGHBOUR_TICKS) {
                         self.manage_neighbours();
                     }
                     self.announce_due_nicks();
@@ -564,6 +575,7 @@ impl Engine {
         let Some(config) = self.start.take() else {
             return Ok(());
         };
+        self.configured_external = !config.external_addrs.is_empty();
         for addr in config.external_addrs {
             self.swarm.add_external_address(addr);
         }
@@ -583,7 +595,8 @@ impl Engine {
         match command {
             Command::Dial(addr) => {
                 self.neighbours.dialing_addr(&addr, Instant::now());
-                self.dial_addr(addr)?;
+                let id = self.dial_addr(addr)?;
+                self.commanded.insert(id);
             }
             Command::Listen(addr) => {
                 self.swarm.listen_on(addr.clone()).map_err(|e| {
@@ -741,11 +754,12 @@ impl Engine {
 
     /// Dials an address (with no peer id needed), opening the local socket
     /// a WebRTC-direct dial goes out from first.
-    fn dial_addr(&mut self, addr: Multiaddr) -> Result<(), CommandError> {
-        self.dial_listener(&addr).map_err(|reason| CommandError::Dial {
-            addr: addr.clone(),
-            reason,
-        })?;
+    fn dial_addr(&mut self, addr: Multiaddr) -> Result<ConnectionId, CommandError> {
+        self.dial_listener(&addr)
+            .map_err(|reason| CommandError::Dial {
+                addr: addr.clone(),
+                reason,
+            })?;
         let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
         let id = opts.connection_id();
         self.swarm.dial(opts).map_err(|e| CommandError::Dial {
@@ -753,7 +767,7 @@ impl Engine {
             reason: dial_error_text(&e),
         })?;
         self.dialing.insert(id, Some(addr));
-        Ok(())
+        Ok(id)
     }
 
     /// Dials a discovered peer at its known addresses (and any other
@@ -832,6 +846,7 @@ impl Engine {
         if self.neighbours.link_count() == 0 {
             return;
         }
+        self.reserve();
         let sources = &self.discovery.sources;
         if sources.has(Source::RandomWalk) {
             let due = *self.next_walk.get_or_insert(now + FIRST_WALK);
@@ -876,7 +891,8 @@ impl Engine {
     /// members of its rooms can reach it through a relayed address (which
     /// its provider records carry).
     fn reserve(&mut self) {
-        if !self.room_subnets() || self.reservation.is_some() {
+        if !self.room_subnets() || self.reservation.is_some() || Instant::now() < self.next_reserve
+        {
             return;
         }
         let relay = self.connections.values().find_map(|(peer, addr)| {
@@ -1014,6 +1030,12 @@ impl Engine {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                if self.role == Role::Relay && !self.configured_external {
+                    // A relay with no --external-addr is reached at its
+                    // listen addresses; the relay protocol grants
+                    // reservations only once it has an external address.
+                    self.swarm.add_external_address(address.clone());
+                }
                 self.emit(Event::Listening(
                     address.with_p2p(local).unwrap_or_else(|a| a),
                 ));
@@ -1029,9 +1051,10 @@ impl Engine {
                 let addr = endpoint.get_remote_address().clone();
                 tracing::debug!(peer = %peer_id, %addr, %transport, "connected");
                 let dialed = self.dialing.remove(&connection_id).flatten();
-                if let Some(boot) = self
-                    .neighbours
-                    .connected(peer_id, dialed.as_ref(), Instant::now())
+                self.commanded.remove(&connection_id);
+                if let Some(boot) =
+                    self.neighbours
+                        .connected(peer_id, dialed.as_ref(), Instant::now())
                 {
                     self.discovered(peer_id, &[boot], Source::Bootstrap);
                 }
@@ -1060,7 +1083,6 @@ impl Engine {
                     {
                         self.swarm.remove_listener(listener);
                         self.reservation = None;
-                        self.reserve();
                     }
                     self.pinger.stop(&peer_id);
                     let topics: Vec<TopicHash> = self.members.keys().cloned().collect();
@@ -1084,21 +1106,29 @@ impl Engine {
                     .dial_failed(peer_id, dialed.as_ref(), Instant::now());
                 let error = dial_error_text(&error);
                 tracing::debug!(?peer_id, %error, "dial failed");
-                self.emit(Event::DialFailed {
-                    peer: peer_id,
-                    error,
-                });
+                // Only dials asked for are reported: the neighbour manager's,
+                // Kademlia's and hole punching's are retried or given up on
+                // by their owners.
+                if self.commanded.remove(&connection_id) {
+                    self.emit(Event::DialFailed {
+                        peer: peer_id,
+                        error,
+                    });
+                }
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "reachable at");
                 // Provider records carry our addresses: announce again.
                 self.provide_all();
             }
-            SwarmEvent::ListenerClosed { listener_id, .. } => {
-                if self.reservation.is_some_and(|(_, id)| id == listener_id) {
-                    self.reservation = None;
-                    self.reserve();
-                }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if self.reservation.is_some_and(|(_, id)| id == listener_id) => {
+                tracing::info!(?reason, "relayed address lost");
+                self.reservation = None;
+                self.next_reserve = Instant::now() + RESERVE_RETRY;
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -1255,12 +1285,7 @@ impl Engine {
         }
     }
 
-    fn on_providers(
-        &mut self,
-        id: kad::QueryId,
-        result: kad::GetProvidersResult,
-        last: bool,
-    ) {
+    fn on_providers(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, last: bool) {
         let local = *self.swarm.local_peer_id();
         if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
             for peer in providers.into_iter().filter(|p| *p != local) {
@@ -1284,13 +1309,14 @@ impl Engine {
                 }
             }
         }
-        if last && let Some(query) = self.provider_queries.remove(&id) {
-            if query.asked {
-                self.emit(Event::Providers {
-                    room: query.room,
-                    providers: query.found,
-                });
-            }
+        if last
+            && let Some(query) = self.provider_queries.remove(&id)
+            && query.asked
+        {
+            self.emit(Event::Providers {
+                room: query.room,
+                providers: query.found,
+            });
         }
     }
 

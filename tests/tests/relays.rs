@@ -1,0 +1,267 @@
+//! Several relays in one network: relays joined with `--bootstrap` share
+//! the DHT and the gossipsub mesh, peers on different relays chat, peers
+//! move to another relay when theirs dies, rooms stay apart, and room
+//! members find each other in the DHT.
+//!
+//! The tests run one at a time: each starts several relays and peers, and
+//! the machine may have two cores.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use meshtalk_protocol::transport::Transport;
+use meshtalk_tests::{ChatPeer, Proc, Relay, WAIT, bin, temp_dir};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The peer ids of the other relays a relay lists in `/api/addrs`.
+fn listed_relays(relay: &Relay) -> Result<BTreeSet<String>> {
+    let body: Value = serde_json::from_str(&relay.get("/api/addrs")?)?;
+    Ok(body["relays"]
+        .as_array()
+        .context("no relays array in /api/addrs")?
+        .iter()
+        .filter_map(|r| r["peer_id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+fn relay_peer_id(relay: &Relay) -> Result<String> {
+    let body: Value = serde_json::from_str(&relay.get("/api/addrs")?)?;
+    body["peer_id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no peer_id in /api/addrs")
+}
+
+/// Starts `n` relays, each after the first bootstrapping from the first,
+/// and waits until every relay lists every other one (the later ones find
+/// each other through the DHT).
+fn relay_network(n: usize) -> Result<Vec<Relay>> {
+    let first = Relay::start(&temp_dir("relays"))?;
+    let boot = first.addr(Transport::Tcp)?.to_string();
+    let mut relays = vec![first];
+    for _ in 1..n {
+        relays.push(Relay::start_with(
+            &temp_dir("relays"),
+            &["--bootstrap", &boot],
+        )?);
+    }
+    let ids: Vec<String> = relays.iter().map(relay_peer_id).collect::<Result<_>>()?;
+    let deadline = Instant::now() + WAIT;
+    for (i, relay) in relays.iter().enumerate() {
+        let others: BTreeSet<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, id)| id.clone())
+            .collect();
+        loop {
+            let listed = listed_relays(relay)?;
+            if others.is_subset(&listed) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("relay {i} lists {listed:?}, not all of {others:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(relays)
+}
+
+/// Waits until every peer has seen every other one in the room.
+fn wait_all_joined(peers: &mut [ChatPeer]) -> Result<()> {
+    let ids: Vec<String> = peers.iter().map(|p| p.peer_id.clone()).collect();
+    for peer in peers.iter_mut() {
+        let me = peer.peer_id.clone();
+        for id in ids.iter().filter(|id| **id != me) {
+            peer.wait_joined(id)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every peer sends a line tagged `tag`; every other peer must get all.
+fn everyone_hears_everyone(peers: &mut [ChatPeer], tag: &str) -> Result<()> {
+    let n = peers.len();
+    for (i, peer) in peers.iter_mut().enumerate() {
+        peer.proc.send_line(&format!("{tag} from peer {i}"))?;
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        for j in (0..n).filter(|j| *j != i) {
+            peer.wait_message(&format!("{tag} from peer {j}"))
+                .with_context(|| format!("peer {i} missed peer {j}'s {tag:?}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn three_relays_six_peers_one_room_and_a_relay_dies() -> Result<()> {
+    let _serial = serial();
+    let mut relays = relay_network(3)?;
+    let relay_ids: Vec<String> = relays.iter().map(relay_peer_id).collect::<Result<_>>()?;
+    let tcp: Vec<String> = relays
+        .iter()
+        .map(|r| r.addr(Transport::Tcp).map(|a| a.to_string()))
+        .collect::<Result<_>>()?;
+
+    // Two peers per relay, over different transports. Peers 0 and 3 know
+    // relay 0 only and keep one connection: when it dies they must find
+    // another relay themselves (they learned of them in the DHT). Peer 3
+    // also names relay 1 as a second bootstrap address.
+    let mut peers = Vec::new();
+    for i in 0..6 {
+        let relay = &relays[i % 3];
+        let transport = if i < 3 {
+            Transport::Tcp
+        } else {
+            Transport::Quic
+        };
+        let addr = relay.addr(transport)?;
+        let mut extra = vec!["--min-peers", "1", "--discovery", "bootstrap,random-walk"];
+        if i == 3 {
+            extra.extend(["--connect", &tcp[1]]);
+        }
+        peers.push(ChatPeer::start(&format!("p{i}"), &addr, "r", &extra)?);
+    }
+    wait_all_joined(&mut peers)?;
+    everyone_hears_everyone(&mut peers, "before")?;
+
+    relays[0].proc.kill();
+    for i in [0, 3] {
+        let others = [&relay_ids[1], &relay_ids[2]];
+        peers[i]
+            .proc
+            .wait_json("a connection to another relay", |v| {
+                (v["type"] == "connected" && others.iter().any(|id| v["peer"] == id.as_str()))
+                    .then_some(())
+            })?;
+    }
+    everyone_hears_everyone(&mut peers, "after")?;
+    Ok(())
+}
+
+#[test]
+fn rooms_stay_apart_and_members_are_found_in_the_dht() -> Result<()> {
+    let _serial = serial();
+    let relays = relay_network(2)?;
+    let addr = |i: usize| relays[i].addr(Transport::Tcp);
+    let mut x = vec![
+        ChatPeer::start("x0", &addr(0)?, "x", &[])?,
+        ChatPeer::start("x1", &addr(1)?, "x", &[])?,
+    ];
+    let mut y = vec![
+        ChatPeer::start("y0", &addr(0)?, "y", &[])?,
+        ChatPeer::start("y1", &addr(1)?, "y", &[])?,
+        ChatPeer::start("y2", &addr(0)?, "y", &[])?,
+    ];
+    let y_ids: BTreeSet<String> = y.iter().map(|p| p.peer_id.clone()).collect();
+
+    wait_all_joined(&mut x)?;
+    wait_all_joined(&mut y)?;
+    for (i, peer) in y.iter_mut().enumerate() {
+        peer.proc.send_line(&format!("y line {i}"))?;
+    }
+    x[0].proc.send_line("x line")?;
+    x[1].wait_message("x line")?;
+    for (j, peer) in y.iter_mut().enumerate() {
+        for i in (0..3).filter(|i| *i != j) {
+            peer.wait_message(&format!("y line {i}"))?;
+        }
+    }
+    // Room y's members are announced in the DHT.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = providers(&addr(1)?.to_string(), "y")?;
+        if listed == y_ids {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("providers of room y: {listed:?}, expected {y_ids:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for peer in x.iter_mut() {
+        peer.proc.drain_for(Duration::from_secs(2));
+        let texts = peer.texts();
+        assert!(
+            texts.iter().all(|t| !t.starts_with("y line")),
+            "{} got room y's messages: {texts:?}",
+            peer.proc.name
+        );
+        // A member of x needs no connection to the members of y.
+        let linked: Vec<String> = connected_peers(&peer.proc);
+        assert!(
+            linked.iter().all(|p| !y_ids.contains(p)),
+            "{} connected to members of y: {linked:?}",
+            peer.proc.name
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn dht_discover_reports_each_source() -> Result<()> {
+    let _serial = serial();
+    let relays = relay_network(2)?;
+    let mut proc = Proc::spawn(
+        "discover",
+        &bin("meshtalk")?,
+        &[
+            "dht".into(),
+            "--connect".into(),
+            relays[0].addr(Transport::Tcp)?.to_string(),
+            "discover".into(),
+            "--duration".into(),
+            "6".into(),
+        ],
+    )?;
+    let other = relay_peer_id(&relays[1])?;
+    proc.wait_for("the other relay found by the random walk", |l| {
+        (l.starts_with(&format!("found {other} via random-walk"))).then_some(())
+    })?;
+    proc.wait_for("the summary", |l| {
+        (l == "bootstrap: 1 peer(s)").then_some(())
+    })?;
+    proc.wait_for("mdns switched off", |l| (l == "mdns: off").then_some(()))?;
+    Ok(())
+}
+
+/// The members of `room` that `meshtalk dht providers` lists.
+fn providers(relay: &str, room: &str) -> Result<BTreeSet<String>> {
+    let out = std::process::Command::new(bin("meshtalk")?)
+        .args(["dht", "--connect", relay, "providers", "--room", room])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "dht providers failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("provider "))
+        .filter_map(|l| l.split(' ').next().map(str::to_owned))
+        .collect())
+}
+
+/// Peers a `--json` chat peer reported connections to.
+fn connected_peers(proc: &Proc) -> Vec<String> {
+    proc.seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "connected")
+        .filter_map(|v| v["peer"].as_str().map(str::to_owned))
+        .collect()
+}
