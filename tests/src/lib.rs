@@ -5,6 +5,7 @@
 //! `cargo build --bins`).
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, ExitStatus, Stdio},
@@ -379,6 +380,68 @@ impl Relay {
     pub fn get(&self, path: &str) -> Result<String> {
         http_get(&self.http, path)
     }
+
+    /// Its peer id, from `/api/addrs`.
+    pub fn peer_id(&self) -> Result<String> {
+        let body: Value = serde_json::from_str(&self.get("/api/addrs")?)?;
+        body["peer_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no peer_id in /api/addrs")
+    }
+
+    /// The peer ids of the other relays it lists in `/api/addrs`.
+    pub fn listed_relays(&self) -> Result<BTreeSet<String>> {
+        let body: Value = serde_json::from_str(&self.get("/api/addrs")?)?;
+        Ok(body["relays"]
+            .as_array()
+            .context("no relays array in /api/addrs")?
+            .iter()
+            .filter_map(|r| r["peer_id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Waits until it lists every one of `others` as a linked relay.
+    pub fn wait_listing(&self, others: &BTreeSet<String>) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let listed = self.listed_relays()?;
+            if others.is_subset(&listed) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the relay lists {listed:?}, not all of {others:?}");
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Starts `n` relays on loopback, each after the first joining it with
+/// `--bootstrap` (and `extra` arguments for all), and waits until every
+/// relay lists every other: the later ones find each other in the DHT.
+pub fn relay_network(n: usize, extra: &[&str]) -> Result<Vec<Relay>> {
+    let first = Relay::start_with(&temp_dir("relays"), extra)?;
+    let boot = first.addr(Transport::Tcp)?.to_string();
+    let mut relays = vec![first];
+    for _ in 1..n {
+        let mut args = vec!["--bootstrap", boot.as_str()];
+        args.extend_from_slice(extra);
+        relays.push(Relay::start_with(&temp_dir("relays"), &args)?);
+    }
+    let ids: Vec<String> = relays.iter().map(Relay::peer_id).collect::<Result<_>>()?;
+    for (i, relay) in relays.iter().enumerate() {
+        let others = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, id)| id.clone())
+            .collect();
+        relay
+            .wait_listing(&others)
+            .with_context(|| format!("relay {i} of {n}"))?;
+    }
+    Ok(relays)
 }
 
 /// The built chat page (`cargo xtask web` writes it to the workspace's

@@ -12,7 +12,9 @@ use std::{
 
 use anyhow::{Result, ensure};
 use meshtalk_protocol::transport::Transport;
-use meshtalk_tests::{ChatPeer, Relay, WAIT, page::ChatPage, temp_dir, web_dir, webdriver::Driver};
+use meshtalk_tests::{
+    ChatPeer, Relay, WAIT, page::ChatPage, relay_network, temp_dir, web_dir, webdriver::Driver,
+};
 
 /// One browser test at a time: each runs a relay and several Chromium
 /// windows, and two cores are enough for one such scene.
@@ -152,5 +154,37 @@ fn pages_reconnect_after_a_relay_restart() -> Result<()> {
     b.wait_message("after the restart")?;
     b.send("B is back too")?;
     a.wait_message("B is back too")?;
+    Ok(())
+}
+
+/// Two relays in one network; the page comes from the first. When that
+/// relay dies, the page moves to the other one (which the first listed in
+/// `/api/addrs`) by itself and chats with a terminal there.
+#[test]
+fn page_moves_to_another_relay_when_its_relay_dies() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?.display().to_string();
+    let mut relays = relay_network(2, &["--web-dir", web.as_str()])?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?room=failover", relays[0].http);
+    let page = ChatPage::open(&driver, &url, None)?;
+    let mut cli = ChatPeer::start(
+        "cli",
+        &relays[1].addr(Transport::Tcp)?,
+        "failover",
+        &["--nick", "on-b"],
+    )?;
+    cli.wait_joined(&page.peer_id)?;
+    page.send("through the first relay")?;
+    cli.wait_message("through the first relay")?;
+
+    relays[0].proc.kill();
+    page.wait_offline(WAIT)?;
+    page.wait_connected(None, WAIT)?;
+    page.send("through the second relay")?;
+    cli.wait_message("through the second relay")?;
+    cli.proc.send_line("welcome to relay two")?;
+    let got = page.wait_message("welcome to relay two")?;
+    ensure!(got.from == cli.peer_id, "from {}", got.from);
     Ok(())
 }

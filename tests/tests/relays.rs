@@ -14,68 +14,13 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use meshtalk_protocol::transport::Transport;
-use meshtalk_tests::{ChatPeer, Proc, Relay, WAIT, bin, temp_dir};
+use meshtalk_tests::{ChatPeer, Proc, Relay, WAIT, bin, relay_network};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The peer ids of the other relays a relay lists in `/api/addrs`.
-fn listed_relays(relay: &Relay) -> Result<BTreeSet<String>> {
-    let body: Value = serde_json::from_str(&relay.get("/api/addrs")?)?;
-    Ok(body["relays"]
-        .as_array()
-        .context("no relays array in /api/addrs")?
-        .iter()
-        .filter_map(|r| r["peer_id"].as_str().map(str::to_owned))
-        .collect())
-}
-
-fn relay_peer_id(relay: &Relay) -> Result<String> {
-    let body: Value = serde_json::from_str(&relay.get("/api/addrs")?)?;
-    body["peer_id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no peer_id in /api/addrs")
-}
-
-/// Starts `n` relays, each after the first bootstrapping from the first,
-/// and waits until every relay lists every other one (the later ones find
-/// each other through the DHT).
-fn relay_network(n: usize) -> Result<Vec<Relay>> {
-    let first = Relay::start(&temp_dir("relays"))?;
-    let boot = first.addr(Transport::Tcp)?.to_string();
-    let mut relays = vec![first];
-    for _ in 1..n {
-        relays.push(Relay::start_with(
-            &temp_dir("relays"),
-            &["--bootstrap", &boot],
-        )?);
-    }
-    let ids: Vec<String> = relays.iter().map(relay_peer_id).collect::<Result<_>>()?;
-    let deadline = Instant::now() + WAIT;
-    for (i, relay) in relays.iter().enumerate() {
-        let others: BTreeSet<String> = ids
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, id)| id.clone())
-            .collect();
-        loop {
-            let listed = listed_relays(relay)?;
-            if others.is_subset(&listed) {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("relay {i} lists {listed:?}, not all of {others:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    Ok(relays)
 }
 
 /// Waits until every peer has seen every other one in the room.
@@ -108,8 +53,8 @@ fn everyone_hears_everyone(peers: &mut [ChatPeer], tag: &str) -> Result<()> {
 #[test]
 fn three_relays_six_peers_one_room_and_a_relay_dies() -> Result<()> {
     let _serial = serial();
-    let mut relays = relay_network(3)?;
-    let relay_ids: Vec<String> = relays.iter().map(relay_peer_id).collect::<Result<_>>()?;
+    let mut relays = relay_network(3, &[])?;
+    let relay_ids: Vec<String> = relays.iter().map(Relay::peer_id).collect::<Result<_>>()?;
     let tcp: Vec<String> = relays
         .iter()
         .map(|r| r.addr(Transport::Tcp).map(|a| a.to_string()))
@@ -154,7 +99,7 @@ fn three_relays_six_peers_one_room_and_a_relay_dies() -> Result<()> {
 #[test]
 fn rooms_stay_apart_and_members_are_found_in_the_dht() -> Result<()> {
     let _serial = serial();
-    let relays = relay_network(2)?;
+    let relays = relay_network(2, &[])?;
     let addr = |i: usize| relays[i].addr(Transport::Tcp);
     let mut x = vec![
         ChatPeer::start("x0", &addr(0)?, "x", &[])?,
@@ -213,7 +158,7 @@ fn rooms_stay_apart_and_members_are_found_in_the_dht() -> Result<()> {
 #[test]
 fn dht_discover_reports_each_source() -> Result<()> {
     let _serial = serial();
-    let relays = relay_network(2)?;
+    let relays = relay_network(2, &[])?;
     let mut proc = Proc::spawn(
         "discover",
         &bin("meshtalk")?,
@@ -226,7 +171,7 @@ fn dht_discover_reports_each_source() -> Result<()> {
             "6".into(),
         ],
     )?;
-    let other = relay_peer_id(&relays[1])?;
+    let other = relays[1].peer_id()?;
     proc.wait_for("the other relay found by the random walk", |l| {
         (l.starts_with(&format!("found {other} via random-walk"))).then_some(())
     })?;

@@ -116,6 +116,9 @@ struct Net {
     link: Link,
     /// Failed attempts in a row, for the backoff.
     failures: u32,
+    /// The other relays the origin's relay listed, remembered: when it
+    /// dies, so does its `/api/addrs`, and these are where the page goes.
+    other_relays: Vec<Vec<Multiaddr>>,
 }
 
 async fn run(
@@ -156,6 +159,7 @@ async fn run(
         handle,
         link: Link::Idle,
         failures: 0,
+        other_relays: Vec::new(),
     };
     for problem in std::mem::take(&mut net.params.problems) {
         net.notice(problem);
@@ -189,18 +193,30 @@ async fn run(
 }
 
 impl Net {
-    /// Starts a connection attempt: finds the relay's addresses, then dials
-    /// the first candidate.
+    /// Starts a connection attempt: finds the relays' addresses (the
+    /// origin's relay first, then the others it lists), then dials the
+    /// first candidate.
     async fn attempt(&mut self) {
-        let addrs = match &self.params.relay {
-            Some(addr) => Ok(vec![addr.clone()]),
-            None => relay_addrs().await,
-        };
-        let addrs = match addrs {
-            Ok(addrs) => addrs,
-            Err(reason) => return self.down(reason),
-        };
-        let mut queue: VecDeque<_> = candidates(&addrs, self.params.transport).into();
+        let mut relays = Vec::new();
+        if self.params.relays.is_empty() {
+            match relay_addrs().await {
+                Ok((own, others)) => {
+                    relays.push(own);
+                    self.other_relays = others;
+                }
+                Err(reason) if self.other_relays.is_empty() => return self.down(reason),
+                Err(reason) => {
+                    tracing::info!(%reason, "the page's relay is unreachable; trying the others it listed");
+                }
+            }
+        } else {
+            relays.extend(self.params.relays.iter().map(|a| vec![a.clone()]));
+        }
+        relays.extend(self.other_relays.iter().cloned());
+        let mut queue: VecDeque<_> = relays
+            .iter()
+            .flat_map(|addrs| candidates(addrs, self.params.transport))
+            .collect();
         match queue.pop_front() {
             Some(first) => self.dial(first, queue).await,
             None => self.stop(format!(
@@ -340,7 +356,8 @@ impl Net {
             },
             Action::Relay(text) => match text.trim().parse::<Multiaddr>() {
                 Ok(addr) => {
-                    self.params.relay = Some(addr);
+                    self.params.relays = vec![addr];
+                    self.other_relays.clear();
                     self.failures = 0;
                     if !matches!(self.link, Link::Up { .. }) {
                         self.attempt().await;
@@ -485,20 +502,35 @@ impl Net {
 }
 
 /// The relay addresses the page's origin serves at [`ADDRS_URL`].
-async fn relay_addrs() -> Result<Vec<Multiaddr>, String> {
+async fn relay_addrs() -> Result<(Vec<Multiaddr>, Vec<Vec<Multiaddr>>), String> {
+    #[derive(serde::Deserialize)]
+    struct Relay {
+        addrs: Vec<String>,
+    }
     #[derive(serde::Deserialize)]
     struct Addrs {
         addrs: Vec<String>,
+        /// Other relays of the network (absent from older relays).
+        #[serde(default)]
+        relays: Vec<Relay>,
     }
     let body = page::fetch_text(ADDRS_URL).await?;
     let parsed: Addrs = serde_json::from_str(&body)
         .map_err(|e| format!("{ADDRS_URL} is not a relay's address list: {e}"))?;
-    Ok(parsed
-        .addrs
+    let full = |addrs: &[String]| -> Vec<Multiaddr> {
+        addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .filter(|a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2p(_))))
+            .collect()
+    };
+    let others = parsed
+        .relays
         .iter()
-        .filter_map(|a| a.parse().ok())
-        .filter(|a: &Multiaddr| a.iter().any(|p| matches!(p, Protocol::P2p(_))))
-        .collect())
+        .map(|r| full(&r.addrs))
+        .filter(|a| !a.is_empty())
+        .collect();
+    Ok((full(&parsed.addrs), others))
 }
 
 #[allow(clippy::cast_possible_truncation)] // ms since 1970 fit i64

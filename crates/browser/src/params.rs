@@ -57,9 +57,10 @@ impl TransportChoice {
 /// The page's parameters, read from its URL.
 #[derive(Clone, Debug, Default)]
 pub struct Params {
-    /// A relay address given with `?relay=`, instead of the page origin's
+    /// Relay addresses given with `?relay=` (repeatable, or several
+    /// comma-separated), tried in order instead of the page origin's
     /// `/api/addrs`.
-    pub relay: Option<Multiaddr>,
+    pub relays: Vec<Multiaddr>,
     /// `?transport=`.
     pub transport: TransportChoice,
     /// `?room=`, `lobby` by default.
@@ -79,12 +80,16 @@ impl Params {
         let mut params = Params::default();
         for (key, value) in pairs(query) {
             match key.as_str() {
-                "relay" => match value.trim().parse::<Multiaddr>() {
-                    Ok(addr) => params.relay = Some(addr),
-                    Err(e) => params
-                        .problems
-                        .push(format!("?relay={value} is not a multiaddr: {e}")),
-                },
+                "relay" => {
+                    for one in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                        match one.parse::<Multiaddr>() {
+                            Ok(addr) => params.relays.push(addr),
+                            Err(e) => params
+                                .problems
+                                .push(format!("?relay={one} is not a multiaddr: {e}")),
+                        }
+                    }
+                }
                 "transport" => match value.parse() {
                     Ok(choice) => params.transport = choice,
                     Err(e) => params.problems.push(format!("?transport: {e}")),

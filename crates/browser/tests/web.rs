@@ -69,19 +69,26 @@ fn validation_rejects_bad_input_in_wasm() {
 
 #[wasm_bindgen_test]
 fn page_parameters_parse_and_report_problems() {
-    let p = Params::parse("?room=dev-1&transport=ws&relay=%2Fip4%2F127.0.0.1%2Ftcp%2F4002%2Fws");
+    let p = Params::parse(
+        "?room=dev-1&transport=ws&relay=%2Fip4%2F127.0.0.1%2Ftcp%2F4002%2Fws,/ip4/127.0.0.1/tcp/5002/ws&relay=/ip4/127.0.0.1/tcp/6002/ws",
+    );
     assert_eq!(p.room, Room::new("dev-1").expect("room"));
     assert_eq!(p.transport, TransportChoice::Ws);
+    let relays: Vec<String> = p.relays.iter().map(ToString::to_string).collect();
     assert_eq!(
-        p.relay.map(|a| a.to_string()).as_deref(),
-        Some("/ip4/127.0.0.1/tcp/4002/ws")
+        relays,
+        [
+            "/ip4/127.0.0.1/tcp/4002/ws",
+            "/ip4/127.0.0.1/tcp/5002/ws",
+            "/ip4/127.0.0.1/tcp/6002/ws"
+        ]
     );
     assert!(p.problems.is_empty());
 
     let bad = Params::parse("?room=no%20spaces&transport=carrier-pigeon&relay=/ip4/999");
     assert_eq!(bad.room, Room::lobby());
     assert_eq!(bad.transport, TransportChoice::Auto);
-    assert!(bad.relay.is_none());
+    assert!(bad.relays.is_empty());
     assert_eq!(bad.problems.len(), 3, "{:?}", bad.problems);
 }
 

@@ -720,6 +720,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether this node takes part in the DHT: relays always, peers when
+    /// a DHT-based discovery source is on.
+    fn uses_dht(&self) -> bool {
+        let sources = &self.discovery.sources;
+        self.role == Role::Relay || sources.has(Source::RandomWalk) || sources.has(Source::Rooms)
+    }
+
     /// Whether this node announces its rooms in the DHT and looks up their
     /// members: native peers only. Relays follow rooms but are no members,
     /// and a browser cannot be dialed back by the members it would find.
@@ -1151,8 +1158,12 @@ impl Engine {
         match event {
             BehaviourEvent::Gossipsub(event) => self.on_gossipsub(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                // Only identify-confirmed Kademlia peers enter the routing table.
-                if info.protocols.contains(&KAD_PROTOCOL) {
+                // Only identify-confirmed Kademlia peers enter the routing
+                // table, and only on nodes that use the DHT: Kademlia
+                // bootstraps by itself (and dials what it finds) as soon as
+                // its table has a peer, which a node with no DHT-based
+                // discovery (a browser page, `meshtalk ping`) must not do.
+                if self.uses_dht() && info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in &info.listen_addrs {
                         self.swarm
                             .behaviour_mut()

@@ -8,15 +8,11 @@
 //! future, so over QUIC an answer can wait until something else wakes the
 //! connection; here every stream is polled by the task that waits on it.
 
-use std::{
-    collections::{HashMap, HashSet},
-    io,
-    time::Duration,
-};
+use std::{collections::HashMap, io, time::Duration};
 
 use futures::{
     AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt,
-    future::{BoxFuture, Either, select},
+    future::{AbortHandle, Abortable, BoxFuture, Either, select},
     stream::FuturesUnordered,
 };
 use futures_timer::Delay;
@@ -51,6 +47,8 @@ enum Outcome {
     InboundClosed {
         peer: PeerId,
     },
+    /// The peer went away before its queued round ran.
+    Cancelled,
 }
 
 enum Next {
@@ -74,7 +72,10 @@ pub(crate) struct Pinger {
     interval: Duration,
     timeout: Duration,
     tasks: FuturesUnordered<BoxFuture<'static, Outcome>>,
-    pinging: HashSet<PeerId>,
+    /// Peers being pinged, each with the handle that cancels its queued
+    /// round: a round left to run after the peer is gone would open a
+    /// stream, and libp2p-stream dials a peer to open one.
+    pinging: HashMap<PeerId, AbortHandle>,
     inbound: HashMap<PeerId, usize>,
 }
 
@@ -94,14 +95,14 @@ impl Pinger {
             interval,
             timeout: (interval * 3).clamp(MIN_PING_TIMEOUT, MAX_PING_TIMEOUT),
             tasks: FuturesUnordered::new(),
-            pinging: HashSet::new(),
+            pinging: HashMap::new(),
             inbound: HashMap::new(),
         }
     }
 
     /// Starts pinging a newly connected peer (at once, then every interval).
     pub(crate) fn start(&mut self, peer: PeerId) {
-        if self.pinging.insert(peer) {
+        if !self.pinging.contains_key(&peer) {
             self.schedule(peer, None, Duration::ZERO);
         }
     }
@@ -109,18 +110,21 @@ impl Pinger {
     /// Queues the next ping of `peer` after `delay`, on `stream` if one is
     /// open.
     fn schedule(&mut self, peer: PeerId, stream: Option<Stream>, delay: Duration) {
-        self.tasks.push(round(
-            self.control.clone(),
-            peer,
-            stream,
-            delay,
-            self.timeout,
-        ));
+        let (cancel, registration) = AbortHandle::new_pair();
+        let round = round(self.control.clone(), peer, stream, delay, self.timeout);
+        self.tasks.push(
+            Abortable::new(round, registration)
+                .map(|done| done.unwrap_or(Outcome::Cancelled))
+                .boxed(),
+        );
+        self.pinging.insert(peer, cancel);
     }
 
     /// Stops pinging a peer we are no longer connected to.
     pub(crate) fn stop(&mut self, peer: &PeerId) {
-        self.pinging.remove(peer);
+        if let Some(cancel) = self.pinging.remove(peer) {
+            cancel.abort();
+        }
     }
 
     /// The next round trip or unanswered ping. Pending forever when there
@@ -172,8 +176,9 @@ impl Pinger {
 
     fn on_outcome(&mut self, outcome: Outcome) -> Option<PingEvent> {
         match outcome {
+            Outcome::Cancelled => None,
             Outcome::Pong { peer, rtt, stream } => {
-                if self.pinging.contains(&peer) {
+                if self.pinging.contains_key(&peer) {
                     self.schedule(peer, Some(stream), self.interval);
                     return Some(PingEvent::Pong(peer, rtt));
                 }
@@ -186,12 +191,13 @@ impl Pinger {
                 timed_out,
             } => {
                 tracing::debug!(%peer, %error, "ping failed");
-                if retry && self.pinging.contains(&peer) {
+                let pinged = self.pinging.contains_key(&peer);
+                if retry && pinged {
                     self.schedule(peer, None, self.interval);
                 } else {
                     self.pinging.remove(&peer);
                 }
-                (timed_out && self.pinging.contains(&peer)).then_some(PingEvent::Unanswered(peer))
+                (timed_out && pinged).then_some(PingEvent::Unanswered(peer))
             }
             Outcome::InboundClosed { peer } => {
                 if let Some(open) = self.inbound.get_mut(&peer) {

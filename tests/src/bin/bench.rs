@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
+    discovery::{Discovery, Sources},
     engine::{EngineConfig, Event},
     rooms::Room,
     transport::Transport,
@@ -67,6 +68,7 @@ async fn run(args: Args) -> Result<()> {
         let room = Room::new("bench")?;
         let config = EngineConfig {
             rooms: vec![room.clone()],
+            discovery: relay_only(),
             ..EngineConfig::default()
         };
         let sender = peer::connect(config.clone(), std::slice::from_ref(&addr)).await?;
@@ -237,6 +239,7 @@ async fn idle_memory(count: usize) -> Result<(f64, f64)> {
     let before = rss_mb(relay.proc.pid())?;
     let config = EngineConfig {
         rooms: vec![Room::new("idle")?],
+        discovery: relay_only(),
         ..EngineConfig::default()
     };
     let mut peers = Vec::with_capacity(count);
@@ -254,6 +257,15 @@ async fn idle_memory(count: usize) -> Result<(f64, f64)> {
     let after = rss_mb(relay.proc.pid())?;
     drop(peers);
     Ok((before, after))
+}
+
+/// No discovery: the peers talk through the relay only, which is what these
+/// figures measure (`bench_mesh` measures a network with discovery on).
+fn relay_only() -> Discovery {
+    Discovery {
+        sources: Sources::only([]),
+        ..Discovery::default()
+    }
 }
 
 fn rss_mb(pid: u32) -> Result<f64> {
