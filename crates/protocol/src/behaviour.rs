@@ -19,6 +19,8 @@ use crate::{
 pub const PROTOCOL_VERSION: &str = "/meshtalk/1.0.0";
 /// Kademlia protocol id: meshtalk's own DHT, apart from the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/kad/1.0.0");
+/// Most peers a relay keeps in its mesh of one room (gossipsub's D_high).
+pub const RELAY_MESH_MAX: usize = 4096;
 /// Identify agent name of relays (followed by `/<version>`).
 pub const RELAY_AGENT: &str = "meshtalk-relay";
 /// How long a room provider record lives in the DHT.
@@ -185,7 +187,11 @@ impl Behaviour {
             )
         });
 
-        let gossipsub = gossipsub(keypair, config.sources.has(Source::PeerExchange))?;
+        let gossipsub = gossipsub(
+            keypair,
+            config.role,
+            config.sources.has(Source::PeerExchange),
+        )?;
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
@@ -256,8 +262,14 @@ pub fn agent_version(role: Role) -> String {
 /// message validated by the application before it is forwarded, and peer
 /// scoring that punishes invalid messages. With `peer_exchange`, a peer
 /// pruned from a full mesh is told of others to connect to.
+///
+/// A relay is the hub its peers (browsers above all) hang on: it keeps
+/// every peer that grafts it in its mesh. With the default upper bound (12)
+/// it would prune the rest, and they would get messages only through lazy
+/// gossip, late or not at all.
 fn gossipsub(
     keypair: &Keypair,
+    role: Role,
     peer_exchange: bool,
 ) -> Result<gossipsub::Behaviour, BehaviourError> {
     let err = |e: &dyn std::fmt::Display| BehaviourError::Gossipsub(e.to_string());
@@ -267,6 +279,9 @@ fn gossipsub(
         .validate_messages()
         .max_transmit_size(MAX_TRANSMIT_SIZE)
         .heartbeat_interval(Duration::from_millis(700));
+    if role == Role::Relay {
+        builder.mesh_n_high(RELAY_MESH_MAX);
+    }
     if peer_exchange {
         builder.do_px();
     }

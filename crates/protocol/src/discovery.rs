@@ -11,7 +11,9 @@
 //! - for each of our rooms, dial a few members found through the DHT, as
 //!   long as we stay under the high watermark;
 //! - above the high watermark, drop the least useful connections (those
-//!   sharing no room with us, the newest first), never the last relay;
+//!   sharing no room with us, the newest first, but none younger than ten
+//!   seconds), never a relay (the circuits to room members run through
+//!   relays);
 //! - an address that fails waits before it is tried again, longer after
 //!   each failure.
 //!
@@ -172,11 +174,19 @@ impl Default for Discovery {
 /// Most other relays a relay links to.
 pub const RELAY_LINKS: usize = 16;
 /// Members of one room a peer links to directly, when it finds them.
-pub const ROOM_LINKS: usize = 3;
+pub const ROOM_LINKS: usize = 2;
+/// The usefulness (see [`Neighbours::plan`]) of a link sharing a room.
+pub const SHARES_A_ROOM: u32 = 10;
+/// A new link is never pruned before it is this old: both sides get to
+/// settle (a link dropped at once would be dialed again, and its messages
+/// in flight lost).
+const PRUNE_GRACE: Duration = Duration::from_secs(10);
 /// First wait after a failed dial; it doubles with each failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest wait between two dials of a failing peer.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A link that lasted less than this counts as a failed dial.
+const STABLE_LINK: Duration = Duration::from_secs(60);
 /// A dial that has not finished by then counts as failed.
 const DIAL_DEADLINE: Duration = Duration::from_secs(15);
 /// Addresses kept per discovered peer.
@@ -381,9 +391,19 @@ impl Neighbours {
         boot
     }
 
-    /// The last connection to `peer` closed.
-    pub fn disconnected(&mut self, peer: &PeerId) {
-        self.links.remove(peer);
+    /// The last connection to `peer` closed. A link that closes soon after
+    /// it opened (the other side pruned it, or it is unstable) counts as a
+    /// failure: dialing it again at once would only churn connections, and
+    /// every churned connection loses the messages in flight on it.
+    pub fn disconnected(&mut self, peer: &PeerId, now: Instant) {
+        let Some(link) = self.links.remove(peer) else {
+            return;
+        };
+        if now.duration_since(link.since) < STABLE_LINK
+            && let Some(known) = self.known.get_mut(peer)
+        {
+            known.backoff.failed(now);
+        }
     }
 
     /// A dial failed (peer known or not; `addr` when we dialed one).
@@ -410,7 +430,8 @@ impl Neighbours {
     }
 
     /// What to dial and prune now. `useful` rates a connected peer (higher
-    /// is more useful: rooms shared, mesh membership).
+    /// is more useful): [`SHARES_A_ROOM`] for each room it shares with us,
+    /// plus one when it is in one of our gossipsub meshes.
     pub fn plan(&mut self, now: Instant, useful: impl Fn(&PeerId) -> u32) -> Plan {
         self.expire_dials(now);
         let mut plan = Plan::default();
@@ -510,30 +531,23 @@ impl Neighbours {
             self.start_dial(peer, now, &mut plan);
         }
 
-        // Above the high watermark: drop the least useful, newest first,
-        // keeping at least one relay.
+        // Above the high watermark: drop the least useful, newest first.
+        // Relays stay: the circuits to our room's members run through them,
+        // and there are few of them.
         if self.links.len() > self.watermarks.high {
             let excess = self.links.len() - self.watermarks.high;
-            let relays = self.links.keys().filter(|p| self.relay(p)).count();
-            let mut ranked: Vec<(u32, bool, std::cmp::Reverse<Instant>, PeerId)> = self
+            let mut ranked: Vec<(u32, std::cmp::Reverse<Instant>, PeerId)> = self
                 .links
                 .iter()
-                .map(|(p, link)| (useful(p), self.relay(p), std::cmp::Reverse(link.since), *p))
+                .filter(|(p, link)| now.duration_since(link.since) >= PRUNE_GRACE && !self.relay(p))
+                .map(|(p, link)| (useful(p), std::cmp::Reverse(link.since), *p))
                 .collect();
             ranked.sort();
-            let mut relays_left = relays;
-            for (_, relay, _, peer) in ranked {
-                if plan.prune.len() == excess {
-                    break;
-                }
-                if relay {
-                    if relays_left <= 1 {
-                        continue;
-                    }
-                    relays_left -= 1;
-                }
-                plan.prune.push(peer);
-            }
+            plan.prune = ranked
+                .into_iter()
+                .take(excess)
+                .map(|(_, _, peer)| peer)
+                .collect();
         }
         plan
     }
@@ -660,7 +674,7 @@ mod tests {
         assert_eq!(n.plan(t1 + Duration::from_secs(2), |_| 0).dial.len(), 1);
         // Success resets the wait.
         n.connected(boot, None, t1);
-        n.disconnected(&boot);
+        n.disconnected(&boot, t1 + STABLE_LINK);
         assert_eq!(n.plan(t1 + Duration::from_secs(2), |_| 0).dial.len(), 1);
     }
 
@@ -676,7 +690,7 @@ mod tests {
     }
 
     #[test]
-    fn above_the_high_mark_the_least_useful_go_and_one_relay_stays() {
+    fn above_the_high_mark_the_least_useful_go_and_relays_stay() {
         let relay = PeerId::random();
         let mut n = peer_node(vec![addr(1, relay)], 1, 2);
         let t0 = Instant::now();
@@ -687,16 +701,16 @@ mod tests {
         n.connected(useful_peer, None, t0);
         n.connected(idle_old, None, t0);
         n.connected(idle_new, None, t0 + Duration::from_secs(1));
-        let plan = n.plan(t0 + Duration::from_secs(2), |p| {
-            u32::from(*p == useful_peer) * 10
-        });
-        assert_eq!(plan.prune, vec![idle_new, idle_old]);
-        // The only relay never goes, even when it is the least useful.
+        let useful = |p: &PeerId| u32::from(*p == useful_peer) * 10;
+        // New links get time to settle first.
+        assert!(n.plan(t0 + Duration::from_secs(2), useful).prune.is_empty());
+        let settled = t0 + PRUNE_GRACE + Duration::from_secs(1);
+        assert_eq!(n.plan(settled, useful).prune, vec![idle_new, idle_old]);
+        // A relay never goes, even when it is the least useful.
         let mut n = peer_node(vec![addr(1, relay)], 1, 1);
         n.connected(relay, None, t0);
         n.connected(useful_peer, None, t0);
-        let plan = n.plan(t0, |p| u32::from(*p == useful_peer) * 10);
-        assert_eq!(plan.prune, vec![useful_peer]);
+        assert_eq!(n.plan(settled, useful).prune, vec![useful_peer]);
     }
 
     #[test]
@@ -750,7 +764,8 @@ mod tests {
         for _ in 0..20 {
             n.connected(PeerId::random(), None, t0);
         }
-        assert!(n.plan(t0, |_| 0).prune.is_empty(), "relays never prune");
+        let later = t0 + PRUNE_GRACE + Duration::from_secs(1);
+        assert!(n.plan(later, |_| 0).prune.is_empty(), "relays never prune");
     }
 
     #[test]

@@ -61,6 +61,13 @@ enum Seen {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // The peers' logs, when asked for with RUST_LOG.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     tokio::runtime::Runtime::new()?.block_on(run(args))
 }
 
@@ -172,6 +179,17 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     }
+    // Where deliveries went missing: by receiver, and by second of sending.
+    let mut lost_by_receiver = vec![0usize; n];
+    let mut lost_by_second = vec![0usize; args.secs as usize];
+    for (seq, receivers) in got.iter().enumerate() {
+        for (i, received) in receivers.iter().enumerate() {
+            if !received && i != sender_of[seq] {
+                lost_by_receiver[i] += 1;
+                lost_by_second[seq / args.rate as usize] += 1;
+            }
+        }
+    }
     let expected = total * (n - 1);
     let delivered = latencies.len();
     latencies.sort_by(f64::total_cmp);
@@ -202,6 +220,10 @@ async fn run(args: Args) -> Result<()> {
         watermarks.low,
         watermarks.high
     );
+    if delivered < expected {
+        println!("missed deliveries by receiver: {lost_by_receiver:?}");
+        println!("missed deliveries by second of sending: {lost_by_second:?}");
+    }
     println!("target: 100 % delivery");
 
     let json = json!({
@@ -215,6 +237,8 @@ async fn run(args: Args) -> Result<()> {
         "latency_ms": {"p50": p50, "p99": p99},
         "connections_per_peer": counts,
         "watermarks": {"low": watermarks.low, "high": watermarks.high, "peers_within": within},
+        "lost_by_receiver": lost_by_receiver,
+        "lost_by_second": lost_by_second,
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;

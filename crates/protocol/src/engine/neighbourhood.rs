@@ -1,0 +1,300 @@
+//! The engine's side of discovery: it carries out what the neighbour
+//! manager ([`crate::discovery::Neighbours`]) plans, runs the queries the
+//! discovery sources need (random walks, room provider lookups and
+//! announcements), and keeps the relay reservation that gives a native
+//! peer a relayed address.
+
+use std::collections::HashMap;
+
+use libp2p::{
+    Multiaddr, PeerId,
+    core::Endpoint,
+    kad,
+    multiaddr::Protocol,
+    swarm::{
+        ConnectionId, NetworkBehaviour,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use web_time::Instant;
+
+use super::{CommandError, Engine, Event, FIRST_WALK, ProviderQuery, dial_error_text};
+use crate::{
+    arch,
+    behaviour::Role,
+    discovery::{SHARES_A_ROOM, Source, Target},
+    rooms::Room,
+};
+
+impl Engine {
+    /// Whether this node takes part in the DHT: relays always, peers when
+    /// a DHT-based discovery source is on.
+    pub(super) fn uses_dht(&self) -> bool {
+        let sources = &self.discovery.sources;
+        self.role == Role::Relay || sources.has(Source::RandomWalk) || sources.has(Source::Rooms)
+    }
+
+    /// Whether this node announces its rooms in the DHT and looks up their
+    /// members: native peers only. Relays follow rooms but are no members,
+    /// and a browser cannot be dialed back by the members it would find.
+    fn room_subnets(&self) -> bool {
+        self.role == Role::Peer && arch::NATIVE && self.discovery.sources.has(Source::Rooms)
+    }
+
+    /// Announces us in the DHT as a member of `room` (again: the record
+    /// carries our current addresses) and looks its members up soon.
+    pub(super) fn provide(&mut self, room: &Room) {
+        if !self.room_subnets() {
+            return;
+        }
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(room.provider_key())
+        {
+            tracing::warn!(%room, error = %e, "cannot announce the room in the DHT");
+        }
+        self.next_lookup.insert(room.topic().hash(), Instant::now());
+    }
+
+    /// Announces every room again (new addresses, a newly reachable DHT).
+    pub(super) fn provide_all(&mut self) {
+        let rooms: Vec<Room> = self.rooms.values().cloned().collect();
+        for room in rooms {
+            self.provide(&room);
+        }
+    }
+
+    /// Dials an address (with no peer id needed), opening the local socket
+    /// a WebRTC-direct dial goes out from first.
+    pub(super) fn dial_addr(&mut self, addr: Multiaddr) -> Result<ConnectionId, CommandError> {
+        self.dial_listener(&addr)
+            .map_err(|reason| CommandError::Dial {
+                addr: addr.clone(),
+                reason,
+            })?;
+        let opts = DialOpts::unknown_peer_id().address(addr.clone()).build();
+        let id = opts.connection_id();
+        self.swarm.dial(opts).map_err(|e| CommandError::Dial {
+            addr: addr.clone(),
+            reason: dial_error_text(&e),
+        })?;
+        self.dialing.insert(id, Some(addr));
+        Ok(id)
+    }
+
+    /// Dials a discovered peer at its known addresses (and any other
+    /// behaviour knows), unless already connected or dialing.
+    fn dial_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        for addr in &addrs {
+            if let Err(reason) = self.dial_listener(addr) {
+                tracing::debug!(%addr, %reason, "no local socket for the dial");
+            }
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .extend_addresses_through_behaviour()
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dialing.insert(id, None);
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %dial_error_text(&e), "cannot dial");
+                self.neighbours
+                    .dial_failed(Some(peer), None, Instant::now());
+            }
+        }
+    }
+
+    fn dial_listener(&mut self, addr: &Multiaddr) -> Result<(), String> {
+        if let Some(listen) = arch::listener_for_dial(addr)
+            && !self.dial_listeners.contains(&listen)
+        {
+            self.swarm
+                .listen_on(listen.clone())
+                .map_err(|e| format!("cannot open a local {listen} socket: {e}"))?;
+            self.dial_listeners.insert(listen);
+        }
+        Ok(())
+    }
+
+    /// Once a second: dial and prune as the neighbour manager says, and
+    /// run the discovery queries that are due.
+    pub(super) fn manage_neighbours(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let mut useful: HashMap<PeerId, u32> = HashMap::new();
+        for (peer, topics) in gossipsub.all_peers() {
+            let shared = topics.iter().filter(|t| self.rooms.contains_key(t)).count();
+            useful.insert(*peer, SHARES_A_ROOM * shared as u32);
+        }
+        for peer in gossipsub.all_mesh_peers() {
+            *useful.entry(*peer).or_default() += 1;
+        }
+        let plan = self
+            .neighbours
+            .plan(now, |p| useful.get(p).copied().unwrap_or(0));
+        for target in plan.dial {
+            match target {
+                Target::Addr(addr) => {
+                    if let Err(e) = self.dial_addr(addr.clone()) {
+                        tracing::debug!(error = %e, "bootstrap dial failed");
+                        self.neighbours.dial_failed(None, Some(&addr), now);
+                    }
+                }
+                Target::Peer(peer, addrs) => self.dial_peer(peer, addrs),
+            }
+        }
+        for peer in plan.prune {
+            tracing::info!(%peer, "above the high watermark: closing the least useful connection");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            self.emit(Event::Pruned { peer });
+        }
+        if self.neighbours.link_count() == 0 {
+            return;
+        }
+        self.reserve();
+        let sources = &self.discovery.sources;
+        if sources.has(Source::RandomWalk) {
+            let due = *self.next_walk.get_or_insert(now + FIRST_WALK);
+            if now >= due {
+                let query = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_closest_peers(PeerId::random());
+                self.walks.insert(query);
+                self.next_walk = Some(now + self.discovery.random_walk_every);
+            }
+        }
+        if self.room_subnets() {
+            let due: Vec<Room> = self
+                .rooms
+                .iter()
+                .filter(|(topic, _)| self.next_lookup.get(*topic).is_some_and(|t| now >= *t))
+                .map(|(_, room)| room.clone())
+                .collect();
+            for room in due {
+                let query = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(room.provider_key());
+                self.next_lookup
+                    .insert(room.topic().hash(), now + self.discovery.room_lookup_every);
+                self.provider_queries.insert(
+                    query,
+                    ProviderQuery {
+                        room,
+                        asked: false,
+                        found: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A native peer holds a reservation on one of its relays, so the
+    /// members of its rooms can reach it through a relayed address (which
+    /// its provider records carry).
+    pub(super) fn reserve(&mut self) {
+        if !self.room_subnets() || self.reservation.is_some() || Instant::now() < self.next_reserve
+        {
+            return;
+        }
+        let relay = self.connections.values().find_map(|(peer, addr)| {
+            (self.neighbours.relay(peer) && !addr.iter().any(|p| p == Protocol::P2pCircuit))
+                .then(|| (*peer, addr.clone()))
+        });
+        let Some((relay, addr)) = relay else {
+            return;
+        };
+        let circuit = addr
+            .iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect::<Multiaddr>()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                tracing::debug!(%circuit, "reserving a relayed address");
+                self.reservation = Some((relay, id));
+            }
+            Err(e) => tracing::debug!(%circuit, error = %e, "cannot reserve"),
+        }
+    }
+
+    /// Records what a source found, reporting it the first time.
+    pub(super) fn discovered(&mut self, peer: PeerId, addrs: &[Multiaddr], source: Source) {
+        if self.neighbours.discovered(peer, addrs, source) {
+            tracing::debug!(%peer, %source, "discovered");
+            self.emit(Event::Discovered {
+                peer,
+                source,
+                addrs: addrs.to_vec(),
+            });
+        }
+    }
+
+    pub(super) fn on_providers(
+        &mut self,
+        id: kad::QueryId,
+        result: kad::GetProvidersResult,
+        last: bool,
+    ) {
+        let local = *self.swarm.local_peer_id();
+        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result {
+            for peer in providers.into_iter().filter(|p| *p != local) {
+                // Kademlia reports providers by id; the addresses from their
+                // records are only held while the query runs, so ask now.
+                let addrs = self.kad_addresses(peer);
+                if let Some(query) = self.provider_queries.get_mut(&id) {
+                    if !query.found.iter().any(|(p, _)| *p == peer) {
+                        query.found.push((peer, addrs.clone()));
+                    }
+                    let topic = query.room.topic().hash();
+                    if self.rooms.contains_key(&topic)
+                        && self.neighbours.room_member(peer, &addrs, topic)
+                    {
+                        self.emit(Event::Discovered {
+                            peer,
+                            source: Source::Rooms,
+                            addrs,
+                        });
+                    }
+                }
+            }
+        }
+        if last
+            && let Some(query) = self.provider_queries.remove(&id)
+            && query.asked
+        {
+            self.emit(Event::Providers {
+                room: query.room,
+                providers: query.found,
+            });
+        }
+    }
+
+    /// Addresses Kademlia knows for a peer (routing table and running
+    /// queries).
+    fn kad_addresses(&mut self, peer: PeerId) -> Vec<Multiaddr> {
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .handle_pending_outbound_connection(
+                ConnectionId::new_unchecked(0),
+                Some(peer),
+                &[],
+                Endpoint::Dialer,
+            )
+            .unwrap_or_default()
+    }
+}
