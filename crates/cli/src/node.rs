@@ -69,8 +69,19 @@ impl Node {
                 for addr in addrs {
                     self.handle.dial(addr.clone()).await?;
                 }
+                // A handshake can also hang rather than fail: the second
+                // round starts after half the time at the latest (the first
+                // dials go on meanwhile; whichever connects first wins).
+                let round_end = tokio::time::Instant::now() + timeout / 2;
                 let mut failures = Vec::new();
-                while let Some(event) = self.events.next().await {
+                loop {
+                    let event = match tokio::time::timeout_at(round_end, self.events.next()).await {
+                        Ok(Some(event)) => event,
+                        Ok(None) => bail!("the node stopped while connecting"),
+                        Err(_) if round == 0 => break,
+                        // The overall timeout reports the last round.
+                        Err(_) => std::future::pending().await,
+                    };
                     match &event {
                         Event::Connected { outbound: true, .. } => {
                             seen.push(event);
@@ -85,13 +96,13 @@ impl Node {
                         _ => seen.push(event),
                     }
                 }
-                if failures.len() < addrs.len() {
-                    break;
-                }
                 if round > 0 {
                     bail!("cannot connect: {}", failures.join("; "));
                 }
-                tracing::debug!(?failures, "every dial failed; trying once more");
+                tracing::debug!(
+                    ?failures,
+                    "no connection in the first round; trying once more"
+                );
             }
             bail!("the node stopped while connecting")
         };
