@@ -489,6 +489,9 @@ pub struct ChatPeer {
 impl ChatPeer {
     /// Starts a chat peer connected to `addr` and waits until connected.
     pub fn start(name: &str, addr: &Multiaddr, room: &str, extra: &[&str]) -> Result<Self> {
+        // Connections get the harness's wait: on a loaded 2-core machine a
+        // WebRTC-direct handshake has taken more than the CLI's default 10 s.
+        let wait = WAIT.as_secs().to_string();
         let mut args: Vec<String> = vec![
             "chat".into(),
             "--json".into(),
@@ -496,6 +499,8 @@ impl ChatPeer {
             addr.to_string(),
             "--room".into(),
             room.into(),
+            "--timeout".into(),
+            wait,
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(name, &bin("meshtalk")?, &args)?;
