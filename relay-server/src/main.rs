@@ -30,10 +30,9 @@ use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
-    behaviour::{BehaviourConfig, Role, is_relay_agent},
+    behaviour::{BehaviourConfig, Role, is_relay_agent, relay_addrs},
     discovery::{Discovery, Source, Sources},
     engine::{Engine, EngineConfig, Event},
-    libp2p::multiaddr::Protocol,
 };
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -166,11 +165,7 @@ async fn run(args: Args) -> Result<()> {
                     listen_addrs,
                 } if is_relay_agent(&agent) => {
                     tracing::info!(%peer, "linked to relay");
-                    let addrs = listen_addrs
-                        .into_iter()
-                        .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
-                        .map(|a| a.with_p2p(peer).unwrap_or_else(|a| a))
-                        .collect();
+                    let addrs = relay_addrs(peer, &listen_addrs);
                     if let Ok(mut relays) = event_state.relays.write() {
                         relays.insert(peer, addrs);
                     }

@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use libp2p::{
-    StreamProtocol, autonat, connection_limits, dcutr,
+    Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, dcutr,
     gossipsub::{self, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, ValidationMode},
     identify,
     identity::Keypair,
-    kad, relay,
+    kad,
+    multiaddr::Protocol,
+    relay,
 };
 
 use crate::{
@@ -246,6 +248,16 @@ impl Behaviour {
 /// Whether an identify agent version is a meshtalk relay's.
 pub fn is_relay_agent(agent: &str) -> bool {
     agent.split('/').next() == Some(RELAY_AGENT)
+}
+
+/// A relay's addresses as its identify listen addresses give them: full
+/// (with `/p2p/`), and without relayed ones (a relay is reached directly).
+pub fn relay_addrs(relay: PeerId, listen_addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    listen_addrs
+        .iter()
+        .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+        .map(|a| a.clone().with_p2p(relay).unwrap_or_else(|a| a))
+        .collect()
 }
 
 /// Identify's agent version: `meshtalk-relay/<version>` for relays, which is

@@ -235,6 +235,17 @@ struct Known {
     dialing: Option<Instant>,
 }
 
+impl Known {
+    /// Remembers new addresses, up to [`MAX_ADDRS`].
+    fn add_addrs(&mut self, addrs: &[Multiaddr]) {
+        for addr in addrs {
+            if self.addrs.len() < MAX_ADDRS && !self.addrs.contains(addr) {
+                self.addrs.push(addr.clone());
+            }
+        }
+    }
+}
+
 /// An open link.
 #[derive(Debug)]
 struct Link {
@@ -304,11 +315,7 @@ impl Neighbours {
             return false;
         }
         let known = self.known.entry(peer).or_default();
-        for addr in addrs {
-            if known.addrs.len() < MAX_ADDRS && !known.addrs.contains(addr) {
-                known.addrs.push(addr.clone());
-            }
-        }
+        known.add_addrs(addrs);
         known.sources.insert(source)
     }
 
@@ -335,11 +342,7 @@ impl Neighbours {
         }
         let known = self.known.entry(peer).or_default();
         known.relay = true;
-        for addr in addrs {
-            if known.addrs.len() < MAX_ADDRS && !known.addrs.contains(addr) {
-                known.addrs.push(addr.clone());
-            }
-        }
+        known.add_addrs(addrs);
     }
 
     /// Whether a peer is a relay we know of.

@@ -22,14 +22,16 @@ use libp2p::{
     core::{ConnectedPoint, transport::ListenerId},
     gossipsub::{self, IdentTopic, MessageAcceptance, PublishError, TopicHash},
     identify, kad,
-    multiaddr::Protocol,
     swarm::{ConnectionId, DialError, SwarmEvent},
 };
 use web_time::Instant;
 
 use crate::{
     arch,
-    behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, is_relay_agent, room_score_params},
+    behaviour::{
+        Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, is_relay_agent, relay_addrs,
+        room_score_params,
+    },
     discovery::{Discovery, Neighbours, Source},
     ping::{PingEvent, Pinger},
     rooms::Room,
@@ -956,12 +958,7 @@ impl Engine {
                     }
                 }
                 if is_relay_agent(&info.agent_version) {
-                    let addrs: Vec<Multiaddr> = info
-                        .listen_addrs
-                        .iter()
-                        .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
-                        .map(|a| a.clone().with_p2p(peer_id).unwrap_or_else(|a| a))
-                        .collect();
+                    let addrs = relay_addrs(peer_id, &info.listen_addrs);
                     self.neighbours.is_relay(peer_id, &addrs);
                     self.reserve();
                 }
