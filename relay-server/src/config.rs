@@ -97,6 +97,14 @@ pub struct Args {
     /// Most bytes relayed through one circuit. [default: 67108864]
     #[arg(long, value_name = "BYTES", env = "MESHTALK_MAX_CIRCUIT_BYTES")]
     pub max_circuit_bytes: Option<u64>,
+
+    /// Most peers kept in the relay's mesh of one room; above it the relay
+    /// prunes some and names other members to them (gossipsub peer
+    /// exchange), so they link to each other. Lower it to spare a busy
+    /// relay. [default: 4096]
+    #[arg(long, value_name = "N", env = "MESHTALK_ROOM_MESH_MAX",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub room_mesh_max: Option<u16>,
 }
 
 /// The same settings in a TOML file.
@@ -116,6 +124,7 @@ struct FileConfig {
     max_circuits_per_peer: Option<usize>,
     max_circuit_secs: Option<u64>,
     max_circuit_bytes: Option<u64>,
+    room_mesh_max: Option<u16>,
 }
 
 /// Resolved relay settings.
@@ -220,6 +229,11 @@ impl Settings {
                     .max_circuit_bytes
                     .or(file.max_circuit_bytes)
                     .unwrap_or(defaults.max_circuit_bytes),
+                room_mesh_max: match args.room_mesh_max.or(file.room_mesh_max) {
+                    Some(0) => anyhow::bail!("room-mesh-max must be at least 1"),
+                    Some(n) => usize::from(n),
+                    None => defaults.room_mesh_max,
+                },
                 ..defaults
             },
         })

@@ -3,7 +3,7 @@
 //! by transport, chat messages, rejected messages by reason).
 
 use meshtalk_protocol::{
-    behaviour::BehaviourEvent,
+    behaviour::{BehaviourEvent, GossipEvent},
     engine::Event,
     libp2p::{
         metrics::{Metrics, Recorder},
@@ -75,7 +75,9 @@ impl RelayMetrics {
     /// Records a raw swarm event with libp2p's recorders.
     pub fn record_swarm(&self, event: &SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.libp2p.record(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(GossipEvent::Pubsub(e))) => {
+                self.libp2p.record(e)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.libp2p.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.libp2p.record(e),
             SwarmEvent::Behaviour(BehaviourEvent::RelayServer(e)) => self.libp2p.record(e),

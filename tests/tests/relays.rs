@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use meshtalk_protocol::transport::Transport;
-use meshtalk_tests::{ChatPeer, Proc, Relay, WAIT, bin, relay_network};
+use meshtalk_tests::{ChatPeer, Proc, Relay, WAIT, bin, relay_network, temp_dir};
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -182,6 +182,61 @@ fn dht_discover_reports_each_source() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_relay_with_a_small_mesh_names_members_and_they_link_up() -> Result<()> {
+    let _serial = serial();
+    // The relay keeps 2 peers in its mesh of the room and prunes the rest,
+    // naming other members (peer exchange). The peers use no DHT: the
+    // names can only have come from the relay's PRUNE.
+    let relay = Relay::start_with(&temp_dir("px"), &["--room-mesh-max", "2"])?;
+    let addr = relay.addr(Transport::Tcp)?;
+    let relay_id = relay.peer_id()?;
+    let only_px = ["--discovery", "bootstrap,peer-exchange"];
+    let mut peers = (0..5)
+        .map(|i| ChatPeer::start(&format!("px{i}"), &addr, "lobby", &only_px))
+        .collect::<Result<Vec<_>>>()?;
+    let ids: BTreeSet<String> = peers.iter().map(|p| p.peer_id.clone()).collect();
+    wait_all_joined(&mut peers)?;
+
+    // Some pruned peer hears of another member and links to it (through
+    // the relay: members hold a reservation there).
+    let deadline = Instant::now() + WAIT;
+    let (i, named) = loop {
+        let found = peers.iter_mut().enumerate().find_map(|(i, p)| {
+            p.proc.drain_for(Duration::from_millis(100));
+            json_lines(&p.proc)
+                .find(|v| v["type"] == "discovered" && v["source"] == "peer-exchange")
+                .and_then(|v| v["peer"].as_str().map(|id| (i, id.to_owned())))
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        if Instant::now() > deadline {
+            bail!("no peer was told of a member by peer exchange");
+        }
+    };
+    assert!(
+        ids.contains(&named),
+        "peer exchange named {named}, no member"
+    );
+    let peer = &mut peers[i];
+    peer.proc
+        .wait_json("a link to the member it was told of", |v| {
+            (v["type"] == "connected" && v["peer"] == named.as_str()).then_some(())
+        })?;
+    assert_ne!(named, relay_id);
+
+    // Pruned or not, everyone still hears everyone.
+    everyone_hears_everyone(&mut peers, "after peer exchange")
+}
+
+/// Every JSON line a process printed so far.
+fn json_lines(proc: &Proc) -> impl Iterator<Item = Value> + '_ {
+    proc.seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+}
+
 /// The members of `room` that `meshtalk dht providers` lists.
 fn providers(relay: &str, room: &str) -> Result<BTreeSet<String>> {
     let out = std::process::Command::new(bin("meshtalk")?)
@@ -203,9 +258,7 @@ fn providers(relay: &str, room: &str) -> Result<BTreeSet<String>> {
 
 /// Peers a `--json` chat peer reported connections to.
 fn connected_peers(proc: &Proc) -> Vec<String> {
-    proc.seen
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    json_lines(proc)
         .filter(|v| v["type"] == "connected")
         .filter_map(|v| v["peer"].as_str().map(str::to_owned))
         .collect()

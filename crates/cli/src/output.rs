@@ -64,6 +64,13 @@ pub fn status_line(event: &Event) -> Option<String> {
         Event::Disconnected {
             peer, remaining: 0, ..
         } => Some(format!("* disconnected from {}", short_id(peer))),
+        Event::Discovered { peer, source, .. } => {
+            Some(format!("* found {} via {source}", short_id(peer)))
+        }
+        Event::Pruned { peer } => Some(format!(
+            "* closing the link to {}: above --max-peers",
+            short_id(peer)
+        )),
         _ => None,
     }
 }
@@ -121,6 +128,20 @@ pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
         Event::Listening(addr) => json!({
             "type": "listening",
             "addr": addr.to_string(),
+        }),
+        Event::Discovered {
+            peer,
+            source,
+            addrs,
+        } => json!({
+            "type": "discovered",
+            "peer": peer.to_string(),
+            "source": source.name(),
+            "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+        Event::Pruned { peer } => json!({
+            "type": "pruned",
+            "peer": peer.to_string(),
         }),
         _ => return None,
     })

@@ -17,12 +17,24 @@ use crate::{
     discovery::{Source, Sources},
 };
 
+mod gossip;
+pub use gossip::{Gossip, GossipEvent};
+
 /// Identify's protocol version string for meshtalk peers.
 pub const PROTOCOL_VERSION: &str = "/meshtalk/1.0.0";
 /// Kademlia protocol id: meshtalk's own DHT, apart from the IPFS one.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/kad/1.0.0");
-/// Most peers a relay keeps in its mesh of one room (gossipsub's D_high).
+/// Most peers a relay keeps in its mesh of one room (gossipsub's D_high),
+/// unless configured otherwise.
 pub const RELAY_MESH_MAX: usize = 4096;
+/// Members named to a peer pruned from a mesh, when peer exchange is on.
+pub const PX_PEERS: usize = 16;
+/// Gossipsub application score a node gives the relays it identifies. With
+/// gossipsub's default weight (10) it lifts a relay to the threshold above
+/// which peer exchange is accepted: relays are the network's bootstrappers,
+/// which is whom the gossipsub spec means that threshold for. Invalid
+/// messages from a relay still bring its score down.
+pub const RELAY_APP_SCORE: f64 = 1.0;
 /// Identify agent name of relays (followed by `/<version>`).
 pub const RELAY_AGENT: &str = "meshtalk-relay";
 /// How long a room provider record lives in the DHT.
@@ -65,6 +77,9 @@ pub struct Limits {
     pub max_circuit_duration: Duration,
     /// Most bytes relayed through one circuit.
     pub max_circuit_bytes: u64,
+    /// Most peers a relay keeps in its mesh of one room; above it, it
+    /// prunes (naming other members when peer exchange is on).
+    pub room_mesh_max: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +94,7 @@ impl Default for Limits {
             max_circuits_per_peer: 16,
             max_circuit_duration: Duration::from_secs(30 * 60),
             max_circuit_bytes: 64 * 1024 * 1024,
+            room_mesh_max: RELAY_MESH_MAX,
         }
     }
 }
@@ -111,7 +127,7 @@ pub use composed::{Behaviour, BehaviourEvent};
 #[allow(missing_docs)]
 mod composed {
     use libp2p::{
-        autonat, connection_limits, dcutr, gossipsub, identify, kad, relay,
+        autonat, connection_limits, dcutr, identify, kad, relay,
         swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     };
 
@@ -128,7 +144,7 @@ mod composed {
         /// Relaying for others (relay role).
         pub relay_server: Toggle<relay::Behaviour>,
         /// The chat itself.
-        pub gossipsub: gossipsub::Behaviour,
+        pub gossipsub: super::Gossip,
         /// Exchanging listen addresses and protocols.
         pub identify: identify::Behaviour,
         /// Plain streams for meshtalk's own stream protocols (ping).
@@ -189,11 +205,8 @@ impl Behaviour {
             )
         });
 
-        let gossipsub = gossipsub(
-            keypair,
-            config.role,
-            config.sources.has(Source::PeerExchange),
-        )?;
+        let mesh_max = relay_role.then_some(l.room_mesh_max);
+        let gossipsub = gossipsub(keypair, mesh_max, config.sources.has(Source::PeerExchange))?;
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
@@ -234,7 +247,7 @@ impl Behaviour {
             limits,
             relay_client,
             relay_server: relay_server.into(),
-            gossipsub,
+            gossipsub: Gossip::new(gossipsub),
             identify,
             streams: libp2p_stream::Behaviour::new(),
             kad,
@@ -273,15 +286,18 @@ pub fn agent_version(role: Role) -> String {
 /// Gossipsub as meshtalk uses it: signed messages, strict validation, every
 /// message validated by the application before it is forwarded, and peer
 /// scoring that punishes invalid messages. With `peer_exchange`, a peer
-/// pruned from a full mesh is told of others to connect to.
+/// pruning another from a mesh names up to [`PX_PEERS`] other members, and
+/// a pruned peer takes the names from a peer it scores well.
 ///
-/// A relay is the hub its peers (browsers above all) hang on: it keeps
-/// every peer that grafts it in its mesh. With the default upper bound (12)
-/// it would prune the rest, and they would get messages only through lazy
-/// gossip, late or not at all.
+/// A relay (`relay_mesh_max` set) is the hub its peers (browsers above all)
+/// hang on: by default it keeps every peer that grafts it in its mesh. With
+/// gossipsub's usual upper bound (12) it would prune the rest, and they
+/// would get messages only through lazy gossip, late or not at all. An
+/// operator may cap it lower to spare the relay; the pruned peers then
+/// link to each other through the members peer exchange names.
 fn gossipsub(
     keypair: &Keypair,
-    role: Role,
+    relay_mesh_max: Option<usize>,
     peer_exchange: bool,
 ) -> Result<gossipsub::Behaviour, BehaviourError> {
     let err = |e: &dyn std::fmt::Display| BehaviourError::Gossipsub(e.to_string());
@@ -291,11 +307,19 @@ fn gossipsub(
         .validate_messages()
         .max_transmit_size(MAX_TRANSMIT_SIZE)
         .heartbeat_interval(Duration::from_millis(700));
-    if role == Role::Relay {
-        builder.mesh_n_high(RELAY_MESH_MAX);
+    if let Some(max) = relay_mesh_max {
+        // Gossipsub needs D_out <= D_lo <= D <= D_hi and 2 * D_out <= D;
+        // its defaults are 2, 5, 6 and 12.
+        let max = max.max(1);
+        let target = max.min(6);
+        builder
+            .mesh_n_high(max)
+            .mesh_n(target)
+            .mesh_n_low(target.min(5))
+            .mesh_outbound_min((target / 2).min(2));
     }
     if peer_exchange {
-        builder.do_px();
+        builder.do_px().prune_peers(PX_PEERS);
     }
     let config = builder.build().map_err(|e| err(&e))?;
     let mut behaviour =

@@ -319,9 +319,16 @@ impl Neighbours {
         known.sources.insert(source)
     }
 
-    /// A peer provides one of our rooms.
-    pub fn room_member(&mut self, peer: PeerId, addrs: &[Multiaddr], room: TopicHash) -> bool {
-        let first = self.discovered(peer, addrs, Source::Rooms);
+    /// A source (room providers, peer exchange) named a member of one of
+    /// our rooms. Returns true the first time this source names it.
+    pub fn room_member(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        room: TopicHash,
+        source: Source,
+    ) -> bool {
+        let first = self.discovered(peer, addrs, source);
         if let Some(known) = self.known.get_mut(&peer) {
             known.rooms.insert(room);
         }
@@ -645,7 +652,12 @@ mod tests {
         );
         let mut n = peer_node(vec![addr(1, boot)], 3, 8);
         n.discovered(other, &[addr(4, other)], Source::RandomWalk);
-        n.room_member(member, &[addr(3, member)], TopicHash::from_raw("r"));
+        n.room_member(
+            member,
+            &[addr(3, member)],
+            TopicHash::from_raw("r"),
+            Source::Rooms,
+        );
         n.discovered(relay, &[addr(2, relay)], Source::RandomWalk);
         n.is_relay(relay, &[]);
         let now = Instant::now();
@@ -722,13 +734,18 @@ mod tests {
         let room = TopicHash::from_raw("meshtalk/room/r");
         let members: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
         for (i, m) in members.iter().enumerate() {
-            n.room_member(*m, &[addr(10 + i as u16, *m)], room.clone());
+            n.room_member(*m, &[addr(10 + i as u16, *m)], room.clone(), Source::Rooms);
         }
         let plan = n.plan(Instant::now(), |_| 0);
         assert_eq!(plan.dial.len(), ROOM_LINKS);
         // After leaving the room its members are no reason to dial.
         let mut n = peer_node(vec![], 0, 4);
-        n.room_member(members[0], &[addr(10, members[0])], room.clone());
+        n.room_member(
+            members[0],
+            &[addr(10, members[0])],
+            room.clone(),
+            Source::PeerExchange,
+        );
         n.left_room(&room);
         assert!(n.plan(Instant::now(), |_| 0).dial.is_empty());
     }

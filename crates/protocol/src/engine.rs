@@ -29,8 +29,8 @@ use web_time::Instant;
 use crate::{
     arch,
     behaviour::{
-        Behaviour, BehaviourEvent, KAD_PROTOCOL, Role, is_relay_agent, relay_addrs,
-        room_score_params,
+        Behaviour, BehaviourEvent, GossipEvent, KAD_PROTOCOL, RELAY_APP_SCORE, Role,
+        is_relay_agent, relay_addrs, room_score_params,
     },
     discovery::{Discovery, Neighbours, Source},
     ping::{PingEvent, Pinger},
@@ -942,7 +942,10 @@ impl Engine {
 
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
-            BehaviourEvent::Gossipsub(event) => self.on_gossipsub(event),
+            BehaviourEvent::Gossipsub(GossipEvent::Pubsub(event)) => self.on_gossipsub(event),
+            BehaviourEvent::Gossipsub(GossipEvent::PeerExchange { from, peer }) => {
+                self.on_peer_exchange(from, peer);
+            }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 // Only identify-confirmed Kademlia peers enter the routing
                 // table, and only on nodes that use the DHT: Kademlia
@@ -960,6 +963,10 @@ impl Engine {
                 if is_relay_agent(&info.agent_version) {
                     let addrs = relay_addrs(peer_id, &info.listen_addrs);
                     self.neighbours.is_relay(peer_id, &addrs);
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer_id, RELAY_APP_SCORE);
                     self.reserve();
                 }
                 self.emit(Event::Identified {

@@ -41,6 +41,29 @@ impl Engine {
         self.role == Role::Peer && arch::NATIVE && self.discovery.sources.has(Source::Rooms)
     }
 
+    /// Whether this node holds a relay reservation, so that members who
+    /// learn of it (from the DHT or by peer exchange) can link to it.
+    fn reachable_through_relay(&self) -> bool {
+        self.role == Role::Peer
+            && arch::NATIVE
+            && (self.discovery.sources.has(Source::Rooms)
+                || self.discovery.sources.has(Source::PeerExchange))
+    }
+
+    /// The relayed address prefix through a relay we are directly
+    /// connected to: `<relay address>/p2p/<relay>/p2p-circuit`.
+    fn circuit_via(&self, relay: PeerId) -> Option<Multiaddr> {
+        self.connections.values().find_map(|(peer, addr)| {
+            (*peer == relay && !addr.iter().any(|p| p == Protocol::P2pCircuit)).then(|| {
+                addr.iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect::<Multiaddr>()
+                    .with(Protocol::P2p(relay))
+                    .with(Protocol::P2pCircuit)
+            })
+        })
+    }
+
     /// Announces us in the DHT as a member of `room` (again: the record
     /// carries our current addresses) and looks its members up soon.
     pub(super) fn provide(&mut self, room: &Room) {
@@ -205,23 +228,21 @@ impl Engine {
     /// members of its rooms can reach it through a relayed address (which
     /// its provider records carry).
     pub(super) fn reserve(&mut self) {
-        if !self.room_subnets() || self.reservation.is_some() || Instant::now() < self.next_reserve
+        if !self.reachable_through_relay()
+            || self.reservation.is_some()
+            || Instant::now() < self.next_reserve
         {
             return;
         }
-        let relay = self.connections.values().find_map(|(peer, addr)| {
-            (self.neighbours.relay(peer) && !addr.iter().any(|p| p == Protocol::P2pCircuit))
-                .then(|| (*peer, addr.clone()))
+        let circuit = self.connections.values().find_map(|(peer, _)| {
+            self.neighbours
+                .relay(peer)
+                .then(|| self.circuit_via(*peer).map(|c| (*peer, c)))
+                .flatten()
         });
-        let Some((relay, addr)) = relay else {
+        let Some((relay, circuit)) = circuit else {
             return;
         };
-        let circuit = addr
-            .iter()
-            .filter(|p| !matches!(p, Protocol::P2p(_)))
-            .collect::<Multiaddr>()
-            .with(Protocol::P2p(relay))
-            .with(Protocol::P2pCircuit);
         match self.swarm.listen_on(circuit.clone()) {
             Ok(id) => {
                 tracing::debug!(%circuit, "reserving a relayed address");
@@ -261,7 +282,9 @@ impl Engine {
                     }
                     let topic = query.room.topic().hash();
                     if self.rooms.contains_key(&topic)
-                        && self.neighbours.room_member(peer, &addrs, topic)
+                        && self
+                            .neighbours
+                            .room_member(peer, &addrs, topic, Source::Rooms)
                     {
                         self.emit(Event::Discovered {
                             peer,
@@ -279,6 +302,46 @@ impl Engine {
             self.emit(Event::Providers {
                 room: query.room,
                 providers: query.found,
+            });
+        }
+    }
+
+    /// `from` pruned us from a room's mesh and named `peer`, another member
+    /// of the topic. Peer exchange carries no addresses: we reach `peer`
+    /// through `from` when `from` is a relay (members reserve a slot on
+    /// their relays), or at whatever addresses Kademlia knows. It counts as
+    /// a member of every room we share with `from`.
+    pub(super) fn on_peer_exchange(&mut self, from: PeerId, peer: PeerId) {
+        if !self.discovery.sources.has(Source::PeerExchange) || peer == self.local_peer_id() {
+            return;
+        }
+        let mut addrs = self.kad_addresses(peer);
+        if self.neighbours.relay(&from)
+            && let Some(circuit) = self.circuit_via(from)
+        {
+            addrs.push(circuit.with(Protocol::P2p(peer)));
+        }
+        let shared: Vec<_> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(p, _)| **p == from)
+            .flat_map(|(_, topics)| topics.into_iter().cloned())
+            .filter(|topic| self.rooms.contains_key(topic))
+            .collect();
+        let mut first = false;
+        for topic in shared {
+            first |= self
+                .neighbours
+                .room_member(peer, &addrs, topic, Source::PeerExchange);
+        }
+        if first {
+            tracing::debug!(%peer, %from, "named by peer exchange");
+            self.emit(Event::Discovered {
+                peer,
+                source: Source::PeerExchange,
+                addrs,
             });
         }
     }

@@ -1,0 +1,175 @@
+//! Gossipsub, with what peer exchange finds handed to the engine.
+//!
+//! When a peer prunes us from a room's mesh it may name other members of
+//! the room (gossipsub v1.1 peer exchange, "PX"). rust-libp2p's gossipsub
+//! then dials them by peer id alone, which fails unless some behaviour
+//! already holds an address for them, and tells nobody. [`Gossip`] wraps
+//! gossipsub and turns those dials into [`GossipEvent::PeerExchange`]: the
+//! engine's neighbour manager decides whether to link to them (under the
+//! watermarks, with backoff, through the relay that named them), and
+//! `meshtalk dht discover` reports them like any other source.
+//!
+//! Everything else is gossipsub's own: [`Gossip`] dereferences to it.
+
+use std::{
+    ops::{Deref, DerefMut},
+    task::{Context, Poll},
+};
+
+use libp2p::{
+    Multiaddr, PeerId,
+    core::{Endpoint, transport::PortUse},
+    gossipsub,
+    swarm::{
+        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+        THandlerOutEvent, ToSwarm,
+    },
+};
+
+/// Gossipsub whose peer-exchange dials become events.
+pub struct Gossip {
+    inner: gossipsub::Behaviour,
+    /// The peer whose RPC gossipsub handled last. Gossipsub asks for a dial
+    /// only while handling a PRUNE with peer exchange, and the swarm drains
+    /// a behaviour's events before it hands over the next RPC, so the
+    /// dials that follow name peers this one told us about.
+    last_sender: Option<PeerId>,
+}
+
+/// What [`Gossip`] reports.
+#[derive(Debug)]
+pub enum GossipEvent {
+    /// Gossipsub's own event.
+    Pubsub(gossipsub::Event),
+    /// `from` pruned us from a mesh and named `peer`, another member of
+    /// the topic, to link to instead.
+    PeerExchange {
+        /// The peer that sent the PRUNE.
+        from: PeerId,
+        /// The member it named.
+        peer: PeerId,
+    },
+}
+
+impl Gossip {
+    /// Wraps a gossipsub behaviour.
+    pub fn new(inner: gossipsub::Behaviour) -> Self {
+        Self {
+            inner,
+            last_sender: None,
+        }
+    }
+}
+
+impl Deref for Gossip {
+    type Target = gossipsub::Behaviour;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl DerefMut for Gossip {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl NetworkBehaviour for Gossip {
+    type ConnectionHandler = THandler<gossipsub::Behaviour>;
+    type ToSwarm = GossipEvent;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.last_sender = Some(peer);
+        self.inner
+            .on_connection_handler_event(peer, connection_id, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<GossipEvent, THandlerInEvent<Self>>> {
+        loop {
+            return match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::Dial { opts }) => {
+                    match (opts.get_peer_id(), self.last_sender) {
+                        (Some(peer), Some(from)) if peer != from => {
+                            Poll::Ready(ToSwarm::GenerateEvent(GossipEvent::PeerExchange {
+                                from,
+                                peer,
+                            }))
+                        }
+                        // Nobody to credit (explicit peers, which meshtalk
+                        // does not use): drop the dial.
+                        _ => continue,
+                    }
+                }
+                Poll::Ready(event) => Poll::Ready(event.map_out(GossipEvent::Pubsub)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
