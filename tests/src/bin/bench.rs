@@ -31,8 +31,13 @@ use serde_json::json;
 #[derive(Parser)]
 struct Args {
     /// Seconds of the 1,000 messages/s latency run.
-    #[arg(long, default_value = "5")]
+    #[arg(long, default_value = "10")]
     latency_secs: u64,
+    /// Seconds at 1,000 messages/s before the latency run, not measured:
+    /// the start-up exchanges (identify, Kademlia, AutoNAT, the gossipsub
+    /// mesh forming) are over by then.
+    #[arg(long, default_value = "2")]
+    warmup_secs: u64,
     /// Seconds each rate step must hold with zero loss.
     #[arg(long, default_value = "10")]
     step_secs: u64,
@@ -80,6 +85,13 @@ async fn run(args: Args) -> Result<()> {
             |e| matches!(e, Event::PeerJoined { peer, .. } if *peer == sender_id),
         )
         .await?;
+        if args.warmup_secs > 0 {
+            eprintln!(
+                "bench: {transport}: warming up at 1000 msg/s for {} s",
+                args.warmup_secs
+            );
+            load(&sender, &mut receiver, &room, 1000, args.warmup_secs).await?;
+        }
         eprintln!(
             "bench: {transport}: latency at 1000 msg/s for {} s",
             args.latency_secs
