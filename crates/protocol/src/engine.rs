@@ -34,7 +34,7 @@ use crate::{
     },
     discovery::{Discovery, Neighbours, Source},
     ping::{PingEvent, Pinger},
-    rooms::Room,
+    rooms::{Members, Room},
     transport::Transport,
     validate::{self, Rejection},
     wire::{self, ChatMessage, MessageId, Payload},
@@ -52,6 +52,11 @@ const LINGER: Duration = Duration::from_millis(700);
 const NICK_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
 /// Most topics a relay follows on its peers' behalf.
 const MAX_FOLLOWED_TOPICS: usize = 4096;
+/// Most members tracked per room: beyond it the one heard from least
+/// recently is forgotten (a flood of fresh identities cannot grow memory).
+const MAX_MEMBERS: usize = 4096;
+/// Most nicknames kept; beyond it those of peers in none of our rooms go.
+const MAX_NICKS: usize = 2 * MAX_MEMBERS;
 /// Ticks between two rounds of neighbour management (one second).
 const NEIGHBOUR_TICKS: u32 = 5;
 /// Wait before asking a relay for a reservation again after one failed.
@@ -419,7 +424,7 @@ pub struct Engine {
     outbox: VecDeque<Outgoing>,
     nick: Option<String>,
     nicks: HashMap<PeerId, String>,
-    members: HashMap<TopicHash, HashSet<PeerId>>,
+    members: Members,
     last_announce: HashMap<TopicHash, Instant>,
     announce_due: HashMap<TopicHash, Instant>,
     connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
@@ -486,7 +491,7 @@ impl Engine {
             raw_topics: HashSet::new(),
             outbox: VecDeque::new(),
             nicks: HashMap::new(),
-            members: HashMap::new(),
+            members: Members::new(MAX_MEMBERS),
             last_announce: HashMap::new(),
             announce_due: HashMap::new(),
             connections: HashMap::new(),
@@ -617,7 +622,7 @@ impl Engine {
                 let topic = room.topic();
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
                 self.rooms.remove(&topic.hash());
-                self.members.remove(&topic.hash());
+                self.members.forget_room(&topic.hash());
                 self.swarm
                     .behaviour_mut()
                     .kad
@@ -890,8 +895,7 @@ impl Engine {
                         self.reservation = None;
                     }
                     self.pinger.stop(&peer_id);
-                    let topics: Vec<TopicHash> = self.members.keys().cloned().collect();
-                    for topic in topics {
+                    for topic in self.members.rooms() {
                         self.member_left(&topic, peer_id);
                     }
                 }
@@ -1190,22 +1194,43 @@ impl Engine {
     }
 
     fn member_left(&mut self, topic: &TopicHash, peer: PeerId) {
-        let removed = self
-            .members
-            .get_mut(topic)
-            .is_some_and(|members| members.remove(&peer));
+        let removed = self.members.left(topic, &peer);
         if let (true, Some(room)) = (removed, self.rooms.get(topic).cloned()) {
             self.emit(Event::PeerLeft { room, peer });
         }
     }
 
     fn deliver(&mut self, room: Room, from: PeerId, payload: Payload) {
+        if self.role == Role::Relay {
+            // A relay passes rooms on and counts their messages; it keeps
+            // no member lists or nicknames (it follows thousands of rooms).
+            if let Payload::Message(message) = payload {
+                self.emit(Event::Message {
+                    room,
+                    from,
+                    nick: None,
+                    message,
+                });
+            }
+            return;
+        }
         let topic = room.topic().hash();
-        if self.members.entry(topic.clone()).or_default().insert(from) {
+        let heard = self.members.heard(&topic, from, Instant::now());
+        if heard.new {
             self.emit(Event::PeerJoined {
                 room: room.clone(),
                 peer: from,
             });
+            if let Some(peer) = heard.forgotten {
+                tracing::debug!(%room, %peer, "too many members: forgetting the quietest");
+                self.emit(Event::PeerLeft {
+                    room: room.clone(),
+                    peer,
+                });
+                if !self.members.anywhere(&peer) {
+                    self.nicks.remove(&peer);
+                }
+            }
             // The newcomer learns who we are.
             self.schedule_announce(topic);
         }
@@ -1225,6 +1250,10 @@ impl Engine {
                 } else {
                     self.nicks.insert(from, nick.clone())
                 };
+                if self.nicks.len() > MAX_NICKS {
+                    let members = &self.members;
+                    self.nicks.retain(|peer, _| members.anywhere(peer));
+                }
                 if previous.unwrap_or_default() != nick {
                     self.emit(Event::Nick { room, from, nick });
                 }

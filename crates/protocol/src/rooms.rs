@@ -1,8 +1,12 @@
 //! Rooms: a room `R` is the gossipsub topic `meshtalk/room/R`.
 
-use std::{fmt, str::FromStr};
+use std::{collections::HashMap, fmt, str::FromStr};
 
-use libp2p::gossipsub::{IdentTopic, TopicHash};
+use libp2p::{
+    PeerId,
+    gossipsub::{IdentTopic, TopicHash},
+};
+use web_time::Instant;
 
 /// Prefix of every room topic.
 pub const TOPIC_PREFIX: &str = "meshtalk/room/";
@@ -85,9 +89,110 @@ impl FromStr for Room {
     }
 }
 
+/// The members of each room we have heard from, at most `cap` per room:
+/// beyond it the one heard from least recently is forgotten, so a flood of
+/// fresh identities cannot grow memory without bound.
+#[derive(Debug)]
+pub struct Members {
+    rooms: HashMap<TopicHash, HashMap<PeerId, Instant>>,
+    cap: usize,
+}
+
+/// What hearing from a peer changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Heard {
+    /// The peer was not a member yet.
+    pub new: bool,
+    /// The member forgotten to make room for it.
+    pub forgotten: Option<PeerId>,
+}
+
+impl Members {
+    /// No members yet; at most `cap` per room.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            rooms: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// We heard from `peer` in `room` at `now`.
+    pub fn heard(&mut self, room: &TopicHash, peer: PeerId, now: Instant) -> Heard {
+        let members = self.rooms.entry(room.clone()).or_default();
+        if members.insert(peer, now).is_some() {
+            return Heard::default();
+        }
+        let forgotten = if members.len() > self.cap {
+            let quietest = members
+                .iter()
+                .filter(|(p, _)| **p != peer)
+                .min_by_key(|(_, heard)| **heard)
+                .map(|(p, _)| *p);
+            if let Some(p) = quietest {
+                members.remove(&p);
+            }
+            quietest
+        } else {
+            None
+        };
+        Heard {
+            new: true,
+            forgotten,
+        }
+    }
+
+    /// `peer` left `room`; true if it was a member.
+    pub fn left(&mut self, room: &TopicHash, peer: &PeerId) -> bool {
+        self.rooms
+            .get_mut(room)
+            .is_some_and(|members| members.remove(peer).is_some())
+    }
+
+    /// We left `room`: forget its members.
+    pub fn forget_room(&mut self, room: &TopicHash) {
+        self.rooms.remove(room);
+    }
+
+    /// The rooms we know members of.
+    pub fn rooms(&self) -> Vec<TopicHash> {
+        self.rooms.keys().cloned().collect()
+    }
+
+    /// Whether `peer` is a member of any room.
+    pub fn anywhere(&self, peer: &PeerId) -> bool {
+        self.rooms.values().any(|m| m.contains_key(peer))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn beyond_the_cap_the_quietest_member_is_forgotten() {
+        let room = Room::lobby().topic().hash();
+        let mut members = Members::new(2);
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let later = |s| t0 + Duration::from_secs(s);
+        assert!(members.heard(&room, a, t0).new);
+        assert!(members.heard(&room, b, later(1)).new);
+        // a speaks again: b is now the quietest.
+        assert_eq!(members.heard(&room, a, later(2)), Heard::default());
+        let heard = members.heard(&room, c, later(3));
+        assert_eq!(
+            heard,
+            Heard {
+                new: true,
+                forgotten: Some(b)
+            }
+        );
+        assert!(members.anywhere(&a) && members.anywhere(&c) && !members.anywhere(&b));
+        assert!(members.left(&room, &a));
+        assert!(!members.left(&room, &a));
+    }
 
     #[test]
     fn names_follow_the_rule() {
