@@ -227,7 +227,42 @@ fn a_relay_with_a_small_mesh_names_members_and_they_link_up() -> Result<()> {
     assert_ne!(named, relay_id);
 
     // Pruned or not, everyone still hears everyone.
-    everyone_hears_everyone(&mut peers, "after peer exchange")
+    everyone_hears_everyone(&mut peers, "after peer exchange")?;
+
+    // `dht discover` in the room is pruned at once and reports the names.
+    let mut discover = Proc::spawn(
+        "discover",
+        &bin("meshtalk")?,
+        &[
+            "dht".into(),
+            "--connect".into(),
+            addr.to_string(),
+            "discover".into(),
+            "--room".into(),
+            "lobby".into(),
+            "--duration".into(),
+            "5".into(),
+        ],
+    )?;
+    let named = discover.wait_for("a member found by peer exchange", |l| {
+        let rest = l.strip_prefix("found ")?;
+        let (peer, how) = rest.split_once(' ')?;
+        how.starts_with("via peer-exchange")
+            .then(|| peer.to_owned())
+    })?;
+    assert!(
+        ids.contains(&named),
+        "dht discover named {named}, no member"
+    );
+    discover.wait_for("the summary", |l| {
+        let n: usize = l
+            .strip_prefix("peer-exchange: ")?
+            .strip_suffix(" peer(s)")?
+            .parse()
+            .ok()?;
+        (n >= 1).then_some(())
+    })?;
+    Ok(())
 }
 
 /// Every JSON line a process printed so far.

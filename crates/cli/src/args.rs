@@ -235,6 +235,11 @@ pub enum DhtAction {
         /// Seconds to run.
         #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
         duration: Duration,
+        /// Join this room meanwhile (as a silent member), so that its
+        /// members are looked up in the DHT (rooms) and a peer pruning us
+        /// from the room's mesh can name others (peer-exchange).
+        #[arg(long, value_name = "ROOM")]
+        room: Option<Room>,
     },
 }
 

@@ -18,7 +18,19 @@ pub async fn run(args: DhtArgs) -> Result<()> {
     if args.net.connect.is_empty() {
         bail!("meshtalk dht needs --connect with a relay or another DHT peer");
     }
-    let mut node = args.net.start(EngineConfig::default()).await?;
+    let rooms = match &args.action {
+        DhtAction::Discover {
+            room: Some(room), ..
+        } => vec![room.clone()],
+        _ => Vec::new(),
+    };
+    let mut node = args
+        .net
+        .start(EngineConfig {
+            rooms,
+            ..EngineConfig::default()
+        })
+        .await?;
     // Events that arrive before the action starts, for `discover`.
     let mut early = node.connect(&args.net.connect, args.net.timeout).await?;
 
@@ -97,7 +109,7 @@ pub async fn run(args: DhtArgs) -> Result<()> {
                 }
             }
         }
-        DhtAction::Discover { duration } => {
+        DhtAction::Discover { duration, .. } => {
             let sources = args.net.discovery()?.sources;
             let mut found: BTreeMap<Source, usize> = BTreeMap::new();
             let run = async {

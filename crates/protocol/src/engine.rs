@@ -867,6 +867,12 @@ impl Engine {
                 {
                     self.discovered(peer_id, &[boot], Source::Bootstrap);
                 }
+                if self.neighbours.relay(&peer_id) {
+                    // Before any of its gossipsub messages is handled: a
+                    // PRUNE may come at once, and its names count only from
+                    // a peer scored high enough.
+                    self.trust_relay(peer_id);
+                }
                 self.connections
                     .insert(connection_id, (peer_id, addr.clone()));
                 self.pinger.start(peer_id);
@@ -967,10 +973,7 @@ impl Engine {
                 if is_relay_agent(&info.agent_version) {
                     let addrs = relay_addrs(peer_id, &info.listen_addrs);
                     self.neighbours.is_relay(peer_id, &addrs);
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .set_application_score(&peer_id, RELAY_APP_SCORE);
+                    self.trust_relay(peer_id);
                     self.reserve();
                 }
                 self.emit(Event::Identified {
@@ -993,6 +996,16 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// Relays (and the bootstrap peers we were given) are the network's
+    /// bootstrappers: their gossipsub score clears the peer-exchange
+    /// threshold ([`RELAY_APP_SCORE`]).
+    fn trust_relay(&mut self, peer: PeerId) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, RELAY_APP_SCORE);
     }
 
     fn on_ping(&mut self, peer: PeerId, rtt: Duration) {
