@@ -101,7 +101,8 @@ pub struct Args {
     /// Most peers kept in the relay's mesh of one room; above it the relay
     /// prunes some and names other members to them (gossipsub peer
     /// exchange), so they link to each other. Lower it to spare a busy
-    /// relay. [default: 4096]
+    /// relay of native peers; pages cannot link to each other, and pruned
+    /// ones get messages only by gossip, late and not always. [default: 4096]
     #[arg(long, value_name = "N", env = "MESHTALK_ROOM_MESH_MAX",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub room_mesh_max: Option<u16>,
