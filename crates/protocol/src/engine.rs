@@ -1087,7 +1087,7 @@ impl Engine {
                         // Peers never list themselves among the closest to
                         // their own id; our routing table may know them.
                         if addrs.is_empty() {
-                            addrs = self.routing_addrs(&target);
+                            addrs = self.kad_addresses(target);
                         }
                         self.emit(Event::PeerLookup {
                             peer: target,
@@ -1099,18 +1099,6 @@ impl Engine {
             },
             _ => {}
         }
-    }
-
-    /// A peer's addresses in our Kademlia routing table.
-    fn routing_addrs(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
-        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
-            for entry in bucket.iter() {
-                if entry.node.key.preimage() == peer {
-                    return entry.node.value.iter().cloned().collect();
-                }
-            }
-        }
-        Vec::new()
     }
 
     fn on_gossipsub(&mut self, event: gossipsub::Event) {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use libp2p::{
     Multiaddr, PeerId,
     core::Endpoint,
+    gossipsub::TopicHash,
     kad,
     multiaddr::Protocol,
     swarm::{
@@ -53,15 +54,10 @@ impl Engine {
     /// The relayed address prefix through a relay we are directly
     /// connected to: `<relay address>/p2p/<relay>/p2p-circuit`.
     fn circuit_via(&self, relay: PeerId) -> Option<Multiaddr> {
-        self.connections.values().find_map(|(peer, addr)| {
-            (*peer == relay && !addr.iter().any(|p| p == Protocol::P2pCircuit)).then(|| {
-                addr.iter()
-                    .filter(|p| !matches!(p, Protocol::P2p(_)))
-                    .collect::<Multiaddr>()
-                    .with(Protocol::P2p(relay))
-                    .with(Protocol::P2pCircuit)
-            })
-        })
+        self.connections
+            .values()
+            .filter(|(peer, _)| *peer == relay)
+            .find_map(|(_, addr)| circuit_prefix(relay, addr))
     }
 
     /// Announces us in the DHT as a member of `room` (again: the record
@@ -234,12 +230,11 @@ impl Engine {
         {
             return;
         }
-        let circuit = self.connections.values().find_map(|(peer, _)| {
-            self.neighbours
-                .relay(peer)
-                .then(|| self.circuit_via(*peer).map(|c| (*peer, c)))
-                .flatten()
-        });
+        let circuit = self
+            .connections
+            .values()
+            .filter(|(peer, _)| self.neighbours.relay(peer))
+            .find_map(|(peer, addr)| Some((*peer, circuit_prefix(*peer, addr)?)));
         let Some((relay, circuit)) = circuit else {
             return;
         };
@@ -281,17 +276,7 @@ impl Engine {
                         query.found.push((peer, addrs.clone()));
                     }
                     let topic = query.room.topic().hash();
-                    if self.rooms.contains_key(&topic)
-                        && self
-                            .neighbours
-                            .room_member(peer, &addrs, topic, Source::Rooms)
-                    {
-                        self.emit(Event::Discovered {
-                            peer,
-                            source: Source::Rooms,
-                            addrs,
-                        });
-                    }
+                    self.member_found(peer, addrs, [topic], Source::Rooms);
                 }
             }
         }
@@ -328,19 +313,31 @@ impl Engine {
             .all_peers()
             .filter(|(p, _)| **p == from)
             .flat_map(|(_, topics)| topics.into_iter().cloned())
-            .filter(|topic| self.rooms.contains_key(topic))
             .collect();
+        tracing::debug!(%peer, %from, "named by peer exchange");
+        self.member_found(peer, addrs, shared, Source::PeerExchange);
+    }
+
+    /// A source named `peer` as a member of `topics`: those that are our
+    /// rooms count, and the find is reported the first time this source
+    /// names it.
+    fn member_found(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        topics: impl IntoIterator<Item = TopicHash>,
+        source: Source,
+    ) {
         let mut first = false;
-        for topic in shared {
-            first |= self
-                .neighbours
-                .room_member(peer, &addrs, topic, Source::PeerExchange);
+        for topic in topics {
+            if self.rooms.contains_key(&topic) {
+                first |= self.neighbours.room_member(peer, &addrs, topic, source);
+            }
         }
         if first {
-            tracing::debug!(%peer, %from, "named by peer exchange");
             self.emit(Event::Discovered {
                 peer,
-                source: Source::PeerExchange,
+                source,
                 addrs,
             });
         }
@@ -348,7 +345,7 @@ impl Engine {
 
     /// Addresses Kademlia knows for a peer (routing table and running
     /// queries).
-    fn kad_addresses(&mut self, peer: PeerId) -> Vec<Multiaddr> {
+    pub(super) fn kad_addresses(&mut self, peer: PeerId) -> Vec<Multiaddr> {
         self.swarm
             .behaviour_mut()
             .kad
@@ -360,4 +357,19 @@ impl Engine {
             )
             .unwrap_or_default()
     }
+}
+
+/// `<addr without /p2p/>/p2p/<relay>/p2p-circuit` for a direct connection to
+/// `relay` at `addr`; none when `addr` is itself relayed.
+fn circuit_prefix(relay: PeerId, addr: &Multiaddr) -> Option<Multiaddr> {
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return None;
+    }
+    Some(
+        addr.iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect::<Multiaddr>()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit),
+    )
 }
