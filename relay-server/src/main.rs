@@ -126,6 +126,9 @@ async fn run(args: Args) -> Result<()> {
     });
 
     let engine_task = tokio::spawn(engine.run());
+    // Watched from here on: a signal that comes as soon as the addresses
+    // are printed must still shut the relay down gracefully.
+    let shutdown = shutdown_signal();
     for addr in &settings.listen {
         handle.listen(addr.clone()).await?;
     }
@@ -188,7 +191,7 @@ async fn run(args: Args) -> Result<()> {
         listener,
         http::router(Arc::clone(&state), settings.web.clone()),
     )
-    .with_graceful_shutdown(shutdown_signal());
+    .with_graceful_shutdown(shutdown);
     server.await.context("HTTP server failed")?;
 
     tracing::info!("shutting down");
@@ -211,24 +214,40 @@ fn say(line: &str) {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // On Unix the handlers are installed now, not when the future is first
+    // polled: a signal right after start-up is not missed.
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGTERM");
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind: SignalKind, name: &'static str| {
+            let stream = signal(kind);
+            async move {
+                match stream {
+                    Ok(mut stream) => {
+                        stream.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch {name}");
+                        std::future::pending::<()>().await;
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {},
-            _ = terminate.recv() => {},
+            }
+        };
+        let interrupt = watch(SignalKind::interrupt(), "SIGINT");
+        let terminate = watch(SignalKind::terminate(), "SIGTERM");
+        async move {
+            tokio::select! {
+                _ = interrupt => {},
+                _ = terminate => {},
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    {
+        let interrupt = tokio::signal::ctrl_c();
+        async move {
+            let _ = interrupt.await;
+        }
+    }
 }
