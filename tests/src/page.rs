@@ -154,6 +154,20 @@ impl<'a> ChatPage<'a> {
             .map(drop)
     }
 
+    /// Waits until the peers table shows a direct (`webrtc`) link to
+    /// `peer` with a measured RTT, and the status line counts it.
+    pub fn wait_direct(&self, peer: &str, timeout: Duration) -> Result<()> {
+        let script = format!(
+            "const row = document.querySelector('[data-testid=peer][data-peer=\"{peer}\"]'); \
+             const s = document.querySelector('[data-testid=status]'); \
+             return !!row && row.dataset.transport === 'webrtc' && row.dataset.rttMs !== '' \
+               && Number(s.dataset.direct) >= 1 && s.textContent.includes('direct link');"
+        );
+        self.session
+            .wait_for(&format!("a direct link to {peer}"), timeout, &script)
+            .map(drop)
+    }
+
     /// The rows of the connected-peers table: (peer, transport, rtt ms).
     pub fn peers(&self) -> Result<Vec<(String, String, String)>> {
         let value = self.session.eval(

@@ -31,6 +31,9 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-sync",
     "--disable-quic",
     "--allow-loopback-in-peer-connection",
+    // Host candidates as addresses, not mDNS `.local` names that cannot be
+    // resolved here: pages link to each other over loopback.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--window-size=1200,900",
 ];
 

@@ -122,6 +122,7 @@ fn pages_and_cli_chat_over_websocket() -> Result<()> {
 
 /// The relay restarts: the pages say so, reconnect by themselves and chat
 /// again; a line typed while offline is sent once connected, not dropped.
+/// (Without direct links, which would carry the line at once.)
 #[test]
 fn pages_reconnect_after_a_relay_restart() -> Result<()> {
     let _scene = one_at_a_time();
@@ -129,7 +130,7 @@ fn pages_reconnect_after_a_relay_restart() -> Result<()> {
     let extra = ["--web-dir", web.as_str()];
     let mut relay = Relay::start_with(&temp_dir("browser-restart"), &extra)?;
     let driver = Driver::start()?;
-    let url = format!("{}/?room=restart", relay.http);
+    let url = format!("{}/?room=restart&direct=off", relay.http);
     let a = ChatPage::open(&driver, &url, None)?;
     let b = ChatPage::open(&driver, &url, None)?;
     a.wait_member(&b.peer_id)?;
@@ -154,6 +155,40 @@ fn pages_reconnect_after_a_relay_restart() -> Result<()> {
     b.wait_message("after the restart")?;
     b.send("B is back too")?;
     a.wait_message("B is back too")?;
+    Ok(())
+}
+
+/// Two pages, one reaching the relay over WebSocket and one over
+/// WebRTC-direct, find each other in their room and link directly over
+/// `/webrtc`; the relay is then killed, and they keep chatting both ways.
+#[test]
+fn pages_link_directly_and_outlive_their_relay() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let mut relay = Relay::start_with(
+        &temp_dir("browser-direct"),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = |transport: &str| format!("{}/?transport={transport}&room=direct", relay.http);
+    let a = ChatPage::open(&driver, &url("ws"), Some("ws"))?;
+    let b = ChatPage::open(&driver, &url("webrtc-direct"), Some("webrtc-direct"))?;
+    a.wait_direct(&b.peer_id, WAIT)?;
+    b.wait_direct(&a.peer_id, WAIT)?;
+    a.send("over the relay or directly")?;
+    b.wait_message("over the relay or directly")?;
+
+    relay.proc.kill();
+    a.wait_offline(WAIT)?;
+    b.wait_offline(WAIT)?;
+    a.send("A, with the relay gone")?;
+    let got = b.wait_message("A, with the relay gone")?;
+    ensure!(got.from == a.peer_id, "from {}", got.from);
+    b.send("B, with the relay gone")?;
+    let got = a.wait_message("B, with the relay gone")?;
+    ensure!(got.from == b.peer_id, "from {}", got.from);
+    // The direct link is still the one the table shows.
+    a.wait_direct(&b.peer_id, WAIT)?;
     Ok(())
 }
 

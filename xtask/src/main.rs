@@ -108,8 +108,8 @@ fn test() -> Result<()> {
     ])
     .run()?;
     let wasm = toolchain::wasm()?;
-    step("lints, wasm32 (meshtalk-protocol, meshtalk-browser)");
-    wasm.clippy(&["-p", "meshtalk-protocol"])?;
+    step("lints, wasm32 (meshtalk-protocol, meshtalk-webrtc, meshtalk-browser)");
+    wasm.clippy(&["-p", "meshtalk-protocol", "-p", "meshtalk-webrtc"])?;
     wasm.clippy(&["-p", "meshtalk-browser", "--all-targets"])?;
     web::test_tools()?;
     step("building the binaries");

@@ -63,6 +63,18 @@ impl Status {
     }
 }
 
+/// The transport name of a direct page-to-page link.
+pub const DIRECT: &str = "webrtc";
+
+/// What the status line adds about direct links: nothing without any.
+pub fn direct_text(links: usize) -> String {
+    match links {
+        0 => String::new(),
+        1 => " · 1 direct link".into(),
+        n => format!(" · {n} direct links"),
+    }
+}
+
 /// One line of the message list.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line {
@@ -145,6 +157,12 @@ impl Model {
             nicks: RwSignal::new(BTreeMap::new()),
             next_key: StoredValue::new(0),
         }
+    }
+
+    /// How many peers the page is linked to directly (`/webrtc`).
+    pub fn direct_links(&self) -> usize {
+        self.peers
+            .with(|peers| peers.values().filter(|r| r.transport == DIRECT).count())
     }
 
     /// Appends a line, dropping the oldest beyond [`MAX_LINES`].

@@ -4,7 +4,10 @@
 //! engine events into [`Model`] updates. The components talk to it only
 //! through [`Action`]s.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Duration,
+};
 
 use futures::{
     FutureExt, StreamExt,
@@ -15,7 +18,7 @@ use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
     behaviour::{BehaviourConfig, Role},
-    discovery::{Discovery, Sources},
+    discovery::{Discovery, Source, Sources},
     engine::{Engine, EngineConfig, EngineHandle, Event},
     libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol},
     rooms::Room,
@@ -119,6 +122,8 @@ struct Net {
     /// The other relays the origin's relay listed, remembered: when it
     /// dies, so does its `/api/addrs`, and these are where the page goes.
     other_relays: Vec<Vec<Multiaddr>>,
+    /// Open connections by peer: the peers table shows the best one.
+    links: HashMap<PeerId, Vec<(Transport, Multiaddr)>>,
 }
 
 async fn run(
@@ -127,9 +132,18 @@ async fn run(
     mut actions: UnboundedReceiver<Action>,
 ) -> Result<(), String> {
     let keypair = Keypair::generate_ed25519();
+    // Room members found through the rooms' peer records are the only
+    // discovery source: the neighbour manager links the page directly
+    // (`/webrtc`) to a few of them, unless `?direct=off`. The relay link is
+    // kept by `Link` below.
+    let sources = if params.no_direct {
+        Sources::only([])
+    } else {
+        Sources::only([Source::Rooms])
+    };
     let behaviour = BehaviourConfig {
         role: Role::Peer,
-        sources: Sources::only([]),
+        sources: sources.clone(),
         ..BehaviourConfig::default()
     };
     let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)
@@ -140,10 +154,10 @@ async fn run(
         rooms: vec![params.room.clone()],
         nick: (!nick.is_empty()).then_some(nick),
         ping_interval: Some(PING_INTERVAL),
-        // The page keeps its one link to a relay itself (`Link` below): no
-        // discovery dials of the engine's own.
+        // The page keeps its one link to a relay itself (`Link` below); the
+        // engine dials only the direct links to room members.
         discovery: Discovery {
-            sources: Sources::only([]),
+            sources,
             ..Discovery::default()
         },
         ..EngineConfig::default()
@@ -160,6 +174,7 @@ async fn run(
         link: Link::Idle,
         failures: 0,
         other_relays: Vec::new(),
+        links: HashMap::new(),
     };
     for problem in std::mem::take(&mut net.params.problems) {
         net.notice(problem);
@@ -376,17 +391,12 @@ impl Net {
                 transport,
                 outbound,
             } => {
-                self.model.peers.update(|peers| {
-                    let row = peers.entry(peer.to_string()).or_insert_with(|| PeerRow {
-                        peer: peer.to_string(),
-                        transport: String::new(),
-                        addr: String::new(),
-                        rtt_ms: None,
-                    });
-                    row.transport = transport.to_string();
-                    row.addr = addr.to_string();
-                });
-                if outbound && !matches!(self.link, Link::Up { .. }) {
+                self.links.entry(peer).or_default().push((transport, addr));
+                self.show_links(peer);
+                // A direct link (or its relayed signaling connection) is
+                // never the relay link.
+                let to_relay = !matches!(transport, Transport::WebRtc | Transport::Circuit);
+                if outbound && to_relay && !matches!(self.link, Link::Up { .. }) {
                     tracing::info!(%peer, %transport, "connected to the relay; joining the room");
                     self.failures = 0;
                     self.link = Link::Up {
@@ -397,13 +407,19 @@ impl Net {
                 }
             }
             Event::Disconnected {
-                peer, remaining, ..
+                peer,
+                transport,
+                remaining,
             } => {
-                if remaining == 0 {
-                    self.model.peers.update(|peers| {
-                        peers.remove(&peer.to_string());
-                    });
+                if let Some(links) = self.links.get_mut(&peer)
+                    && let Some(i) = links.iter().position(|(t, _)| *t == transport)
+                {
+                    links.remove(i);
                 }
+                if remaining == 0 {
+                    self.links.remove(&peer);
+                }
+                self.show_links(peer);
                 if remaining == 0 && matches!(self.link, Link::Up { relay, .. } if relay == peer) {
                     self.failures = 0;
                     self.down("the relay went away".into());
@@ -489,6 +505,38 @@ impl Net {
             }
             _ => {}
         }
+    }
+
+    /// Updates `peer`'s row of the peers table from its open connections:
+    /// a direct link shows before a relayed one, so the row says
+    /// `webrtc` as long as the pages are linked directly.
+    fn show_links(&self, peer: PeerId) {
+        let best = self.links.get(&peer).and_then(|links| {
+            links
+                .iter()
+                .max_by_key(|(t, _)| match t {
+                    Transport::WebRtc => 2,
+                    Transport::Circuit => 0,
+                    _ => 1,
+                })
+                .cloned()
+        });
+        let id = peer.to_string();
+        self.model.peers.update(|peers| match best {
+            Some((transport, addr)) => {
+                let row = peers.entry(id.clone()).or_insert_with(|| PeerRow {
+                    peer: id,
+                    transport: String::new(),
+                    addr: String::new(),
+                    rtt_ms: None,
+                });
+                row.transport = transport.to_string();
+                row.addr = addr.to_string();
+            }
+            None => {
+                peers.remove(&id);
+            }
+        });
     }
 
     fn notice(&self, text: String) {

@@ -1,6 +1,6 @@
 //! What the page was asked to do: the query parameters `?relay=`,
-//! `?transport=`, `?room=` and `?log=`, and which relay addresses to try in
-//! which order.
+//! `?transport=`, `?room=`, `?direct=` and `?log=`, and which relay
+//! addresses to try in which order.
 
 use std::{fmt, str::FromStr};
 
@@ -67,6 +67,10 @@ pub struct Params {
     pub room: Room,
     /// `?log=`: the console log level.
     pub log: Option<tracing::Level>,
+    /// `?direct=off`: no direct (`/webrtc`) links to other pages, which
+    /// would learn this browser's IP addresses; everything goes through
+    /// the relay. `?direct=on` is the default.
+    pub no_direct: bool,
     /// Parameters that could not be read, one line each; the page shows
     /// them and uses the default instead.
     pub problems: Vec<String>,
@@ -97,6 +101,13 @@ impl Params {
                 "room" => match Room::new(&value) {
                     Ok(room) => params.room = room,
                     Err(e) => params.problems.push(format!("?room: {e}")),
+                },
+                "direct" => match value.as_str() {
+                    "on" | "" => params.no_direct = false,
+                    "off" => params.no_direct = true,
+                    other => params
+                        .problems
+                        .push(format!("?direct={other}: use on or off")),
                 },
                 "log" => match value.parse() {
                     Ok(level) => params.log = Some(level),

@@ -5,7 +5,7 @@
 use leptos::{ev, html, prelude::*};
 
 use crate::{
-    model::{Line, LineKind, Model, PeerRow, short_id},
+    model::{Line, LineKind, Model, PeerRow, direct_text, short_id},
     net::{Action, Actions},
 };
 
@@ -51,9 +51,11 @@ fn StatusLine(model: Model) -> impl IntoView {
             class="status"
             data-testid="status"
             data-state=move || model.status.with(|s| s.state())
+            data-direct=move || model.direct_links()
             role="status"
         >
             {move || model.status.with(|s| s.text())}
+            {move || direct_text(model.direct_links())}
         </span>
     }
 }

@@ -2,7 +2,8 @@
 //! `wasm-pack test --headless --chrome crates/browser` (`cargo xtask test`
 //! does it): the shared codec and validation compiled to wasm, the page's
 //! parameter parsing, and real connections from a wasm peer to a native
-//! relay over WebRTC-direct and WebSocket.
+//! relay over WebRTC-direct and WebSocket; two wasm peers linked directly
+//! over `/webrtc` through that relay (`web/webrtc.rs`).
 //!
 //! The relay is started by `cargo xtask test`, which passes its addresses
 //! in `MESHTALK_TEST_RELAY_WS` and `MESHTALK_TEST_RELAY_WEBRTC_DIRECT`.
@@ -27,6 +28,9 @@ use meshtalk_protocol::{
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+#[path = "web/webrtc.rs"]
+mod webrtc;
 
 #[wasm_bindgen_test]
 fn codec_round_trips_in_wasm() {

@@ -37,13 +37,16 @@ mod imp {
     };
 
     use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
-    use crate::behaviour::{Behaviour, BehaviourConfig};
+    use crate::behaviour::{Behaviour, BehaviourConfig, TransportParts};
 
     /// The WebRTC-direct certificate; its hash is part of the listen address.
     pub use libp2p_webrtc::tokio::Certificate;
 
     /// Native peers run AutoNAT, DCUtR and mDNS.
     pub const NATIVE: bool = true;
+
+    /// No `/webrtc` (private-to-private) natively: see ARCHITECTURE.md.
+    pub const WEBRTC: bool = false;
 
     /// mDNS on the tokio runtime.
     pub type Mdns = mdns::tokio::Behaviour;
@@ -146,7 +149,12 @@ mod imp {
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(transport_err)?
             .with_behaviour(|key, relay_client| {
-                Behaviour::new(key, relay_client, config).map_err(BoxedError::from)
+                let parts = TransportParts {
+                    relay_client,
+                    streams: libp2p_stream::Behaviour::new(),
+                    webrtc: None,
+                };
+                Behaviour::new(key, parts, config).map_err(BoxedError::from)
             })
             .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
         Ok(swarm
@@ -159,16 +167,24 @@ mod imp {
 mod imp {
     use std::convert::Infallible;
 
+    use futures::future::Either;
     use libp2p::{
-        Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _, core::upgrade::Version,
-        identity::Keypair, noise, swarm::dummy, webrtc_websys, websocket_websys, yamux,
+        Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
+        core::{muxing::StreamMuxerBox, upgrade::Version},
+        identity::Keypair,
+        noise, relay,
+        swarm::dummy,
+        webrtc_websys, websocket_websys, yamux,
     };
 
     use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
-    use crate::behaviour::{Behaviour, BehaviourConfig};
+    use crate::behaviour::{Behaviour, BehaviourConfig, TransportParts};
 
     /// Browsers cannot be dialed back or hole-punched, nor use mDNS.
     pub const NATIVE: bool = false;
+
+    /// Browsers link to each other over `/webrtc` (through a relay first).
+    pub const WEBRTC: bool = true;
 
     /// No mDNS in a browser.
     pub type Mdns = dummy::Behaviour;
@@ -188,19 +204,45 @@ mod imp {
         None
     }
 
-    /// Transport settings of a browser node (none yet).
+    /// Transport settings of a browser node.
     #[derive(Default)]
-    pub struct TransportConfig {}
+    pub struct TransportConfig {
+        /// The `/webrtc` (browser-to-browser) transport's settings.
+        pub webrtc: meshtalk_webrtc::Config,
+    }
 
-    /// Builds a swarm with WebRTC-direct, WebSocket (Noise + Yamux) and
-    /// relayed transports.
+    /// Builds a swarm with `/webrtc`, relayed, WebRTC-direct and WebSocket
+    /// (Noise + Yamux) transports.
     pub async fn build_swarm(
         keypair: Keypair,
-        _transport: TransportConfig,
+        transport: TransportConfig,
         config: &BehaviourConfig,
     ) -> Result<Swarm<Behaviour>, SwarmError> {
+        let (relay_transport, relay_client) = relay::client::new(keypair.public().to_peer_id());
+        let streams = libp2p_stream::Behaviour::new();
+        let (webrtc, webrtc_helper) = meshtalk_webrtc::new(transport.webrtc, streams.new_control());
+        let parts = TransportParts {
+            relay_client,
+            streams,
+            webrtc: Some(webrtc_helper),
+        };
         let swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_wasm_bindgen()
+            .with_other_transport(|key| {
+                // Built here rather than by the builder's relay step, which
+                // would put the relay client first: it takes
+                // `…/p2p-circuit/webrtc/p2p/X` for a plain circuit to X.
+                let noise = noise::Config::new(key).map_err(BoxedError::from)?;
+                let relayed = relay_transport
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default());
+                Ok::<_, BoxedError>(webrtc.or_transport(relayed).map(|either, _| match either {
+                    Either::Left((peer, c)) => (peer, StreamMuxerBox::new(c)),
+                    Either::Right((peer, c)) => (peer, StreamMuxerBox::new(c)),
+                }))
+            })
+            .map_err(transport_err)?
             .with_other_transport(|key| {
                 webrtc_websys::Transport::new(webrtc_websys::Config::new(key))
             })
@@ -215,11 +257,7 @@ mod imp {
                 )
             })
             .map_err(transport_err)?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(transport_err)?
-            .with_behaviour(|key, relay_client| {
-                Behaviour::new(key, relay_client, config).map_err(BoxedError::from)
-            })
+            .with_behaviour(|key| Behaviour::new(key, parts, config).map_err(BoxedError::from))
             .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
         Ok(swarm
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))

@@ -147,8 +147,11 @@ mod composed {
         pub gossipsub: super::Gossip,
         /// Exchanging listen addresses and protocols.
         pub identify: identify::Behaviour,
-        /// Plain streams for meshtalk's own stream protocols (ping).
+        /// Plain streams for meshtalk's own stream protocols (ping) and
+        /// for `/webrtc` signaling.
         pub streams: libp2p_stream::Behaviour,
+        /// Relayed connections for `/webrtc` signaling (browser).
+        pub webrtc: Toggle<meshtalk_webrtc::Behaviour>,
         /// The DHT: bootstrap, peer routing.
         pub kad: kad::Behaviour<kad::store::MemoryStore>,
         /// Learning whether we are publicly reachable (native).
@@ -171,14 +174,30 @@ pub enum BehaviourError {
     Mdns(#[from] std::io::Error),
 }
 
+/// The parts of a [`Behaviour`] that share state with the transports, so
+/// they are made with them (in [`arch`]).
+pub struct TransportParts {
+    /// The relay client's half (its transport dials circuits).
+    pub relay_client: relay::client::Behaviour,
+    /// Plain streams; the `/webrtc` transport signals through them.
+    pub streams: libp2p_stream::Behaviour,
+    /// The `/webrtc` transport's companion, where there is that transport.
+    pub webrtc: Option<meshtalk_webrtc::Behaviour>,
+}
+
 impl Behaviour {
-    /// Builds the behaviour for `keypair`; `relay_client` comes from the
-    /// swarm builder.
+    /// Builds the behaviour for `keypair` around the parts made with the
+    /// transports.
     pub fn new(
         keypair: &Keypair,
-        relay_client: relay::client::Behaviour,
+        parts: TransportParts,
         config: &BehaviourConfig,
     ) -> Result<Self, BehaviourError> {
+        let TransportParts {
+            relay_client,
+            streams,
+            webrtc,
+        } = parts;
         let peer_id = keypair.public().to_peer_id();
         let relay_role = config.role == Role::Relay;
         let l = &config.limits;
@@ -249,7 +268,8 @@ impl Behaviour {
             relay_server: relay_server.into(),
             gossipsub: Gossip::new(gossipsub),
             identify,
-            streams: libp2p_stream::Behaviour::new(),
+            streams,
+            webrtc: webrtc.into(),
             kad,
             autonat: autonat.into(),
             dcutr: dcutr.into(),

@@ -33,6 +33,7 @@ use crate::{
         is_relay_agent, relay_addrs, room_score_params,
     },
     discovery::{Discovery, Neighbours, Source},
+    peer_record,
     ping::{PingEvent, Pinger},
     rooms::{Members, Room},
     transport::Transport,
@@ -40,6 +41,7 @@ use crate::{
     wire::{self, ChatMessage, MessageId, Payload},
 };
 
+mod direct;
 mod neighbourhood;
 
 /// How often held messages are retried and deadlines checked.
@@ -449,6 +451,16 @@ pub struct Engine {
     /// addresses are taken as external).
     configured_external: bool,
     ticks: u32,
+    /// Our key, for the peer records pages publish.
+    public_key: Option<libp2p::identity::PublicKey>,
+    /// Where other pages reach us directly (`…/p2p-circuit/webrtc/p2p/ME`).
+    webrtc_addrs: Vec<Multiaddr>,
+    /// When our peer record is next published.
+    record_due: Instant,
+    /// Relayed connections, by peer.
+    relayed: HashMap<ConnectionId, PeerId>,
+    /// Relayed connections to close once their direct link has settled.
+    close_at: Vec<(Instant, ConnectionId)>,
 }
 
 /// A provider lookup in flight.
@@ -479,6 +491,7 @@ impl Engine {
             &config.discovery,
         );
         let discovery = config.discovery.clone();
+        let swarm_peer = *swarm.local_peer_id();
         let engine = Self {
             swarm,
             role,
@@ -511,6 +524,11 @@ impl Engine {
             next_reserve: Instant::now(),
             configured_external: false,
             ticks: 0,
+            public_key: public_key_of(swarm_peer),
+            webrtc_addrs: Vec::new(),
+            record_due: Instant::now(),
+            relayed: HashMap::new(),
+            close_at: Vec::new(),
         };
         (engine, EngineHandle { tx }, events_rx)
     }
@@ -562,6 +580,8 @@ impl Engine {
                         self.manage_neighbours();
                     }
                     self.announce_due_nicks();
+                    self.announce_record();
+                    self.close_due_relayed();
                     self.flush();
                     if self.shutdown_complete() {
                         break;
@@ -588,6 +608,7 @@ impl Engine {
         for room in config.rooms {
             self.on_command(Command::Join(room))?;
         }
+        self.listen_direct();
         Ok(())
     }
 
@@ -619,6 +640,7 @@ impl Engine {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Leave(room) => {
+                self.peers_topic(&room, false);
                 let topic = room.topic();
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
                 self.rooms.remove(&topic.hash());
@@ -723,6 +745,7 @@ impl Engine {
         self.rooms.insert(topic.hash(), room.clone());
         self.announce_nick(topic.hash());
         self.provide(&room);
+        self.peers_topic(&room, true);
         Ok(())
     }
 
@@ -845,10 +868,12 @@ impl Engine {
                     // reservations only once it has an external address.
                     self.swarm.add_external_address(address.clone());
                 }
+                self.relayed_addr(&address, true);
                 self.emit(Event::Listening(
                     address.with_p2p(local).unwrap_or_else(|a| a),
                 ));
             }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.relayed_addr(&address, false),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -875,6 +900,13 @@ impl Engine {
                 }
                 self.connections
                     .insert(connection_id, (peer_id, addr.clone()));
+                match transport {
+                    Transport::Circuit => {
+                        self.relayed.insert(connection_id, peer_id);
+                    }
+                    Transport::WebRtc => self.direct_link_up(peer_id),
+                    _ => {}
+                }
                 self.pinger.start(peer_id);
                 self.emit(Event::Connected {
                     peer: peer_id,
@@ -892,6 +924,7 @@ impl Engine {
             } => {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), ?cause, "connection closed");
                 self.connections.remove(&connection_id);
+                self.relayed.remove(&connection_id);
                 if num_established == 0 {
                     self.neighbours.disconnected(&peer_id, Instant::now());
                     if let Some((relay, listener)) = self.reservation
@@ -943,6 +976,7 @@ impl Engine {
             } if self.reservation.is_some_and(|(_, id)| id == listener_id) => {
                 tracing::info!(?reason, "relayed address lost");
                 self.reservation = None;
+                self.relayed_addrs_lost();
                 self.next_reserve = Instant::now() + RESERVE_RETRY;
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
@@ -1169,6 +1203,8 @@ impl Engine {
                     MessageAcceptance::Reject
                 }
             }
+        } else if let Some(room) = peer_record::room_of(&topic) {
+            self.on_record(&room, source, &data)
         } else if self.raw_topics.contains(&topic) {
             self.emit(Event::Raw {
                 topic: topic.to_string(),
@@ -1265,6 +1301,15 @@ impl Engine {
 
 /// The transport of a connection. An inbound connection's shows in our own
 /// listen address; the remote's send-back address may lack it.
+/// The public key inside a peer id, where the id holds it whole (ed25519
+/// keys, which every meshtalk peer uses, are inlined in their ids).
+fn public_key_of(peer: PeerId) -> Option<libp2p::identity::PublicKey> {
+    let hash: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    (hash.code() == 0)
+        .then(|| libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok())
+        .flatten()
+}
+
 fn transport_of(endpoint: &ConnectedPoint) -> Transport {
     match endpoint {
         ConnectedPoint::Dialer { address, .. } => Transport::of(address),

@@ -9,6 +9,8 @@
 //! - [`behaviour`]: the libp2p [`behaviour::Behaviour`] every peer runs,
 //! - [`engine`]: the chat engine every binary drives,
 //! - [`discovery`]: discovery sources and neighbour management,
+//! - [`peer_record`]: where a page can be linked to directly, announced to
+//!   its rooms,
 //! - [`arch`]: the one place where native and browser code differ.
 //!
 //! ```no_run
@@ -35,6 +37,7 @@ pub mod arch;
 pub mod behaviour;
 pub mod discovery;
 pub mod engine;
+pub mod peer_record;
 pub mod ping;
 pub mod rooms;
 pub mod transport;
@@ -42,3 +45,5 @@ pub mod validate;
 pub mod wire;
 
 pub use libp2p;
+pub use libp2p_stream;
+pub use meshtalk_webrtc;

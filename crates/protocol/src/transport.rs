@@ -31,9 +31,12 @@ impl Transport {
     /// Classifies a connection address.
     pub fn of(addr: &Multiaddr) -> Self {
         let mut found = Transport::Other;
+        let mut circuit = false;
         for p in addr.iter() {
             match p {
-                Protocol::P2pCircuit => return Transport::Circuit,
+                // `…/p2p-circuit/webrtc/…` is a direct link that was only
+                // set up through the circuit.
+                Protocol::P2pCircuit => circuit = true,
                 Protocol::WebRTCDirect => found = Transport::WebRtcDirect,
                 Protocol::WebRTC => found = Transport::WebRtc,
                 Protocol::WebTransport => found = Transport::WebTransport,
@@ -43,7 +46,11 @@ impl Transport {
                 _ => {}
             }
         }
-        found
+        match found {
+            Transport::WebRtc => Transport::WebRtc,
+            _ if circuit => Transport::Circuit,
+            _ => found,
+        }
     }
 
     /// The short name: `tcp`, `quic`, `ws`, `webrtc-direct`, `circuit`, ...

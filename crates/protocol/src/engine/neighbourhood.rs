@@ -32,7 +32,9 @@ impl Engine {
     /// a DHT-based discovery source is on.
     pub(super) fn uses_dht(&self) -> bool {
         let sources = &self.discovery.sources;
-        self.role == Role::Relay || sources.has(Source::RandomWalk) || sources.has(Source::Rooms)
+        self.role == Role::Relay
+            || sources.has(Source::RandomWalk)
+            || (arch::NATIVE && sources.has(Source::Rooms))
     }
 
     /// Whether this node announces its rooms in the DHT and looks up their
@@ -44,11 +46,13 @@ impl Engine {
 
     /// Whether this node holds a relay reservation, so that members who
     /// learn of it (from the DHT or by peer exchange) can link to it.
+    /// Pages hold one too: their `/webrtc` address goes through it.
     fn reachable_through_relay(&self) -> bool {
+        let sources = &self.discovery.sources;
         self.role == Role::Peer
-            && arch::NATIVE
-            && (self.discovery.sources.has(Source::Rooms)
-                || self.discovery.sources.has(Source::PeerExchange))
+            && (self.links_directly()
+                || (arch::NATIVE
+                    && (sources.has(Source::Rooms) || sources.has(Source::PeerExchange))))
     }
 
     /// The relayed address prefix through a relay we are directly
@@ -321,7 +325,7 @@ impl Engine {
     /// A source named `peer` as a member of `topics`: those that are our
     /// rooms count, and the find is reported the first time this source
     /// names it.
-    fn member_found(
+    pub(super) fn member_found(
         &mut self,
         peer: PeerId,
         addrs: Vec<Multiaddr>,

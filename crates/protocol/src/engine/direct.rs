@@ -1,0 +1,173 @@
+//! Direct links between pages over `/webrtc`: the engine's side.
+//!
+//! A page listens on `/webrtc` and holds a relay reservation; each relayed
+//! address `…/p2p-circuit` it gets makes it reachable at
+//! `…/p2p-circuit/webrtc/p2p/ME`. It announces those addresses in a peer
+//! record ([`crate::peer_record`]) on each room's peers topic, every
+//! [`RECORD_EVERY`] and whenever they change. A member reading a record
+//! hands the addresses to the neighbour manager, which links to a few
+//! members per room like to any other room member it finds. Once a direct
+//! link is up, the relayed connection that carried its signaling is closed
+//! so gossipsub uses the direct one.
+
+use libp2p::{
+    Multiaddr, PeerId,
+    gossipsub::{MessageAcceptance, TopicHash},
+    swarm::ConnectionId,
+};
+use web_time::{Duration, Instant};
+
+use super::Engine;
+use crate::{arch, behaviour::Role, discovery::Source, peer_record, rooms::Room};
+
+/// How often a page announces its `/webrtc` addresses to its rooms.
+pub(super) const RECORD_EVERY: Duration = Duration::from_secs(10);
+/// How long the relayed connection stays after a direct link is up: the
+/// remote may still be closing its signaling stream on it (js-libp2p
+/// closes its `init` channel first).
+const RELAYED_LINGER: Duration = Duration::from_secs(5);
+
+impl Engine {
+    /// Whether this node links to pages directly: pages do, when the
+    /// [`Source::Rooms`] discovery source is on (a page that turns it off
+    /// neither listens on `/webrtc` nor announces itself, so no other page
+    /// learns its IP addresses).
+    pub(super) fn links_directly(&self) -> bool {
+        self.role == Role::Peer && arch::WEBRTC && self.discovery.sources.has(Source::Rooms)
+    }
+
+    /// Starts listening for `/webrtc` links (pages).
+    pub(super) fn listen_direct(&mut self) {
+        if !self.links_directly() {
+            return;
+        }
+        if let Err(e) = self.swarm.listen_on(meshtalk_webrtc::addr::listen_addr()) {
+            tracing::warn!(error = %e, "cannot listen for direct links");
+        }
+    }
+
+    /// Joins (or leaves) the peers topic of a room we join (or leave).
+    pub(super) fn peers_topic(&mut self, room: &Room, join: bool) {
+        if !self.links_directly() {
+            return;
+        }
+        let topic = peer_record::topic(room);
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        if join {
+            if let Err(e) = gossipsub.subscribe(&topic) {
+                tracing::warn!(%room, error = ?e, "cannot join the room's peers topic");
+            }
+            self.record_due = Instant::now();
+        } else {
+            gossipsub.unsubscribe(&topic);
+        }
+    }
+
+    /// A relayed listen address appeared (`added`) or went: our `/webrtc`
+    /// addresses follow it.
+    pub(super) fn relayed_addr(&mut self, circuit: &Multiaddr, added: bool) {
+        if !self.links_directly() {
+            return;
+        }
+        let local = self.local_peer_id();
+        let Some(addr) = meshtalk_webrtc::addr::webrtc_addr_of_circuit(circuit, local) else {
+            return;
+        };
+        if added {
+            if !self.webrtc_addrs.contains(&addr) {
+                tracing::info!(%addr, "reachable directly at");
+                self.webrtc_addrs.push(addr.clone());
+                self.swarm.add_external_address(addr);
+            }
+        } else {
+            self.webrtc_addrs.retain(|a| *a != addr);
+            self.swarm.remove_external_address(&addr);
+        }
+        self.record_due = Instant::now();
+    }
+
+    /// Our reservation is gone: so are the `/webrtc` addresses through it.
+    pub(super) fn relayed_addrs_lost(&mut self) {
+        for addr in std::mem::take(&mut self.webrtc_addrs) {
+            self.swarm.remove_external_address(&addr);
+        }
+    }
+
+    /// Publishes our peer record in every room when it is due.
+    pub(super) fn announce_record(&mut self) {
+        let now = Instant::now();
+        if !self.links_directly() || self.webrtc_addrs.is_empty() || now < self.record_due {
+            return;
+        }
+        self.record_due = now + RECORD_EVERY;
+        let Some(key) = &self.public_key else {
+            tracing::warn!("our key is not inlined in our peer id: no peer record");
+            return;
+        };
+        let record = peer_record::encode(key, &self.webrtc_addrs);
+        let rooms: Vec<Room> = self.rooms.values().cloned().collect();
+        for room in rooms {
+            if let Err(e) = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .publish(peer_record::topic(&room), record.clone())
+            {
+                tracing::debug!(%room, error = %e, "peer record not published");
+            }
+        }
+    }
+
+    /// A record on a peers topic: relays check and pass it on; pages also
+    /// hand its addresses to the neighbour manager.
+    pub(super) fn on_record(
+        &mut self,
+        room: &Room,
+        author: Option<PeerId>,
+        data: &[u8],
+    ) -> MessageAcceptance {
+        let Some(author) = author else {
+            return MessageAcceptance::Reject;
+        };
+        let addrs = match peer_record::decode(data, author) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                tracing::debug!(%author, error = %e, "bad peer record");
+                return MessageAcceptance::Reject;
+            }
+        };
+        if self.links_directly() && author != self.local_peer_id() && !addrs.is_empty() {
+            let topic: TopicHash = room.topic().hash();
+            self.member_found(author, addrs, [topic], Source::Rooms);
+        }
+        MessageAcceptance::Accept
+    }
+
+    /// A direct link to `peer` is up: its relayed connections close soon.
+    pub(super) fn direct_link_up(&mut self, peer: PeerId) {
+        let at = Instant::now() + RELAYED_LINGER;
+        let relayed: Vec<ConnectionId> = self
+            .relayed
+            .iter()
+            .filter(|(_, p)| **p == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in relayed {
+            self.close_at.push((at, id));
+        }
+    }
+
+    /// Closes the relayed connections whose time has come.
+    pub(super) fn close_due_relayed(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) =
+            self.close_at.drain(..).partition(|(at, _)| *at <= now);
+        self.close_at = later;
+        for (_, id) in due {
+            if self.relayed.contains_key(&id) {
+                tracing::debug!(connection = %id, "closing the relayed connection: the direct link carries the traffic");
+                self.swarm.close_connection(id);
+            }
+        }
+    }
+}
