@@ -265,6 +265,20 @@ async fn two_pages_link_over_webrtc_and_stream_both_ways() {
         .await;
     }
 
+    // B too must have seen it go, or its stream could pick it.
+    b.wait("B's relayed connection closing", |e| match e {
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established,
+            ..
+        } if *peer_id == a_peer => {
+            assert_eq!(*num_established, 1, "B's direct link closed too");
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+
     let mut a_control = a.control.clone();
     let mut b_control = b.control.clone();
     let a_incoming = a_control.accept(ECHO).expect("A accepts the test protocol");
