@@ -54,6 +54,9 @@ impl Dials {
 pub struct Behaviour {
     dials: SharedDials,
     connected: HashMap<PeerId, usize>,
+    /// Relayed dials in flight: several `/webrtc` dials to one peer (the
+    /// swarm tries a peer's addresses concurrently) share one.
+    dialing: HashMap<PeerId, ConnectionId>,
 }
 
 impl Behaviour {
@@ -62,6 +65,7 @@ impl Behaviour {
         Self {
             dials,
             connected: HashMap::new(),
+            dialing: HashMap::new(),
         }
     }
 }
@@ -95,6 +99,10 @@ impl NetworkBehaviour for Behaviour {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 *self.connected.entry(e.peer_id).or_default() += 1;
+                self.dialing.remove(&e.peer_id);
+            }
+            FromSwarm::DialFailure(e) => {
+                self.dialing.retain(|_, id| *id != e.connection_id);
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
@@ -115,17 +123,18 @@ impl NetworkBehaviour for Behaviour {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
         let mut dials = lock(&self.dials);
         while let Some((peer, circuit)) = dials.queue.pop_front() {
-            if self.connected.contains_key(&peer) {
-                // The signaling stream goes out on a connection we have.
+            if self.connected.contains_key(&peer) || self.dialing.contains_key(&peer) {
+                // The signaling stream goes out on a connection we have,
+                // or on the one coming.
                 continue;
             }
             tracing::debug!(%peer, %circuit, "relayed connection for /webrtc signaling");
-            return Poll::Ready(ToSwarm::Dial {
-                opts: DialOpts::peer_id(peer)
-                    .addresses(vec![circuit])
-                    .condition(PeerCondition::Always)
-                    .build(),
-            });
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![circuit])
+                .condition(PeerCondition::Always)
+                .build();
+            self.dialing.insert(peer, opts.connection_id());
+            return Poll::Ready(ToSwarm::Dial { opts });
         }
         dials.waker = Some(cx.waker().clone());
         Poll::Pending

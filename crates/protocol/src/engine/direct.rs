@@ -13,12 +13,15 @@
 use libp2p::{
     Multiaddr, PeerId,
     gossipsub::{MessageAcceptance, TopicHash},
+    multiaddr::Protocol,
     swarm::ConnectionId,
 };
 use web_time::{Duration, Instant};
 
 use super::Engine;
-use crate::{arch, behaviour::Role, discovery::Source, peer_record, rooms::Room};
+use crate::{
+    arch, behaviour::Role, discovery::Source, peer_record, rooms::Room, transport::Transport,
+};
 
 /// How often a page announces its `/webrtc` addresses to its rooms.
 pub(super) const RECORD_EVERY: Duration = Duration::from_secs(10);
@@ -136,11 +139,42 @@ impl Engine {
                 return MessageAcceptance::Reject;
             }
         };
-        if self.links_directly() && author != self.local_peer_id() && !addrs.is_empty() {
+        if self.links_directly()
+            && author != self.local_peer_id()
+            && let Some(addr) = self.best_webrtc_addr(&addrs)
+        {
             let topic: TopicHash = room.topic().hash();
-            self.member_found(author, addrs, [topic], Source::Rooms);
+            self.member_found(author, vec![addr], [topic], Source::Rooms);
         }
         MessageAcceptance::Accept
+    }
+
+    /// The one address of a record to dial: the swarm would try them all at
+    /// once, each a WebRTC handshake of its own. One through a relay we
+    /// are connected to comes first (its signaling goes over that link),
+    /// then one through a relay a browser can dial.
+    fn best_webrtc_addr(&self, addrs: &[Multiaddr]) -> Option<Multiaddr> {
+        let relay_part = |addr: &Multiaddr| -> Multiaddr {
+            addr.iter()
+                .take_while(|p| !matches!(p, Protocol::P2pCircuit))
+                .collect()
+        };
+        let linked = addrs.iter().find(|addr| {
+            relay_part(addr).iter().any(|p| match p {
+                Protocol::P2p(relay) => self.swarm.is_connected(&relay),
+                _ => false,
+            })
+        });
+        linked
+            .or_else(|| {
+                addrs.iter().find(|addr| {
+                    matches!(
+                        Transport::of(&relay_part(addr)),
+                        Transport::WebSocket | Transport::WebRtcDirect
+                    )
+                })
+            })
+            .cloned()
     }
 
     /// A direct link to `peer` is up: its relayed connections close soon.
