@@ -7,13 +7,20 @@
 
 use std::{
     sync::{Mutex, MutexGuard},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use anyhow::{Result, ensure};
-use meshtalk_protocol::transport::Transport;
+use anyhow::{Context, Result, ensure};
+use meshtalk_protocol::{
+    engine::{EngineConfig, Event},
+    meshtalk_webrtc::addr,
+    peer_record,
+    rooms::Room,
+    transport::Transport,
+};
 use meshtalk_tests::{
-    ChatPeer, Relay, WAIT, page::ChatPage, relay_network, temp_dir, web_dir, webdriver::Driver,
+    ChatPeer, Relay, WAIT, page::ChatPage, peer, relay_network, temp_dir, web_dir,
+    webdriver::Driver,
 };
 
 /// One browser test at a time: each runs a relay and several Chromium
@@ -189,6 +196,89 @@ fn pages_link_directly_and_outlive_their_relay() -> Result<()> {
     ensure!(got.from == b.peer_id, "from {}", got.from);
     // The direct link is still the one the table shows.
     a.wait_direct(&b.peer_id, WAIT)?;
+    Ok(())
+}
+
+/// A room member offers a direct address it cannot serve (a native peer:
+/// it has no `/webrtc`, so the signaling stream is refused). The page's
+/// direct dial fails and the page says so; the chat with that member goes
+/// on through the relay; the page tries the link again later.
+#[test]
+fn a_failed_direct_link_leaves_the_chat_on_the_relay() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let relay = Relay::start_with(
+        &temp_dir("browser-no-direct"),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?transport=ws&room=nodirect", relay.http);
+    let page = ChatPage::open(&driver, &url, Some("ws"))?;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let room = Room::new("nodirect")?;
+    let config = EngineConfig {
+        rooms: vec![room.clone()],
+        ..EngineConfig::default()
+    };
+    let mut member = runtime.block_on(peer::connect(config, &[relay.addr(Transport::Tcp)?]))?;
+    let me = member.peer_id;
+    let mut circuit = None;
+    runtime.block_on(peer::wait_for(&mut member, "a relayed address", |e| {
+        if let Event::Listening(addr) = e
+            && Transport::of(addr) == Transport::Circuit
+        {
+            circuit = Some(addr.clone());
+        }
+        circuit.is_some()
+    }))?;
+    let circuit = circuit.context("no relayed address")?;
+    let direct = addr::webrtc_addr_of_circuit(&circuit, me).context("no /webrtc address")?;
+    let key = peer_record::public_key_of(me).context("key not in the peer id")?;
+    let record = peer_record::encode(&key, &[direct]);
+    let topic = peer_record::topic(&room).to_string();
+
+    // The record reaches the page once the relay relays the peers topic.
+    let failures = |page: &ChatPage| -> Result<u64> {
+        let v = page.session.eval(
+            "return Number(document.querySelector('[data-testid=status]').dataset.directFailures)",
+        )?;
+        Ok(v.as_u64().unwrap_or(0))
+    };
+    let deadline = Instant::now() + WAIT;
+    while failures(&page)? == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the page never tried a direct link"
+        );
+        runtime.block_on(member.handle.publish_raw(topic.clone(), record.clone()))?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let status = page.status()?;
+    ensure!(
+        status.contains("no direct link to") && status.contains("trying again later"),
+        "status: {status}"
+    );
+
+    // The chat with the member goes on, through the relay.
+    runtime.block_on(member.handle.send(room.clone(), "member to page"))?;
+    let got = page.wait_message("member to page")?;
+    ensure!(got.from == me.to_string(), "from {}", got.from);
+    page.send("page to member")?;
+    runtime.block_on(peer::wait_for(
+        &mut member,
+        "the page's message",
+        |e| matches!(e, Event::Message { message, .. } if message.text == "page to member"),
+    ))?;
+
+    // And the page tries again by itself.
+    page.session.wait_for(
+        "a second direct attempt",
+        WAIT,
+        "return Number(document.querySelector('[data-testid=status]').dataset.directFailures) >= 2",
+    )?;
+    ensure!(page.peers()?.iter().all(|(_, t, _)| t != "webrtc"));
+    runtime.block_on(member.handle.shutdown())?;
     Ok(())
 }
 

@@ -66,12 +66,14 @@ impl Status {
 /// The transport name of a direct page-to-page link.
 pub const DIRECT: &str = "webrtc";
 
-/// What the status line adds about direct links: nothing without any.
-pub fn direct_text(links: usize) -> String {
-    match links {
-        0 => String::new(),
-        1 => " · 1 direct link".into(),
-        n => format!(" · {n} direct links"),
+/// What the status line adds about direct links: how many there are, or
+/// why there is none when an attempt failed.
+pub fn direct_text(links: usize, problem: Option<&str>) -> String {
+    match (links, problem) {
+        (0, None) => String::new(),
+        (0, Some(problem)) => format!(" · {problem}"),
+        (1, _) => " · 1 direct link".into(),
+        (n, _) => format!(" · {n} direct links"),
     }
 }
 
@@ -140,6 +142,10 @@ pub struct Model {
     pub members: RwSignal<BTreeMap<String, BTreeMap<String, ()>>>,
     /// Known nicknames by peer id.
     pub nicks: RwSignal<BTreeMap<String, String>>,
+    /// Why the last direct link attempt failed, until one succeeds.
+    pub direct_problem: RwSignal<Option<String>>,
+    /// Direct link attempts that failed since the page opened.
+    pub direct_failures: RwSignal<u32>,
     next_key: StoredValue<u64>,
 }
 
@@ -155,6 +161,8 @@ impl Model {
             peers: RwSignal::new(BTreeMap::new()),
             members: RwSignal::new(BTreeMap::new()),
             nicks: RwSignal::new(BTreeMap::new()),
+            direct_problem: RwSignal::new(None),
+            direct_failures: RwSignal::new(0),
             next_key: StoredValue::new(0),
         }
     }

@@ -393,6 +393,9 @@ impl Net {
             } => {
                 self.links.entry(peer).or_default().push((transport, addr));
                 self.show_links(peer);
+                if transport == Transport::WebRtc {
+                    self.model.direct_problem.set(None);
+                }
                 // A direct link (or its relayed signaling connection) is
                 // never the relay link.
                 let to_relay = !matches!(transport, Transport::WebRtc | Transport::Circuit);
@@ -449,6 +452,14 @@ impl Net {
                         transport: transport.to_string(),
                     });
                 }
+            }
+            Event::DirectLinkFailed { peer, error } => {
+                tracing::info!(%peer, %error, "no direct link");
+                self.model.direct_failures.update(|n| *n += 1);
+                self.model.direct_problem.set(Some(format!(
+                    "no direct link to {} ({error}); the relay carries the chat, trying again later",
+                    short_id(&peer.to_string())
+                )));
             }
             Event::Ping { peer, rtt, .. } => self.model.peers.update(|peers| {
                 if let Some(row) = peers.get_mut(&peer.to_string()) {

@@ -52,10 +52,11 @@ fn StatusLine(model: Model) -> impl IntoView {
             data-testid="status"
             data-state=move || model.status.with(|s| s.state())
             data-direct=move || model.direct_links()
+            data-direct-failures=move || model.direct_failures.get()
             role="status"
         >
             {move || model.status.with(|s| s.text())}
-            {move || direct_text(model.direct_links())}
+            {move || model.direct_problem.with(|p| direct_text(model.direct_links(), p.as_deref()))}
         </span>
     }
 }

@@ -279,6 +279,15 @@ pub enum Event {
         /// The members announced in the DHT, with their addresses.
         providers: Vec<(PeerId, Vec<Multiaddr>)>,
     },
+    /// A direct (`/webrtc`) link to a room member could not be made; the
+    /// chat with it goes on through the relay, and the neighbour manager
+    /// tries again later, waiting longer after each failure.
+    DirectLinkFailed {
+        /// The member.
+        peer: PeerId,
+        /// What went wrong, for a person.
+        error: String,
+    },
     /// The neighbour manager dropped a connection above the high watermark.
     Pruned {
         /// The peer.
@@ -524,7 +533,7 @@ impl Engine {
             next_reserve: Instant::now(),
             configured_external: false,
             ticks: 0,
-            public_key: public_key_of(swarm_peer),
+            public_key: peer_record::public_key_of(swarm_peer),
             webrtc_addrs: Vec::new(),
             record_due: Instant::now(),
             relayed: HashMap::new(),
@@ -886,9 +895,12 @@ impl Engine {
                 tracing::debug!(peer = %peer_id, %addr, %transport, "connected");
                 let dialed = self.dialing.remove(&connection_id).flatten();
                 self.commanded.remove(&connection_id);
-                if let Some(boot) =
-                    self.neighbours
-                        .connected(peer_id, dialed.as_ref(), Instant::now())
+                // A page's relayed connections only carry the signaling of
+                // direct links: they are no link of their own.
+                if !self.signaling_only(transport)
+                    && let Some(boot) =
+                        self.neighbours
+                            .connected(peer_id, dialed.as_ref(), Instant::now())
                 {
                     self.discovered(peer_id, &[boot], Source::Bootstrap);
                 }
@@ -925,6 +937,9 @@ impl Engine {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), ?cause, "connection closed");
                 self.connections.remove(&connection_id);
                 self.relayed.remove(&connection_id);
+                if num_established > 0 && !self.linked_beyond_signaling(peer_id) {
+                    self.neighbours.disconnected(&peer_id, Instant::now());
+                }
                 if num_established == 0 {
                     self.neighbours.disconnected(&peer_id, Instant::now());
                     if let Some((relay, listener)) = self.reservation
@@ -952,8 +967,19 @@ impl Engine {
                 let dialed = self.dialing.remove(&connection_id).flatten();
                 self.neighbours
                     .dial_failed(peer_id, dialed.as_ref(), Instant::now());
+                // A failed direct link says why without its long address.
+                let direct = match &error {
+                    DialError::Transport(errors) => errors
+                        .iter()
+                        .find(|(a, _)| Transport::of(a) == Transport::WebRtc)
+                        .map(|(_, e)| error_chain(e)),
+                    _ => None,
+                };
                 let error = dial_error_text(&error);
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let (Some(reason), Some(peer)) = (direct, peer_id) {
+                    self.direct_link_failed(peer, reason);
+                }
                 // Only dials asked for are reported: the neighbour manager's,
                 // Kademlia's and hole punching's are retried or given up on
                 // by their owners.
@@ -1301,15 +1327,6 @@ impl Engine {
 
 /// The transport of a connection. An inbound connection's shows in our own
 /// listen address; the remote's send-back address may lack it.
-/// The public key inside a peer id, where the id holds it whole (ed25519
-/// keys, which every meshtalk peer uses, are inlined in their ids).
-fn public_key_of(peer: PeerId) -> Option<libp2p::identity::PublicKey> {
-    let hash: &libp2p::multihash::Multihash<64> = peer.as_ref();
-    (hash.code() == 0)
-        .then(|| libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok())
-        .flatten()
-}
-
 fn transport_of(endpoint: &ConnectedPoint) -> Transport {
     match endpoint {
         ConnectedPoint::Dialer { address, .. } => Transport::of(address),

@@ -48,6 +48,16 @@ pub fn encode(key: &PublicKey, addrs: &[Multiaddr]) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The public key inside a peer id, where the id holds it whole (ed25519
+/// keys, which every meshtalk peer uses, are inlined in their ids): what a
+/// record needs when only the peer id is at hand.
+pub fn public_key_of(peer: PeerId) -> Option<PublicKey> {
+    let hash: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    (hash.code() == 0)
+        .then(|| PublicKey::try_decode_protobuf(hash.digest()).ok())
+        .flatten()
+}
+
 /// A record that cannot be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadRecord {

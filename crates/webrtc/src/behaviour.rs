@@ -4,9 +4,11 @@
 //!
 //! libp2p-stream would dial the peer by id on its own, but with the
 //! condition "not connected and not dialing", which the `/webrtc` dial in
-//! progress makes false: it would wait forever. So this behaviour dials the
-//! relayed address itself, unconditionally, and the stream waiting for the
-//! peer goes out on that connection once it is up.
+//! progress makes false: it would wait forever (and when it does dial, it
+//! takes every address other behaviours know, each a relayed connection of
+//! its own). So this behaviour dials the relayed address itself,
+//! unconditionally, and tells the transport when the connection is up; only
+//! then does the transport open its signaling stream.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -15,6 +17,7 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
+use futures::channel::oneshot;
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
@@ -24,10 +27,17 @@ use libp2p::{
     },
 };
 
+/// Whether the relayed connection a `/webrtc` dial waits for is up, or why
+/// not.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+pub(crate) type Ready = oneshot::Receiver<Result<(), String>>;
+/// The other end of [`Ready`].
+type Waiter = oneshot::Sender<Result<(), String>>;
+
 /// Relayed dials the transport asks for.
 #[derive(Default)]
 pub(crate) struct Dials {
-    queue: VecDeque<(PeerId, Multiaddr)>,
+    queue: VecDeque<(PeerId, Multiaddr, Waiter)>,
     waker: Option<Waker>,
 }
 
@@ -39,13 +49,16 @@ pub(crate) fn lock(dials: &SharedDials) -> MutexGuard<'_, Dials> {
 }
 
 impl Dials {
-    /// Asks for a relayed connection to `peer` at `circuit`.
+    /// Asks for a relayed connection to `peer` at `circuit`; the answer
+    /// comes once there is one (or the dial failed).
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) fn request(&mut self, peer: PeerId, circuit: Multiaddr) {
-        self.queue.push_back((peer, circuit));
+    pub(crate) fn request(&mut self, peer: PeerId, circuit: Multiaddr) -> Ready {
+        let (tx, rx) = oneshot::channel();
+        self.queue.push_back((peer, circuit, tx));
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+        rx
     }
 }
 
@@ -54,9 +67,9 @@ impl Dials {
 pub struct Behaviour {
     dials: SharedDials,
     connected: HashMap<PeerId, usize>,
-    /// Relayed dials in flight: several `/webrtc` dials to one peer (the
-    /// swarm tries a peer's addresses concurrently) share one.
-    dialing: HashMap<PeerId, ConnectionId>,
+    /// Relayed dials in flight, with the `/webrtc` dials waiting for each:
+    /// several to one peer share one.
+    dialing: HashMap<PeerId, (ConnectionId, Vec<Waiter>)>,
 }
 
 impl Behaviour {
@@ -99,10 +112,27 @@ impl NetworkBehaviour for Behaviour {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 *self.connected.entry(e.peer_id).or_default() += 1;
-                self.dialing.remove(&e.peer_id);
+                for waiter in self
+                    .dialing
+                    .remove(&e.peer_id)
+                    .into_iter()
+                    .flat_map(|(_, w)| w)
+                {
+                    let _ = waiter.send(Ok(()));
+                }
             }
             FromSwarm::DialFailure(e) => {
-                self.dialing.retain(|_, id| *id != e.connection_id);
+                let failed = self
+                    .dialing
+                    .iter()
+                    .find(|(_, (id, _))| *id == e.connection_id)
+                    .map(|(peer, _)| *peer);
+                if let Some((_, waiters)) = failed.and_then(|peer| self.dialing.remove(&peer)) {
+                    let reason = format!("no relayed connection: {}", e.error);
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(reason.clone()));
+                    }
+                }
             }
             FromSwarm::ConnectionClosed(e) if e.remaining_established == 0 => {
                 self.connected.remove(&e.peer_id);
@@ -122,10 +152,15 @@ impl NetworkBehaviour for Behaviour {
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
         let mut dials = lock(&self.dials);
-        while let Some((peer, circuit)) = dials.queue.pop_front() {
-            if self.connected.contains_key(&peer) || self.dialing.contains_key(&peer) {
-                // The signaling stream goes out on a connection we have,
-                // or on the one coming.
+        while let Some((peer, circuit, ready)) = dials.queue.pop_front() {
+            if self.connected.contains_key(&peer) {
+                // The signaling stream goes out on a connection we have.
+                let _ = ready.send(Ok(()));
+                continue;
+            }
+            if let Some((_, waiters)) = self.dialing.get_mut(&peer) {
+                // Or on the one coming.
+                waiters.push(ready);
                 continue;
             }
             tracing::debug!(%peer, %circuit, "relayed connection for /webrtc signaling");
@@ -133,7 +168,8 @@ impl NetworkBehaviour for Behaviour {
                 .addresses(vec![circuit])
                 .condition(PeerCondition::Always)
                 .build();
-            self.dialing.insert(peer, opts.connection_id());
+            self.dialing
+                .insert(peer, (opts.connection_id(), vec![ready]));
             return Poll::Ready(ToSwarm::Dial { opts });
         }
         dials.waker = Some(cx.waker().clone());

@@ -13,7 +13,7 @@ pub enum Error {
     #[error("signaling stream: {0}")]
     Io(#[from] std::io::Error),
     /// No signaling stream could be opened over a relayed connection.
-    #[error("no signaling stream to {peer}: {reason}")]
+    #[error("no signaling stream: {reason}")]
     NoSignalingStream {
         /// The peer dialed.
         peer: libp2p::PeerId,

@@ -177,6 +177,38 @@ impl Engine {
             .cloned()
     }
 
+    /// Whether a connection over `transport` is only there for the
+    /// signaling of direct links (a page's relayed connections).
+    pub(super) fn signaling_only(&self, transport: Transport) -> bool {
+        self.links_directly() && transport == Transport::Circuit
+    }
+
+    /// Whether `peer` still has a connection that counts as a link.
+    pub(super) fn linked_beyond_signaling(&self, peer: PeerId) -> bool {
+        self.connections
+            .values()
+            .any(|(p, addr)| *p == peer && !self.signaling_only(Transport::of(addr)))
+    }
+
+    /// A direct dial to `peer` failed: the relayed connection that carried
+    /// its signaling goes (the chat goes on through the relay's mesh), and
+    /// the neighbour manager, which counted the failure, dials again later.
+    pub(super) fn direct_link_failed(&mut self, peer: PeerId, error: String) {
+        tracing::info!(%peer, %error, "no direct link");
+        if !self.linked_beyond_signaling(peer) {
+            let now = Instant::now();
+            let relayed: Vec<ConnectionId> = self
+                .relayed
+                .iter()
+                .filter(|(_, p)| **p == peer)
+                .map(|(id, _)| *id)
+                .collect();
+            self.close_at
+                .extend(relayed.into_iter().map(|id| (now, id)));
+        }
+        self.emit(super::Event::DirectLinkFailed { peer, error });
+    }
+
     /// A direct link to `peer` is up: its relayed connections close soon.
     pub(super) fn direct_link_up(&mut self, peer: PeerId) {
         let at = Instant::now() + RELAYED_LINGER;

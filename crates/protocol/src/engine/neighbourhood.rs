@@ -115,11 +115,23 @@ impl Engine {
                 tracing::debug!(%addr, %reason, "no local socket for the dial");
             }
         }
-        let opts = DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
-            .extend_addresses_through_behaviour()
-            .build();
+        let opts = if self.links_directly() {
+            // A page links to members directly, at the `/webrtc` address it
+            // was given and no other (what Kademlia or identify know of
+            // the member are relayed addresses: a relayed connection would
+            // count as the link). It may hold a relayed connection to the
+            // member already (signaling, or the member's own dial).
+            DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::NotDialing)
+                .build()
+        } else {
+            DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .extend_addresses_through_behaviour()
+                .build()
+        };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {

@@ -93,15 +93,26 @@ impl libp2p::core::Transport for Transport {
         let Some((peer, circuit)) = parse_dial_addr(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
-        lock(&self.dials).request(peer, circuit);
+        let relayed = lock(&self.dials).request(peer, circuit);
         let mut control = self.control.clone();
         let config = self.config.clone();
         Ok(SendWrapper::new(async move {
-            let open = control.open_stream(peer, SIGNALING);
+            let signaling = async {
+                // First the relayed connection, then the stream on it:
+                // asked for before, libp2p-stream would dial the peer
+                // itself, at every address it can find.
+                relayed
+                    .await
+                    .map_err(|_| "the swarm is gone".to_owned())??;
+                control
+                    .open_stream(peer, SIGNALING)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
             let stream = futures::select! {
-                stream = open.fuse() => stream.map_err(|e| Error::NoSignalingStream {
+                stream = signaling.fuse() => stream.map_err(|reason| Error::NoSignalingStream {
                     peer,
-                    reason: e.to_string(),
+                    reason,
                 })?,
                 () = Delay::new(config.handshake_timeout).fuse() => return Err(Error::Timeout),
             };
