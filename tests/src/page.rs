@@ -37,7 +37,21 @@ impl<'a> ChatPage<'a> {
     /// Opens `url` in a new window and waits until the page is connected
     /// (over `transport` when given).
     pub fn open(driver: &'a Driver, url: &str, transport: Option<&str>) -> Result<Self> {
+        Self::open_with(driver, url, transport, None)
+    }
+
+    /// [`ChatPage::open`], with `probe` run in the page before its own
+    /// scripts (benchmarks time the page with it).
+    pub fn open_with(
+        driver: &'a Driver,
+        url: &str,
+        transport: Option<&str>,
+        probe: Option<&str>,
+    ) -> Result<Self> {
         let session = driver.session()?;
+        if let Some(probe) = probe {
+            session.on_new_document(probe)?;
+        }
         session.open(url)?;
         let peer_id = session
             .wait_for(

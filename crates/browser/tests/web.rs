@@ -94,6 +94,12 @@ fn page_parameters_parse_and_report_problems() {
     assert_eq!(bad.transport, TransportChoice::Auto);
     assert!(bad.relays.is_empty());
     assert_eq!(bad.problems.len(), 3, "{:?}", bad.problems);
+
+    assert!(!p.no_direct, "direct links are on by default");
+    assert!(Params::parse("?direct=off").no_direct);
+    let typo = Params::parse("?direct=of");
+    assert!(!typo.no_direct);
+    assert_eq!(typo.problems, ["?direct=of: use on or off"]);
 }
 
 #[wasm_bindgen_test]

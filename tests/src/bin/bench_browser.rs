@@ -6,7 +6,12 @@
 //! - Page load to `connected`, over WebRTC-direct and over WebSocket, each
 //!   load in a fresh browser profile (cold cache).
 //! - Browser → relay → browser latency: page A sends at 50 messages/s,
-//!   page B timestamps each message when it enters its DOM.
+//!   page B timestamps each message when it enters its DOM (pages opened
+//!   with `?direct=off`).
+//! - Direct links (`/webrtc`): time from both pages connected to their
+//!   relay to both showing the direct link; the same latency run over the
+//!   direct link; and, for both runs, the chat messages the relay took in
+//!   (its `meshtalk_messages_total`).
 //!
 //! Prints a table and writes `target/bench/browser.json`.
 
@@ -35,6 +40,9 @@ struct Args {
     /// Seconds page A sends for.
     #[arg(long, default_value = "10")]
     secs: u32,
+    /// Page pairs timed from connected to directly linked.
+    #[arg(long, default_value = "3")]
+    links: usize,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/browser.json")]
     out: PathBuf,
@@ -52,6 +60,17 @@ const CONNECT_PROBE: &str = "new MutationObserver((_, obs) => { \
       const s = document.querySelector('[data-testid=status]'); \
       if (s && s.dataset.state === 'connected') { \
         window.__connectedAt = performance.now(); obs.disconnect(); } \
+    }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });";
+
+/// Installed before the page's scripts: notes (in ms since the epoch, to
+/// compare pages) when the status first says connected, and when it first
+/// counts a direct link.
+const DIRECT_PROBE: &str = "new MutationObserver(() => { \
+      const s = document.querySelector('[data-testid=status]'); \
+      if (!s) return; \
+      const now = performance.timeOrigin + performance.now(); \
+      if (window.__connectedAt === undefined && s.dataset.state === 'connected') window.__connectedAt = now; \
+      if (window.__directAt === undefined && Number(s.dataset.direct) >= 1) window.__directAt = now; \
     }).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });";
 
 /// Run in page B: records `[seq, sent_ms, received_ms]` for each bench
@@ -93,13 +112,34 @@ fn main() -> Result<()> {
             "max_ms": percentile(&loads, 1.0),
             "loads_ms": loads,
         }));
-        latency.push(message_latency(&driver, &url, transport, &args)?);
+        let relayed = format!("{url}&direct=off");
+        latency.push(message_latency(
+            &driver, &relay, &relayed, transport, false, &args,
+        )?);
     }
+    // The direct link, against the relayed run over the same transport
+    // just before.
+    let transport = "webrtc-direct";
+    let url = format!("{}/?transport={transport}&room=bench-direct", relay.http);
+    let mut links = Vec::new();
+    for _ in 0..args.links {
+        let (a, b) = direct_pair(&driver, &url, transport)?;
+        links.push(link_time(&a, &b)?);
+    }
+    links.sort_by(f64::total_cmp);
+    latency.push(message_latency(
+        &driver, &relay, &url, transport, true, &args,
+    )?);
 
     let result = json!({
         "machine": machine(),
         "page": weight,
         "connect": connect,
+        "direct_link": {
+            "median_ms": percentile(&links, 0.5),
+            "max_ms": percentile(&links, 1.0),
+            "links_ms": links,
+        },
         "latency": latency,
     });
     report(&result);
@@ -156,14 +196,66 @@ fn load_to_connected(driver: &Driver, url: &str) -> Result<f64> {
     at.as_f64().context("connect time is not a number")
 }
 
+/// Two pages in one room, linked directly.
+fn direct_pair<'a>(
+    driver: &'a Driver,
+    url: &str,
+    transport: &str,
+) -> Result<(ChatPage<'a>, ChatPage<'a>)> {
+    let a = ChatPage::open_with(driver, url, Some(transport), Some(DIRECT_PROBE))?;
+    let b = ChatPage::open_with(driver, url, Some(transport), Some(DIRECT_PROBE))?;
+    a.wait_direct(&b.peer_id, WAIT)?;
+    b.wait_direct(&a.peer_id, WAIT)?;
+    Ok((a, b))
+}
+
+/// From both pages connected to their relay to both linked directly, ms.
+fn link_time(a: &ChatPage, b: &ChatPage) -> Result<f64> {
+    let times = |page: &ChatPage| -> Result<(f64, f64)> {
+        let v = page
+            .session
+            .eval("return [window.__connectedAt, window.__directAt]")?;
+        Ok((
+            v[0].as_f64().context("no connect time")?,
+            v[1].as_f64().context("no direct-link time")?,
+        ))
+    };
+    let ((ca, da), (cb, db)) = (times(a)?, times(b)?);
+    Ok(da.max(db) - ca.max(cb))
+}
+
+/// The relay's count of chat messages it took in.
+fn relay_messages(relay: &Relay) -> Result<f64> {
+    let metrics = relay.get("/metrics")?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meshtalk_messages_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no meshtalk_messages_total in the relay's metrics")
+}
+
 /// Page A sends `rate` messages/s for `secs`; page B's DOM arrival times
-/// give the latency of each.
-fn message_latency(driver: &Driver, url: &str, transport: &str, args: &Args) -> Result<Value> {
-    let a = ChatPage::open(driver, url, Some(transport))?;
-    let b = ChatPage::open(driver, url, Some(transport))?;
+/// give the latency of each. `direct`: the pages are linked directly first.
+fn message_latency(
+    driver: &Driver,
+    relay: &Relay,
+    url: &str,
+    transport: &str,
+    direct: bool,
+    args: &Args,
+) -> Result<Value> {
+    let (a, b) = if direct {
+        direct_pair(driver, url, transport)?
+    } else {
+        (
+            ChatPage::open(driver, url, Some(transport))?,
+            ChatPage::open(driver, url, Some(transport))?,
+        )
+    };
     a.wait_member(&b.peer_id)?;
     b.wait_member(&a.peer_id)?;
     b.session.eval(RECEIVE_PROBE)?;
+    let relay_before = relay_messages(relay)?;
     let total = args.rate * args.secs;
     a.session.eval(&format!(
         "const input = document.querySelector('[data-testid=message-input]'); \
@@ -191,7 +283,10 @@ fn message_latency(driver: &Driver, url: &str, transport: &str, args: &Args) -> 
         .filter_map(|r| Some(r[2].as_f64()? - r[1].as_f64()?))
         .collect();
     ms.sort_by(f64::total_cmp);
+    let relay_took = relay_messages(relay)? - relay_before;
     Ok(json!({
+        "path": if direct { "direct" } else { "relay" },
+        "relay_messages": relay_took,
         "transport": transport,
         "rate_per_s": args.rate,
         "sent": total,
@@ -225,15 +320,27 @@ fn report(result: &Value) {
             verdict(median < CONNECT_BUDGET_MS)
         );
     }
+    let link = &result["direct_link"];
+    println!(
+        "both connected to directly linked: median {:.0} ms, max {:.0} ms",
+        link["median_ms"].as_f64().unwrap_or(f64::NAN),
+        link["max_ms"].as_f64().unwrap_or(f64::NAN),
+    );
     for l in result["latency"].as_array().into_iter().flatten() {
+        let path = if l["path"] == "direct" {
+            "browser->browser (direct, /webrtc)"
+        } else {
+            "browser->relay->browser"
+        };
         println!(
-            "browser->relay->browser over {:<13} {} msg/s: p50 {:.1} ms, p99 {:.1} ms, {}/{} delivered",
+            "{path} over {:<13} {} msg/s: p50 {:.1} ms, p99 {:.1} ms, {}/{} delivered, relay took {} messages",
             l["transport"].as_str().unwrap_or(""),
             l["rate_per_s"],
             l["p50_ms"].as_f64().unwrap_or(f64::NAN),
             l["p99_ms"].as_f64().unwrap_or(f64::NAN),
             l["received"],
             l["sent"],
+            l["relay_messages"],
         );
     }
 }
