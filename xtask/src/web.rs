@@ -95,7 +95,29 @@ pub fn test_tools() -> Result<()> {
         step("installing Chromium and chromedriver");
         toolchain::apt_install(&["chromium", "chromium-driver"])?;
     }
-    Ok(())
+    js_peer()
+}
+
+/// The js-libp2p peer of the interop test (`tests/js`): Node.js and npm
+/// when missing, its packages at the versions `package-lock.json` pins
+/// (again when the lock file changes), and its browser bundle.
+fn js_peer() -> Result<()> {
+    if Cmd::new("npm").args(["--version"]).output().is_none() {
+        step("installing Node.js and npm (for the js-libp2p interop peer)");
+        toolchain::apt_install(&["nodejs", "npm"])?;
+    }
+    let dir = workspace_root().join("tests/js");
+    let installed = dir.join("node_modules/.package-lock.json");
+    let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&installed) < modified(&dir.join("package-lock.json")) {
+        step("installing the js-libp2p interop peer's packages (npm ci)");
+        Cmd::new("npm")
+            .args(["ci", "--prefix", "tests/js", "--no-audit", "--no-fund"])
+            .run()?;
+    }
+    Cmd::new("npm")
+        .args(["run", "build", "--prefix", "tests/js", "--silent"])
+        .run()
 }
 
 /// Environment for building the page: the wasm toolchain's, a release
