@@ -17,9 +17,9 @@ use futures_timer::Delay;
 use meshtalk_browser::params::{Params, TransportChoice, candidates};
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
-    behaviour::{BehaviourConfig, Role},
+    behaviour::{Behaviour, BehaviourConfig, Role},
     engine::{Engine, EngineConfig, Event},
-    libp2p::{Multiaddr, identity::Keypair},
+    libp2p::{Multiaddr, Swarm, identity::Keypair},
     rooms::Room,
     transport::Transport,
     validate::{self, Rejection},
@@ -129,14 +129,16 @@ fn candidates_prefer_webrtc_direct_then_websocket() {
     assert_eq!(candidates(&addrs, TransportChoice::Ws).len(), 1);
 }
 
-/// Dials the relay from a wasm node running the shared engine, and waits
-/// for the connection over `transport` and a ping round trip on it.
-async fn connect_to_relay(addr: Option<&str>, transport: Transport) {
-    let addr: Multiaddr = addr
-        .expect("no test relay address: run the browser tests with `cargo xtask test`")
+/// The test relay's address that `cargo xtask test` compiled in.
+fn test_relay(addr: Option<&str>) -> Multiaddr {
+    addr.expect("no test relay address: run the browser tests with `cargo xtask test`")
         .parse()
-        .expect("relay multiaddr");
-    let swarm = arch::build_swarm(
+        .expect("relay multiaddr")
+}
+
+/// A page's swarm (peer role, default transports).
+async fn peer_swarm() -> Swarm<Behaviour> {
+    arch::build_swarm(
         Keypair::generate_ed25519(),
         TransportConfig::default(),
         &BehaviourConfig {
@@ -145,7 +147,14 @@ async fn connect_to_relay(addr: Option<&str>, transport: Transport) {
         },
     )
     .await
-    .expect("swarm");
+    .expect("swarm")
+}
+
+/// Dials the relay from a wasm node running the shared engine, and waits
+/// for the connection over `transport` and a ping round trip on it.
+async fn connect_to_relay(addr: Option<&str>, transport: Transport) {
+    let addr = test_relay(addr);
+    let swarm = peer_swarm().await;
     let config = EngineConfig {
         rooms: vec![Room::lobby()],
         ping_interval: Some(Duration::from_millis(500)),

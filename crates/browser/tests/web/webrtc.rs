@@ -13,11 +13,9 @@ use futures::{
 };
 use futures_timer::Delay;
 use meshtalk_protocol::{
-    arch::{self, TransportConfig},
-    behaviour::{Behaviour, BehaviourConfig, BehaviourEvent, Role},
+    behaviour::{Behaviour, BehaviourEvent},
     libp2p::{
         Multiaddr, PeerId, StreamProtocol, Swarm,
-        identity::Keypair,
         multiaddr::Protocol,
         swarm::{ConnectionId, SwarmEvent},
     },
@@ -26,6 +24,8 @@ use meshtalk_protocol::{
 };
 use wasm_bindgen_test::wasm_bindgen_test;
 use web_time::Instant;
+
+use super::{peer_swarm, test_relay};
 
 const ECHO: StreamProtocol = StreamProtocol::new("/meshtalk-test/reverse/1");
 /// Bytes each way on a stream: three full data-channel messages and a bit.
@@ -48,16 +48,7 @@ struct Node {
 
 impl Node {
     async fn start() -> Self {
-        let mut swarm = arch::build_swarm(
-            Keypair::generate_ed25519(),
-            TransportConfig::default(),
-            &BehaviourConfig {
-                role: Role::Peer,
-                ..BehaviourConfig::default()
-            },
-        )
-        .await
-        .expect("swarm");
+        let mut swarm = peer_swarm().await;
         let peer = *swarm.local_peer_id();
         let control = swarm.behaviour().streams.new_control();
         let (commands, mut command_rx) = unbounded::<Command>();
@@ -204,12 +195,6 @@ async fn answer(mut incoming: IncomingStreams) {
     data.reverse();
     stream.write_all(&data).await.expect("write the answer");
     stream.close().await.expect("close");
-}
-
-fn test_relay(addr: Option<&str>) -> Multiaddr {
-    addr.expect("no test relay: run the browser tests with `cargo xtask test`")
-        .parse()
-        .expect("relay multiaddr")
 }
 
 fn payload(seed: u8) -> Vec<u8> {

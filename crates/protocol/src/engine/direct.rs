@@ -14,7 +14,6 @@ use libp2p::{
     Multiaddr, PeerId,
     gossipsub::{MessageAcceptance, TopicHash},
     multiaddr::Protocol,
-    swarm::ConnectionId,
 };
 use web_time::{Duration, Instant};
 
@@ -196,31 +195,24 @@ impl Engine {
     pub(super) fn direct_link_failed(&mut self, peer: PeerId, error: String) {
         tracing::info!(%peer, %error, "no direct link");
         if !self.linked_beyond_signaling(peer) {
-            let now = Instant::now();
-            let relayed: Vec<ConnectionId> = self
-                .relayed
-                .iter()
-                .filter(|(_, p)| **p == peer)
-                .map(|(id, _)| *id)
-                .collect();
-            self.close_at
-                .extend(relayed.into_iter().map(|id| (now, id)));
+            self.close_relayed(peer, Instant::now());
         }
         self.emit(super::Event::DirectLinkFailed { peer, error });
     }
 
     /// A direct link to `peer` is up: its relayed connections close soon.
     pub(super) fn direct_link_up(&mut self, peer: PeerId) {
-        let at = Instant::now() + RELAYED_LINGER;
-        let relayed: Vec<ConnectionId> = self
+        self.close_relayed(peer, Instant::now() + RELAYED_LINGER);
+    }
+
+    /// Schedules closing the relayed connections to `peer` at `at`.
+    fn close_relayed(&mut self, peer: PeerId, at: Instant) {
+        let due = self
             .relayed
             .iter()
             .filter(|(_, p)| **p == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in relayed {
-            self.close_at.push((at, id));
-        }
+            .map(|(id, _)| (at, *id));
+        self.close_at.extend(due);
     }
 
     /// Closes the relayed connections whose time has come.
