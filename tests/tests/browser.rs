@@ -6,14 +6,22 @@
 //! (`cargo xtask setup` installs them); `cargo xtask test` prepares all.
 
 use std::{
-    sync::{Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
 use meshtalk_protocol::{
     engine::{EngineConfig, Event},
-    meshtalk_webrtc::addr,
+    libp2p::{Stream, StreamProtocol},
+    meshtalk_webrtc::{
+        SIGNALING_PROTOCOL, addr,
+        proto::{Signal, SignalType, read_signal, write_signal},
+    },
     peer_record,
     rooms::Room,
     transport::Transport,
@@ -182,6 +190,18 @@ fn pages_link_directly_and_outlive_their_relay() -> Result<()> {
     let b = ChatPage::open(&driver, &url("webrtc-direct"), Some("webrtc-direct"))?;
     a.wait_direct(&b.peer_id, WAIT)?;
     b.wait_direct(&a.peer_id, WAIT)?;
+    // In the end one connection joins them: the relayed one that carried
+    // the signaling closes, and if both dialed, one direct link goes.
+    for (page, other) in [(&a, &b.peer_id), (&b, &a.peer_id)] {
+        page.session.wait_for(
+            "a single connection to the other page",
+            WAIT,
+            &format!(
+                "return document.querySelector('[data-testid=peer][data-peer=\"{other}\"]')\
+                   ?.dataset.connections === '1';"
+            ),
+        )?;
+    }
     a.send("over the relay or directly")?;
     b.wait_message("over the relay or directly")?;
 
@@ -199,6 +219,108 @@ fn pages_link_directly_and_outlive_their_relay() -> Result<()> {
     Ok(())
 }
 
+/// A native room member that announces a `/webrtc` address on its room's
+/// peers topic as a page would (a native peer has no `/webrtc`: what
+/// happens to the page's dial is up to the test).
+struct Announcer {
+    runtime: tokio::runtime::Runtime,
+    node: peer::Node,
+    room: Room,
+    topic: String,
+    record: Vec<u8>,
+}
+
+impl Announcer {
+    /// Joins `room` through `relay` over TCP and waits for its relayed
+    /// address, the base of the `/webrtc` one it announces.
+    fn start(relay: &Relay, room: &str) -> Result<Self> {
+        let runtime = tokio::runtime::Runtime::new()?;
+        let room = Room::new(room)?;
+        let config = EngineConfig {
+            rooms: vec![room.clone()],
+            ..EngineConfig::default()
+        };
+        let mut node = runtime.block_on(peer::connect(config, &[relay.addr(Transport::Tcp)?]))?;
+        let me = node.peer_id;
+        let mut circuit = None;
+        runtime.block_on(peer::wait_for(&mut node, "a relayed address", |e| {
+            if let Event::Listening(addr) = e
+                && Transport::of(addr) == Transport::Circuit
+            {
+                circuit = Some(addr.clone());
+            }
+            circuit.is_some()
+        }))?;
+        let circuit = circuit.context("no relayed address")?;
+        let direct = addr::webrtc_addr_of_circuit(&circuit, me).context("no /webrtc address")?;
+        let key = peer_record::public_key_of(me).context("key not in the peer id")?;
+        Ok(Self {
+            record: peer_record::encode(&key, &[direct]),
+            topic: peer_record::topic(&room).to_string(),
+            runtime,
+            node,
+            room,
+        })
+    }
+
+    /// Announces the record every second (it reaches the page once the
+    /// relay relays the peers topic) until the page has failed a direct
+    /// dial (within `wait`), and returns the page's status line then.
+    fn until_the_page_fails(&self, page: &ChatPage, wait: Duration) -> Result<String> {
+        let deadline = Instant::now() + wait;
+        while direct_failures(page)? == 0 {
+            ensure!(
+                Instant::now() < deadline,
+                "the page never tried a direct link"
+            );
+            self.runtime.block_on(
+                self.node
+                    .handle
+                    .publish_raw(self.topic.clone(), self.record.clone()),
+            )?;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let status = page.status()?;
+        ensure!(
+            status.contains("no direct link to") && status.contains("trying again later"),
+            "status: {status}"
+        );
+        Ok(status)
+    }
+
+    /// The chat with the page goes on both ways (through the relay).
+    fn chats_with(&mut self, page: &ChatPage) -> Result<()> {
+        self.runtime
+            .block_on(self.node.handle.send(self.room.clone(), "member to page"))?;
+        let got = page.wait_message("member to page")?;
+        ensure!(
+            got.from == self.node.peer_id.to_string(),
+            "from {}",
+            got.from
+        );
+        page.send("page to member")?;
+        self.runtime.block_on(peer::wait_for(
+            &mut self.node,
+            "the page's message",
+            |e| matches!(e, Event::Message { message, .. } if message.text == "page to member"),
+        ))
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        let _ = self.runtime.block_on(self.node.handle.shutdown());
+    }
+}
+
+/// The direct-link attempts a page has seen fail.
+fn direct_failures(page: &ChatPage) -> Result<u64> {
+    let v = page.session.eval(
+        "return Number(document.querySelector('[data-testid=status]').dataset.directFailures)",
+    )?;
+    Ok(v.as_u64().unwrap_or(0))
+}
+
 /// A room member offers a direct address it cannot serve (a native peer:
 /// it has no `/webrtc`, so the signaling stream is refused). The page's
 /// direct dial fails and the page says so; the chat with that member goes
@@ -214,63 +336,9 @@ fn a_failed_direct_link_leaves_the_chat_on_the_relay() -> Result<()> {
     let driver = Driver::start()?;
     let url = format!("{}/?transport=ws&room=nodirect", relay.http);
     let page = ChatPage::open(&driver, &url, Some("ws"))?;
-
-    let runtime = tokio::runtime::Runtime::new()?;
-    let room = Room::new("nodirect")?;
-    let config = EngineConfig {
-        rooms: vec![room.clone()],
-        ..EngineConfig::default()
-    };
-    let mut member = runtime.block_on(peer::connect(config, &[relay.addr(Transport::Tcp)?]))?;
-    let me = member.peer_id;
-    let mut circuit = None;
-    runtime.block_on(peer::wait_for(&mut member, "a relayed address", |e| {
-        if let Event::Listening(addr) = e
-            && Transport::of(addr) == Transport::Circuit
-        {
-            circuit = Some(addr.clone());
-        }
-        circuit.is_some()
-    }))?;
-    let circuit = circuit.context("no relayed address")?;
-    let direct = addr::webrtc_addr_of_circuit(&circuit, me).context("no /webrtc address")?;
-    let key = peer_record::public_key_of(me).context("key not in the peer id")?;
-    let record = peer_record::encode(&key, &[direct]);
-    let topic = peer_record::topic(&room).to_string();
-
-    // The record reaches the page once the relay relays the peers topic.
-    let failures = |page: &ChatPage| -> Result<u64> {
-        let v = page.session.eval(
-            "return Number(document.querySelector('[data-testid=status]').dataset.directFailures)",
-        )?;
-        Ok(v.as_u64().unwrap_or(0))
-    };
-    let deadline = Instant::now() + WAIT;
-    while failures(&page)? == 0 {
-        ensure!(
-            Instant::now() < deadline,
-            "the page never tried a direct link"
-        );
-        runtime.block_on(member.handle.publish_raw(topic.clone(), record.clone()))?;
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    let status = page.status()?;
-    ensure!(
-        status.contains("no direct link to") && status.contains("trying again later"),
-        "status: {status}"
-    );
-
-    // The chat with the member goes on, through the relay.
-    runtime.block_on(member.handle.send(room.clone(), "member to page"))?;
-    let got = page.wait_message("member to page")?;
-    ensure!(got.from == me.to_string(), "from {}", got.from);
-    page.send("page to member")?;
-    runtime.block_on(peer::wait_for(
-        &mut member,
-        "the page's message",
-        |e| matches!(e, Event::Message { message, .. } if message.text == "page to member"),
-    ))?;
-
+    let mut member = Announcer::start(&relay, "nodirect")?;
+    member.until_the_page_fails(&page, WAIT)?;
+    member.chats_with(&page)?;
     // And the page tries again by itself.
     page.session.wait_for(
         "a second direct attempt",
@@ -278,7 +346,139 @@ fn a_failed_direct_link_leaves_the_chat_on_the_relay() -> Result<()> {
         "return Number(document.querySelector('[data-testid=status]').dataset.directFailures) >= 2",
     )?;
     ensure!(page.peers()?.iter().all(|(_, t, _)| t != "webrtc"));
-    runtime.block_on(member.handle.shutdown())?;
+    Ok(())
+}
+
+/// A room member answers the page's offer, but its only ICE candidate
+/// leads nowhere (a closed port on loopback): ICE finds no path, the page
+/// gives up on the link, says so, and chats on through the relay.
+#[test]
+fn a_direct_link_whose_ice_fails_leaves_the_chat_on_the_relay() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let relay = Relay::start_with(
+        &temp_dir("browser-ice-fails"),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?transport=ws&room=icefails", relay.http);
+    let page = ChatPage::open(&driver, &url, Some("ws"))?;
+    let mut member = Announcer::start(&relay, "icefails")?;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut offers = member
+        .node
+        .handle
+        .streams()
+        .accept(StreamProtocol::new(SIGNALING_PROTOCOL))?;
+    let count = answered.clone();
+    member.runtime.spawn(async move {
+        while let Some((_, stream)) = offers.next().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer_with_no_path(stream, &count).await {
+                    eprintln!("signaling: {e}");
+                }
+            });
+        }
+    });
+    // ICE gives up, or the 30 s limit on a handshake ends it.
+    let status = member.until_the_page_fails(&page, Duration::from_secs(60))?;
+    ensure!(
+        answered.load(Ordering::SeqCst) >= 1,
+        "the page failed before signaling: {status}"
+    );
+    ensure!(
+        status.contains("ICE") || status.contains("timed out"),
+        "status: {status}"
+    );
+    member.chats_with(&page)?;
+    ensure!(page.peers()?.iter().all(|(_, t, _)| t != "webrtc"));
+    Ok(())
+}
+
+/// Answers an offer with a well-formed SDP whose one candidate is a
+/// closed UDP port on loopback, then keeps the stream open (a peer that
+/// hangs up would fail the handshake before ICE is tried).
+async fn answer_with_no_path(mut stream: Stream, answered: &AtomicUsize) -> Result<()> {
+    let offer = read_signal(&mut stream)
+        .await?
+        .and_then(|s| s.data)
+        .context("no offer")?;
+    let mid = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .unwrap_or("0")
+        .trim()
+        .to_owned();
+    let fingerprint = ["AB"; 32].join(":");
+    let answer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {mid}\r\n\
+         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+         a=mid:{mid}\r\na=ice-ufrag:nowhere\r\na=ice-pwd:nowhereatallnowhereatall\r\n\
+         a=fingerprint:sha-256 {fingerprint}\r\na=setup:active\r\n\
+         a=sctp-port:5000\r\na=max-message-size:16384\r\n"
+    );
+    write_signal(&mut stream, Signal::new(SignalType::SdpAnswer, answer)).await?;
+    let candidate = format!(
+        r#"{{"candidate":"candidate:1 1 udp 2122260223 127.0.0.1 9 typ host","sdpMid":"{mid}","sdpMLineIndex":0,"usernameFragment":"nowhere"}}"#
+    );
+    write_signal(
+        &mut stream,
+        Signal::new(SignalType::IceCandidate, candidate),
+    )
+    .await?;
+    write_signal(&mut stream, Signal::new(SignalType::IceCandidate, "null")).await?;
+    answered.fetch_add(1, Ordering::SeqCst);
+    while read_signal(&mut stream).await?.is_some() {}
+    Ok(())
+}
+
+/// Two pages link directly; one is closed. The other notices, fails to
+/// reach it again and says so, and once the closed page has missed its
+/// announcements it is forgotten: no more dials, nothing on the status.
+#[test]
+fn a_closed_page_is_forgotten() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let relay = Relay::start_with(
+        &temp_dir("browser-closed-page"),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = |transport: &str| format!("{}/?transport={transport}&room=closed", relay.http);
+    let a = ChatPage::open(&driver, &url("ws"), Some("ws"))?;
+    let b = ChatPage::open(&driver, &url("webrtc-direct"), Some("webrtc-direct"))?;
+    a.wait_direct(&b.peer_id, WAIT)?;
+    let gone = b.peer_id.clone();
+    drop(b);
+    a.session.wait_for(
+        "a failed dial to the closed page",
+        WAIT,
+        &format!(
+            "return Number(document.querySelector('[data-testid=status]').dataset.directFailures) >= 1 \
+               && document.querySelector('[data-testid=status]').textContent.includes('{}')",
+            &gone[gone.len() - 6..]
+        ),
+    )?;
+    // Three missed announcements (30 s) and the next tick.
+    a.session.wait_for(
+        "the closed page forgotten",
+        Duration::from_secs(60),
+        "const s = document.querySelector('[data-testid=status]'); \
+         return s.dataset.direct === '0' && !s.textContent.includes('no direct link');",
+    )?;
+    let failures = direct_failures(&a)?;
+    ensure!(
+        a.peers()?.iter().all(|(p, _, _)| *p != gone),
+        "the closed page is still in the peers table"
+    );
+    // No dial to it any more: a remembered page would be tried again
+    // within its back-off (at most 16 s after five failures).
+    std::thread::sleep(Duration::from_secs(20));
+    ensure!(
+        direct_failures(&a)? == failures,
+        "the closed page was dialed again"
+    );
     Ok(())
 }
 

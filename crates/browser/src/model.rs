@@ -121,6 +121,8 @@ pub struct PeerRow {
     pub addr: String,
     /// Last ping round trip in milliseconds.
     pub rtt_ms: Option<f64>,
+    /// Open connections to the peer (the row shows the best).
+    pub connections: usize,
 }
 
 /// Everything the page shows. Cheap to copy: signals are handles.
@@ -142,7 +144,8 @@ pub struct Model {
     pub members: RwSignal<BTreeMap<String, BTreeMap<String, ()>>>,
     /// Known nicknames by peer id.
     pub nicks: RwSignal<BTreeMap<String, String>>,
-    /// Why the last direct link attempt failed, until one succeeds.
+    /// Why the last direct link attempt failed, until one succeeds or the
+    /// member it was to is gone.
     pub direct_problem: RwSignal<Option<String>>,
     /// Direct link attempts that failed since the page opened.
     pub direct_failures: RwSignal<u32>,

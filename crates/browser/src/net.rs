@@ -124,6 +124,8 @@ struct Net {
     other_relays: Vec<Vec<Multiaddr>>,
     /// Open connections by peer: the peers table shows the best one.
     links: HashMap<PeerId, Vec<(Transport, Multiaddr)>>,
+    /// The member the status line's direct-link problem is about.
+    direct_problem_peer: Option<PeerId>,
 }
 
 async fn run(
@@ -175,6 +177,7 @@ async fn run(
         failures: 0,
         other_relays: Vec::new(),
         links: HashMap::new(),
+        direct_problem_peer: None,
     };
     for problem in std::mem::take(&mut net.params.problems) {
         net.notice(problem);
@@ -394,6 +397,7 @@ impl Net {
                 self.links.entry(peer).or_default().push((transport, addr));
                 self.show_links(peer);
                 if transport == Transport::WebRtc {
+                    self.direct_problem_peer = None;
                     self.model.direct_problem.set(None);
                 }
                 // A direct link (or its relayed signaling connection) is
@@ -456,10 +460,16 @@ impl Net {
             Event::DirectLinkFailed { peer, error } => {
                 tracing::info!(%peer, %error, "no direct link");
                 self.model.direct_failures.update(|n| *n += 1);
+                self.direct_problem_peer = Some(peer);
                 self.model.direct_problem.set(Some(format!(
                     "no direct link to {} ({error}); the relay carries the chat, trying again later",
                     short_id(&peer.to_string())
                 )));
+            }
+            // A closed page is no problem of ours: the status forgets it.
+            Event::DirectPeerGone { peer } if self.direct_problem_peer == Some(peer) => {
+                self.direct_problem_peer = None;
+                self.model.direct_problem.set(None);
             }
             Event::Ping { peer, rtt, .. } => self.model.peers.update(|peers| {
                 if let Some(row) = peers.get_mut(&peer.to_string()) {
@@ -522,6 +532,7 @@ impl Net {
     /// a direct link shows before a relayed one, so the row says
     /// `webrtc` as long as the pages are linked directly.
     fn show_links(&self, peer: PeerId) {
+        let connections = self.links.get(&peer).map_or(0, Vec::len);
         let best = self.links.get(&peer).and_then(|links| {
             links
                 .iter()
@@ -540,7 +551,9 @@ impl Net {
                     transport: String::new(),
                     addr: String::new(),
                     rtt_ms: None,
+                    connections,
                 });
+                row.connections = connections;
                 row.transport = transport.to_string();
                 row.addr = addr.to_string();
             }

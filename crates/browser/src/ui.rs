@@ -295,7 +295,7 @@ fn Peers(model: Model) -> impl IntoView {
                 <tbody>
                     <For
                         each=rows
-                        key=|r: &PeerRow| (r.peer.clone(), r.transport.clone(), r.addr.clone(), r.rtt_ms.map(f64::to_bits))
+                        key=|r: &PeerRow| (r.peer.clone(), r.transport.clone(), r.addr.clone(), r.rtt_ms.map(f64::to_bits), r.connections)
                         children=move |r| peer_row(r)
                     />
                 </tbody>
@@ -315,6 +315,7 @@ fn peer_row(row: PeerRow) -> impl IntoView {
         peer,
         transport,
         addr,
+        connections,
         ..
     } = row;
     let short = short_id(&peer);
@@ -325,6 +326,7 @@ fn peer_row(row: PeerRow) -> impl IntoView {
             data-peer=peer
             data-transport=transport
             data-rtt-ms=rtt
+            data-connections=connections
         >
             <td title=title>{short}</td>
             <td>

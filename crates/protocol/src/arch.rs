@@ -11,6 +11,8 @@ use crate::engine::error_chain;
 /// How long an idle connection stays open. Chat connections are long-lived
 /// and mostly quiet, so this is generous.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a connection may take to set up (libp2p's default).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The swarm could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -170,14 +172,17 @@ mod imp {
     use futures::future::Either;
     use libp2p::{
         Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
-        core::{muxing::StreamMuxerBox, upgrade::Version},
+        core::{muxing::StreamMuxerBox, transport::timeout::TransportTimeout, upgrade::Version},
         identity::Keypair,
         noise, relay,
         swarm::dummy,
         webrtc_websys, websocket_websys, yamux,
     };
 
-    use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
+    use super::{
+        BoxedError, CONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain,
+        transport_err,
+    };
     use crate::behaviour::{Behaviour, BehaviourConfig, TransportParts};
 
     /// Browsers cannot be dialed back or hole-punched, nor use mDNS.
@@ -220,6 +225,11 @@ mod imp {
     ) -> Result<Swarm<Behaviour>, SwarmError> {
         let (relay_transport, relay_client) = relay::client::new(keypair.public().to_peer_id());
         let streams = libp2p_stream::Behaviour::new();
+        // Each transport gets libp2p's usual 10 s to connect, but `/webrtc`,
+        // which has its own limit for the whole handshake (relayed link,
+        // signaling, ICE) and says which step failed; the swarm-wide
+        // limit stays above it.
+        let handshake = transport.webrtc.handshake_timeout;
         let (webrtc, webrtc_helper) = meshtalk_webrtc::new(transport.webrtc, streams.new_control());
         let parts = TransportParts {
             relay_client,
@@ -236,7 +246,8 @@ mod imp {
                 let relayed = relay_transport
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
-                    .multiplex(yamux::Config::default());
+                    .multiplex(yamux::Config::default())
+                    .timeout(CONNECT_TIMEOUT);
                 Ok::<_, BoxedError>(webrtc.or_transport(relayed).map(|either, _| match either {
                     Either::Left((peer, c)) => (peer, StreamMuxerBox::new(c)),
                     Either::Right((peer, c)) => (peer, StreamMuxerBox::new(c)),
@@ -244,7 +255,8 @@ mod imp {
             })
             .map_err(transport_err)?
             .with_other_transport(|key| {
-                webrtc_websys::Transport::new(webrtc_websys::Config::new(key))
+                let direct = webrtc_websys::Transport::new(webrtc_websys::Config::new(key));
+                TransportTimeout::new(direct, CONNECT_TIMEOUT)
             })
             .map_err(transport_err)?
             .with_other_transport(|key| {
@@ -253,7 +265,8 @@ mod imp {
                     websocket_websys::Transport::default()
                         .upgrade(Version::V1Lazy)
                         .authenticate(noise)
-                        .multiplex(yamux::Config::default()),
+                        .multiplex(yamux::Config::default())
+                        .timeout(CONNECT_TIMEOUT),
                 )
             })
             .map_err(transport_err)?
@@ -261,6 +274,7 @@ mod imp {
             .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
         Ok(swarm
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_connection_timeout(handshake + CONNECT_TIMEOUT)
             .build())
     }
 }

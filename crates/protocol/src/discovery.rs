@@ -187,8 +187,10 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A link that lasted less than this counts as a failed dial.
 const STABLE_LINK: Duration = Duration::from_secs(60);
-/// A dial that has not finished by then counts as failed.
-const DIAL_DEADLINE: Duration = Duration::from_secs(15);
+/// A dial that has not finished by then counts as failed. Every dial ends
+/// within the swarm's connection timeout (a page's is 40 s: a `/webrtc`
+/// handshake may take 30); this only catches dials that never report.
+const DIAL_DEADLINE: Duration = Duration::from_secs(45);
 /// Addresses kept per discovered peer.
 const MAX_ADDRS: usize = 8;
 /// Discovered peers remembered; beyond it, new ones are not kept.
@@ -333,6 +335,21 @@ impl Neighbours {
             known.rooms.insert(room);
         }
         first
+    }
+
+    /// `source` no longer names `peer` (a page stopped announcing its
+    /// address). A peer no other source names, and that is no relay, is
+    /// forgotten: not dialed again until a source finds it anew. Returns
+    /// whether the source had named it.
+    pub fn forget(&mut self, peer: &PeerId, source: Source) -> bool {
+        let Some(known) = self.known.get_mut(peer) else {
+            return false;
+        };
+        let named = known.sources.remove(&source);
+        if known.sources.is_empty() && !known.relay {
+            self.known.remove(peer);
+        }
+        named
     }
 
     /// We left a room: its members are no reason to dial any more.
@@ -748,6 +765,26 @@ mod tests {
         );
         n.left_room(&room);
         assert!(n.plan(Instant::now(), |_| 0).dial.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_member_is_not_dialed_until_found_again() {
+        let mut n = peer_node(vec![], 0, 4);
+        let room = TopicHash::from_raw("meshtalk/room/r");
+        let page = PeerId::random();
+        n.room_member(page, &[addr(10, page)], room.clone(), Source::Rooms);
+        let plan = n.plan(Instant::now(), |_| 0);
+        assert_eq!(dialed_peers(&plan), vec![page]);
+        n.dial_failed(Some(page), None, Instant::now());
+        assert!(n.forget(&page, Source::Rooms));
+        assert!(!n.forget(&page, Source::Rooms));
+        // Long after any back-off, it is still not dialed.
+        let later = Instant::now() + BACKOFF_MAX * 2;
+        assert!(n.plan(later, |_| 0).dial.is_empty());
+        assert!(n.found().is_empty());
+        // Found again, it is dialed again (a fresh start, no back-off).
+        assert!(n.room_member(page, &[addr(10, page)], room, Source::Rooms));
+        assert_eq!(dialed_peers(&n.plan(later, |_| 0)), vec![page]);
     }
 
     #[test]

@@ -288,6 +288,13 @@ pub enum Event {
         /// What went wrong, for a person.
         error: String,
     },
+    /// A room member that announced a direct address stopped announcing
+    /// it (the page was closed or lost its relay): no more direct dials
+    /// to it, and what was said about failed links to it no longer holds.
+    DirectPeerGone {
+        /// The member.
+        peer: PeerId,
+    },
     /// The neighbour manager dropped a connection above the high watermark.
     Pruned {
         /// The peer.
@@ -324,9 +331,18 @@ type Request = (Command, oneshot::Sender<Result<(), CommandError>>);
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::UnboundedSender<Request>,
+    streams: libp2p_stream::Control,
 }
 
 impl EngineHandle {
+    /// Opens and accepts streams of protocols of your own on the engine's
+    /// swarm (libp2p's "custom protocol"): `accept` a protocol to serve
+    /// it, `open_stream` to a peer to use it. The engine dials the peer if
+    /// it is not connected.
+    pub fn streams(&self) -> libp2p_stream::Control {
+        self.streams.clone()
+    }
+
     async fn call(&self, command: Command) -> Result<(), CommandError> {
         let (reply, answer) = oneshot::channel();
         self.tx
@@ -439,6 +455,8 @@ pub struct Engine {
     last_announce: HashMap<TopicHash, Instant>,
     announce_due: HashMap<TopicHash, Instant>,
     connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    /// Direct (`/webrtc`) connections: the peer, and whether we dialed.
+    direct: HashMap<ConnectionId, (PeerId, bool)>,
     pinger: Pinger,
     lookups: HashMap<kad::QueryId, PeerId>,
     dial_listeners: HashSet<Multiaddr>,
@@ -466,6 +484,8 @@ pub struct Engine {
     webrtc_addrs: Vec<Multiaddr>,
     /// When our peer record is next published.
     record_due: Instant,
+    /// When each page's peer record last arrived (pages only).
+    records_seen: HashMap<PeerId, Instant>,
     /// Relayed connections, by peer.
     relayed: HashMap<ConnectionId, PeerId>,
     /// Relayed connections to close once their direct link has settled.
@@ -517,6 +537,7 @@ impl Engine {
             last_announce: HashMap::new(),
             announce_due: HashMap::new(),
             connections: HashMap::new(),
+            direct: HashMap::new(),
             pinger,
             lookups: HashMap::new(),
             dial_listeners: HashSet::new(),
@@ -536,10 +557,12 @@ impl Engine {
             public_key: peer_record::public_key_of(swarm_peer),
             webrtc_addrs: Vec::new(),
             record_due: Instant::now(),
+            records_seen: HashMap::new(),
             relayed: HashMap::new(),
             close_at: Vec::new(),
         };
-        (engine, EngineHandle { tx }, events_rx)
+        let streams = engine.swarm.behaviour().streams.new_control();
+        (engine, EngineHandle { tx, streams }, events_rx)
     }
 
     /// Lets `observer` see every swarm event before the engine handles it.
@@ -590,6 +613,7 @@ impl Engine {
                     }
                     self.announce_due_nicks();
                     self.announce_record();
+                    self.forget_silent_members();
                     self.close_due_relayed();
                     self.flush();
                     if self.shutdown_complete() {
@@ -916,7 +940,7 @@ impl Engine {
                     Transport::Circuit => {
                         self.relayed.insert(connection_id, peer_id);
                     }
-                    Transport::WebRtc => self.direct_link_up(peer_id),
+                    Transport::WebRtc => self.direct_link_up(peer_id, connection_id, outbound),
                     _ => {}
                 }
                 self.pinger.start(peer_id);
@@ -937,6 +961,7 @@ impl Engine {
                 tracing::debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), ?cause, "connection closed");
                 self.connections.remove(&connection_id);
                 self.relayed.remove(&connection_id);
+                self.direct.remove(&connection_id);
                 if num_established > 0 && !self.linked_beyond_signaling(peer_id) {
                     self.neighbours.disconnected(&peer_id, Instant::now());
                 }

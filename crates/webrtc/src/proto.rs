@@ -17,7 +17,10 @@
 //! }
 //! ```
 
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use prost::Message as _;
+
+use crate::Error;
 
 /// A message on the signaling stream.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -158,6 +161,44 @@ pub fn read_prefix(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Dec
         return Err(DecodeError::BadPrefix);
     }
     Ok(None)
+}
+
+/// Reads one signal from a signaling stream: `None` at a clean end of the
+/// stream.
+pub async fn read_signal<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Signal>, Error> {
+    let mut prefix = Vec::with_capacity(3);
+    let (len, _) = loop {
+        let mut byte = [0u8; 1];
+        if reader.read(&mut byte).await.map_err(Error::io)? == 0 {
+            if prefix.is_empty() {
+                return Ok(None);
+            }
+            return Err(Error::Signaling("stream ended inside a message".into()));
+        }
+        prefix.push(byte[0]);
+        match read_prefix(&prefix, MAX_SIGNAL) {
+            Ok(Some(found)) => break found,
+            Ok(None) => {}
+            Err(e) => return Err(Error::Signaling(e.to_string())),
+        }
+    };
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await.map_err(Error::io)?;
+    Signal::decode(body.as_slice())
+        .map(Some)
+        .map_err(|e| Error::Signaling(format!("undecodable signal: {e}")))
+}
+
+/// Writes one signal to a signaling stream and flushes it.
+pub async fn write_signal<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    signal: Signal,
+) -> Result<(), Error> {
+    writer
+        .write_all(&encode(&signal))
+        .await
+        .map_err(Error::io)?;
+    writer.flush().await.map_err(Error::io)
 }
 
 /// Takes whole frames from a data channel's bytes as they arrive (a

@@ -14,6 +14,7 @@ use libp2p::{
     Multiaddr, PeerId,
     gossipsub::{MessageAcceptance, TopicHash},
     multiaddr::Protocol,
+    swarm::ConnectionId,
 };
 use web_time::{Duration, Instant};
 
@@ -28,6 +29,9 @@ pub(super) const RECORD_EVERY: Duration = Duration::from_secs(10);
 /// remote may still be closing its signaling stream on it (js-libp2p
 /// closes its `init` channel first).
 const RELAYED_LINGER: Duration = Duration::from_secs(5);
+/// A page whose record has not arrived for this long is gone: three
+/// announcements missed.
+const MEMBER_SILENCE: Duration = Duration::from_secs(3 * RECORD_EVERY.as_secs());
 
 impl Engine {
     /// Whether this node links to pages directly: pages do, when the
@@ -143,9 +147,30 @@ impl Engine {
             && let Some(addr) = self.best_webrtc_addr(&addrs)
         {
             let topic: TopicHash = room.topic().hash();
+            self.records_seen.insert(author, Instant::now());
             self.member_found(author, vec![addr], [topic], Source::Rooms);
         }
         MessageAcceptance::Accept
+    }
+
+    /// Forgets the pages whose records stopped coming: a closed page
+    /// would otherwise be dialed forever (with back-off), each dial a
+    /// failure to report.
+    pub(super) fn forget_silent_members(&mut self) {
+        let now = Instant::now();
+        let silent: Vec<PeerId> = self
+            .records_seen
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) > MEMBER_SILENCE)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in silent {
+            self.records_seen.remove(&peer);
+            if self.neighbours.forget(&peer, Source::Rooms) {
+                tracing::info!(%peer, "the page stopped announcing itself; no more direct dials to it");
+                self.emit(super::Event::DirectPeerGone { peer });
+            }
+        }
     }
 
     /// The one address of a record to dial: the swarm would try them all at
@@ -192,17 +217,42 @@ impl Engine {
     /// A direct dial to `peer` failed: the relayed connection that carried
     /// its signaling goes (the chat goes on through the relay's mesh), and
     /// the neighbour manager, which counted the failure, dials again later.
+    /// A dial started before the page was forgotten may fail after it:
+    /// that is no news.
     pub(super) fn direct_link_failed(&mut self, peer: PeerId, error: String) {
-        tracing::info!(%peer, %error, "no direct link");
         if !self.linked_beyond_signaling(peer) {
+            // At once: the next attempt must not reuse it.
             self.close_relayed(peer, Instant::now());
+            self.close_due_relayed();
         }
+        if !self.records_seen.contains_key(&peer) {
+            tracing::debug!(%peer, %error, "no direct link to a page we forgot");
+            return;
+        }
+        tracing::info!(%peer, %error, "no direct link");
         self.emit(super::Event::DirectLinkFailed { peer, error });
     }
 
     /// A direct link to `peer` is up: its relayed connections close soon.
-    pub(super) fn direct_link_up(&mut self, peer: PeerId) {
+    /// Two pages that found each other at once may both have dialed: of a
+    /// link in each direction, both keep the one the smaller peer id
+    /// dialed, so they close the same one.
+    pub(super) fn direct_link_up(&mut self, peer: PeerId, id: ConnectionId, outbound: bool) {
         self.close_relayed(peer, Instant::now() + RELAYED_LINGER);
+        self.direct.insert(id, (peer, outbound));
+        let keep_outbound = self.local_peer_id() < peer;
+        let (kept, extra): (Vec<_>, Vec<_>) = self
+            .direct
+            .iter()
+            .filter(|(_, (p, _))| *p == peer)
+            .partition(|(_, (_, out))| *out == keep_outbound);
+        if kept.is_empty() {
+            return;
+        }
+        for (id, _) in extra {
+            tracing::debug!(%peer, connection = %id, "closing the second direct link: both pages dialed");
+            self.swarm.close_connection(*id);
+        }
     }
 
     /// Schedules closing the relayed connections to `peer` at `at`.

@@ -13,7 +13,6 @@ use futures::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt, future, stream,
 };
 use futures_timer::Delay;
-use prost::Message as _;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{RtcIceCandidateInit, RtcPeerConnectionState, RtcSdpType, RtcSessionDescriptionInit};
@@ -21,7 +20,7 @@ use web_sys::{RtcIceCandidateInit, RtcPeerConnectionState, RtcSdpType, RtcSessio
 use super::connection::{Connection, INIT_LABEL, Peer};
 use crate::{
     Config, Error,
-    proto::{MAX_SIGNAL, Signal, SignalType, encode, read_prefix},
+    proto::{Signal, SignalType, read_signal, write_signal},
 };
 
 /// Which side of the exchange we are.
@@ -68,7 +67,7 @@ where
             let offer = JsFuture::from(pc.create_offer()).await.map_err(Error::js)?;
             let sdp = sdp_of(&offer)?;
             set_description(pc, RtcSdpType::Offer, &sdp, true).await?;
-            send(&mut writer, Signal::new(SignalType::SdpOffer, sdp)).await?;
+            write_signal(&mut writer, Signal::new(SignalType::SdpOffer, sdp)).await?;
             let answer = expect(&mut incoming, SignalType::SdpAnswer).await?;
             set_description(pc, RtcSdpType::Answer, &answer, false).await?;
         }
@@ -80,7 +79,7 @@ where
                 .map_err(Error::js)?;
             let sdp = sdp_of(&answer)?;
             set_description(pc, RtcSdpType::Answer, &sdp, true).await?;
-            send(&mut writer, Signal::new(SignalType::SdpAnswer, sdp)).await?;
+            write_signal(&mut writer, Signal::new(SignalType::SdpAnswer, sdp)).await?;
         }
     }
 
@@ -116,7 +115,7 @@ where
                     // sends it.
                     let data = json.unwrap_or_else(|| "null".to_owned());
                     // A remote that has what it needs may be gone already.
-                    let _ = send(&mut writer, Signal::new(SignalType::IceCandidate, data)).await;
+                    let _ = write_signal(&mut writer, Signal::new(SignalType::IceCandidate, data)).await;
                 }
                 Local::Connected => break,
                 Local::Failed => return Err(Error::IceFailed),
@@ -160,39 +159,6 @@ fn signals<R: AsyncRead + Unpin>(reader: R) -> impl futures::Stream<Item = Resul
             Err(e) => Some((Err(e), None)),
         }
     })
-}
-
-/// One signal, or `None` at a clean end of the stream.
-async fn read_signal<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Signal>, Error> {
-    let mut prefix = Vec::with_capacity(3);
-    let (len, _) = loop {
-        let mut byte = [0u8; 1];
-        if reader.read(&mut byte).await.map_err(Error::io)? == 0 {
-            if prefix.is_empty() {
-                return Ok(None);
-            }
-            return Err(Error::Signaling("stream ended inside a message".into()));
-        }
-        prefix.push(byte[0]);
-        match read_prefix(&prefix, MAX_SIGNAL) {
-            Ok(Some(found)) => break found,
-            Ok(None) => {}
-            Err(e) => return Err(Error::Signaling(e.to_string())),
-        }
-    };
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await.map_err(Error::io)?;
-    Signal::decode(body.as_slice())
-        .map(Some)
-        .map_err(|e| Error::Signaling(format!("undecodable signal: {e}")))
-}
-
-async fn send<W: AsyncWrite + Unpin>(writer: &mut W, signal: Signal) -> Result<(), Error> {
-    writer
-        .write_all(&encode(&signal))
-        .await
-        .map_err(Error::io)?;
-    writer.flush().await.map_err(Error::io)
 }
 
 async fn expect<S>(incoming: &mut S, kind: SignalType) -> Result<String, Error>
