@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtalk_protocol::{behaviour::Limits, libp2p::Multiaddr};
+use meshtalk_protocol::{behaviour::Limits, history, libp2p::Multiaddr};
 use serde::Deserialize;
 
 use crate::web::{self, WebRoot};
@@ -106,6 +106,17 @@ pub struct Args {
     #[arg(long, value_name = "N", env = "MESHTALK_ROOM_MESH_MAX",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub room_mesh_max: Option<u16>,
+
+    /// Chat lines of each room the relay keeps and serves to peers that
+    /// join later; 0 keeps none. [default: 1000]
+    #[arg(long, value_name = "N", env = "MESHTALK_HISTORY_PER_ROOM")]
+    pub history_per_room: Option<usize>,
+
+    /// Age in hours after which a room's lines are no longer kept.
+    /// [default: 168, a week]
+    #[arg(long, value_name = "HOURS", env = "MESHTALK_HISTORY_MAX_AGE",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max_age: Option<u64>,
 }
 
 /// The same settings in a TOML file.
@@ -126,6 +137,8 @@ struct FileConfig {
     max_circuit_secs: Option<u64>,
     max_circuit_bytes: Option<u64>,
     room_mesh_max: Option<u16>,
+    history_per_room: Option<usize>,
+    history_max_age: Option<u64>,
 }
 
 /// Resolved relay settings.
@@ -145,6 +158,8 @@ pub struct Settings {
     pub web: WebRoot,
     /// Connection and relay limits.
     pub limits: Limits,
+    /// Room history kept and served.
+    pub history: history::store::Limits,
 }
 
 /// The four default listen addresses, on loopback: exposing a relay is a
@@ -236,6 +251,20 @@ impl Settings {
                     None => defaults.room_mesh_max,
                 },
                 ..defaults
+            },
+            history: {
+                let defaults = history::store::Limits::default();
+                history::store::Limits {
+                    per_room: args
+                        .history_per_room
+                        .or(file.history_per_room)
+                        .unwrap_or(defaults.per_room),
+                    max_age: match args.history_max_age.or(file.history_max_age) {
+                        Some(0) => anyhow::bail!("history-max-age must be at least 1 hour"),
+                        Some(hours) => Duration::from_secs(hours.saturating_mul(3600)),
+                        None => defaults.max_age,
+                    },
+                }
             },
         })
     }

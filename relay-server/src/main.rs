@@ -32,7 +32,7 @@ use meshtalk_protocol::{
     arch::{self, TransportConfig},
     behaviour::{BehaviourConfig, Role, is_relay_agent, relay_addrs},
     discovery::{Discovery, Source, Sources},
-    engine::{Engine, EngineConfig, Event},
+    engine::{Engine, EngineConfig, Event, HistoryConfig},
 };
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
@@ -104,6 +104,10 @@ async fn run(args: Args) -> Result<()> {
             external_addrs: settings.external_addrs.clone(),
             ping_interval: Some(Duration::from_secs(15)),
             discovery,
+            history: HistoryConfig {
+                limits: settings.history,
+                fetch: false,
+            },
             ..EngineConfig::default()
         },
     );

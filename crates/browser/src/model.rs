@@ -105,6 +105,8 @@ pub enum LineKind {
         mine: bool,
         /// Ours and not yet handed to the network.
         pending: bool,
+        /// Said before the page joined: history a peer served.
+        history: bool,
     },
     /// Something the page says (a nickname change, a rejected command).
     Notice,

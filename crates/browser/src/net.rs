@@ -338,6 +338,7 @@ impl Net {
                                 nick: (!nick.is_empty()).then_some(nick),
                                 mine: true,
                                 pending: true,
+                                history: false,
                             },
                             page::clock(page_now()),
                             text,
@@ -481,6 +482,7 @@ impl Net {
                 from,
                 nick,
                 message,
+                history,
             } => self.model.push(
                 room.name(),
                 LineKind::Message {
@@ -488,6 +490,7 @@ impl Net {
                     nick,
                     mine: false,
                     pending: false,
+                    history,
                 },
                 page::clock(message.created_ms),
                 message.text,

@@ -113,6 +113,7 @@ fn line(model: Model, line: Line) -> AnyView {
             nick,
             mine,
             pending,
+            history,
         } => {
             // A nickname learnt after the message arrived fills in.
             let peer = from.clone();
@@ -124,8 +125,10 @@ fn line(model: Model, line: Line) -> AnyView {
                     class="message"
                     class:mine=mine
                     class:pending=pending
+                    class:history=history
                     data-testid="message"
                     data-from=from
+                    data-history=history.then_some("true")
                 >
                     <div class="meta">
                         <span class="nick" data-testid="message-nick">{name}</span>

@@ -149,6 +149,11 @@ pub struct ChatArgs {
     /// Print one JSON object per line on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Do not ask peers for what was said in the room before we joined
+    /// (history lines are marked "(earlier)", or `"history": true`).
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 /// `meshtalk publish` and `meshtalk subscribe`.

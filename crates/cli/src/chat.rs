@@ -5,7 +5,7 @@ use std::{collections::HashMap, io::Write};
 use anyhow::Result;
 use futures::StreamExt;
 use meshtalk_protocol::{
-    engine::{EngineConfig, Event},
+    engine::{EngineConfig, Event, HistoryConfig},
     libp2p::Multiaddr,
     validate::{self},
     wire::Payload,
@@ -63,6 +63,10 @@ pub async fn run(args: ChatArgs) -> Result<()> {
         .start(EngineConfig {
             rooms: vec![args.room.clone()],
             nick: args.nick.clone(),
+            history: HistoryConfig {
+                fetch: !args.no_history,
+                ..HistoryConfig::default()
+            },
             ..EngineConfig::default()
         })
         .await?;

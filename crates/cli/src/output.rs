@@ -33,8 +33,10 @@ pub fn chat_line(event: &Event) -> Option<String> {
             from,
             nick,
             message,
+            history,
         } => Some(format!(
-            "[{room}] {}: {}",
+            "[{room}] {}{}: {}",
+            if *history { "(earlier) " } else { "" },
             nick.as_deref()
                 .map(sanitize)
                 .unwrap_or_else(|| short_id(from)),
@@ -71,6 +73,18 @@ pub fn status_line(event: &Event) -> Option<String> {
             "* closing the link to {}: above --max-peers",
             short_id(peer)
         )),
+        Event::HistoryFetched { room, peer, lines } if *lines > 0 => Some(format!(
+            "* [{room}] {lines} earlier lines from {}",
+            short_id(peer)
+        )),
+        Event::HistoryRejected {
+            room,
+            peer,
+            records,
+        } => Some(format!(
+            "* [{room}] {} served {records} forged history records: dropped, and it is asked no more",
+            short_id(peer)
+        )),
         _ => None,
     }
 }
@@ -83,6 +97,7 @@ pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
             from,
             nick,
             message,
+            history,
         } => json!({
             "type": "message",
             "room": room.name(),
@@ -91,6 +106,23 @@ pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
             "text": message.text,
             "id": message.id.to_string(),
             "created": message.created_ms,
+            "history": history,
+        }),
+        Event::HistoryFetched { room, peer, lines } => json!({
+            "type": "history",
+            "room": room.name(),
+            "peer": peer.to_string(),
+            "lines": lines,
+        }),
+        Event::HistoryRejected {
+            room,
+            peer,
+            records,
+        } => json!({
+            "type": "history_rejected",
+            "room": room.name(),
+            "peer": peer.to_string(),
+            "records": records,
         }),
         Event::Nick { room, from, nick } => json!({
             "type": "nick",

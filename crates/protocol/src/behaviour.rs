@@ -15,6 +15,7 @@ use libp2p::{
 use crate::{
     arch,
     discovery::{Source, Sources},
+    history::Tap,
 };
 
 mod gossip;
@@ -225,7 +226,13 @@ impl Behaviour {
         });
 
         let mesh_max = relay_role.then_some(l.room_mesh_max);
-        let gossipsub = gossipsub(keypair, mesh_max, config.sources.has(Source::PeerExchange))?;
+        let tap = Tap::new(keypair);
+        let gossipsub = gossipsub(
+            keypair,
+            mesh_max,
+            config.sources.has(Source::PeerExchange),
+            tap.clone(),
+        )?;
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
@@ -266,7 +273,7 @@ impl Behaviour {
             limits,
             relay_client,
             relay_server: relay_server.into(),
-            gossipsub: Gossip::new(gossipsub),
+            gossipsub: Gossip::new(gossipsub, tap),
             identify,
             streams,
             webrtc: webrtc.into(),
@@ -319,7 +326,8 @@ fn gossipsub(
     keypair: &Keypair,
     relay_mesh_max: Option<usize>,
     peer_exchange: bool,
-) -> Result<gossipsub::Behaviour, BehaviourError> {
+    tap: Tap,
+) -> Result<gossipsub::Behaviour<Tap>, BehaviourError> {
     let err = |e: &dyn std::fmt::Display| BehaviourError::Gossipsub(e.to_string());
     let mut builder = gossipsub::ConfigBuilder::default();
     builder
@@ -342,9 +350,12 @@ fn gossipsub(
         builder.do_px().prune_peers(PX_PEERS);
     }
     let config = builder.build().map_err(|e| err(&e))?;
-    let mut behaviour =
-        gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), config)
-            .map_err(|e| err(&e))?;
+    let mut behaviour = gossipsub::Behaviour::new_with_transform(
+        MessageAuthenticity::Signed(keypair.clone()),
+        config,
+        tap,
+    )
+    .map_err(|e| err(&e))?;
     let params = PeerScoreParams {
         // Browsers behind one NAT, and every test peer on loopback, share an
         // IP address: that is no sign of a Sybil attack here.

@@ -7,6 +7,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -33,6 +34,7 @@ use crate::{
         is_relay_agent, relay_addrs, room_score_params,
     },
     discovery::{Discovery, Neighbours, Source},
+    history::{store::Store, sync::HistorySync},
     peer_record,
     ping::{PingEvent, Pinger},
     rooms::{Members, Room},
@@ -42,7 +44,10 @@ use crate::{
 };
 
 mod direct;
+mod history;
 mod neighbourhood;
+
+pub use history::HistoryConfig;
 
 /// How often held messages are retried and deadlines checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -79,6 +84,8 @@ pub struct EngineConfig {
     pub ping_interval: Option<Duration>,
     /// Where to find peers and how many connections to keep.
     pub discovery: Discovery,
+    /// What room history to keep and whether to ask for it.
+    pub history: HistoryConfig,
 }
 
 /// Ping interval when the config names none.
@@ -186,6 +193,28 @@ pub enum Event {
         nick: Option<String>,
         /// The message.
         message: ChatMessage,
+        /// Whether it was said before we joined (history a peer served),
+        /// rather than live.
+        history: bool,
+    },
+    /// A peer answered our request for a room's history.
+    HistoryFetched {
+        /// The room.
+        room: Room,
+        /// The peer that answered.
+        peer: PeerId,
+        /// Lines new to us in its answer (shown as [`Event::Message`]s).
+        lines: usize,
+    },
+    /// A peer served history records that are not what their authors
+    /// signed; they were dropped, and the peer is asked no more.
+    HistoryRejected {
+        /// The room.
+        room: Room,
+        /// The peer that served them.
+        peer: PeerId,
+        /// How many records were dropped.
+        records: usize,
     },
     /// A peer set its nickname (empty: cleared).
     Nick {
@@ -484,6 +513,18 @@ pub struct Engine {
     webrtc_addrs: Vec<Multiaddr>,
     /// When our peer record is next published.
     record_due: Instant,
+    /// `created` of the last line we sent.
+    last_created: i64,
+    /// Room history, shared with the tasks that serve it.
+    history: Arc<Mutex<Store>>,
+    history_config: HistoryConfig,
+    history_sync: HistorySync,
+    /// Peers asked for each room's history since they connected.
+    history_asked: history::Asked,
+    /// Pages of history taken from a peer, per room.
+    history_pages: HashMap<(PeerId, TopicHash), u32>,
+    /// Peers that served forged history.
+    distrusted: HashSet<PeerId>,
     /// When each page's peer record last arrived (pages only).
     records_seen: HashMap<PeerId, Instant>,
     /// Relayed connections, by peer.
@@ -521,6 +562,9 @@ impl Engine {
         );
         let discovery = config.discovery.clone();
         let swarm_peer = *swarm.local_peer_id();
+        let history = Arc::new(Mutex::new(Store::new(config.history.limits)));
+        let history_config = config.history;
+        let swarm_streams = swarm.behaviour().streams.new_control();
         let engine = Self {
             swarm,
             role,
@@ -558,6 +602,13 @@ impl Engine {
             webrtc_addrs: Vec::new(),
             record_due: Instant::now(),
             records_seen: HashMap::new(),
+            history_sync: HistorySync::new(swarm_streams, history.clone()),
+            history,
+            history_config,
+            last_created: 0,
+            history_asked: HashMap::new(),
+            history_pages: HashMap::new(),
+            distrusted: HashSet::new(),
             relayed: HashMap::new(),
             close_at: Vec::new(),
         };
@@ -600,6 +651,7 @@ impl Engine {
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }
                 },
+                event = self.history_sync.next().fuse() => self.on_history(event),
                 request = self.commands.next() => match request {
                     Some((command, reply)) => {
                         let _ = reply.send(self.on_command(command));
@@ -686,7 +738,11 @@ impl Engine {
                 self.next_lookup.remove(&topic.hash());
             }
             Command::Send(room, text) => {
-                let message = ChatMessage::new(text);
+                let mut message = ChatMessage::new(text);
+                // Lines sent within one millisecond still sort in the
+                // order they were typed (history orders by `created`).
+                message.created_ms = message.created_ms.max(self.last_created + 1);
+                self.last_created = message.created_ms;
                 let payload = Payload::Message(message.clone());
                 validate::check(&payload, message.created_ms)?;
                 if !self.rooms.contains_key(&room.topic().hash()) {
@@ -845,10 +901,13 @@ impl Engine {
                 .gossipsub
                 .publish(out.topic.clone(), out.data.clone())
             {
-                Ok(_) => self.emit(Event::Sent {
-                    topic: out.topic.to_string(),
-                    id: out.id,
-                }),
+                Ok(id) => {
+                    self.keep_published(&out.topic, &out.data, &id);
+                    self.emit(Event::Sent {
+                        topic: out.topic.to_string(),
+                        id: out.id,
+                    });
+                }
                 Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
                     waiting.insert(out.topic.clone(), usize::from(!out.announce));
                     kept.push_back(out);
@@ -974,6 +1033,7 @@ impl Engine {
                         self.reservation = None;
                     }
                     self.pinger.stop(&peer_id);
+                    self.history_peer_gone(&peer_id);
                     for topic in self.members.rooms() {
                         self.member_left(&topic, peer_id);
                     }
@@ -1202,6 +1262,7 @@ impl Engine {
                         room,
                         peer: peer_id,
                     });
+                    self.ask_history(peer_id, &topic);
                 }
                 // Held messages may now have someone to go to.
                 self.flush();
@@ -1233,34 +1294,33 @@ impl Engine {
     }
 
     fn on_message(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        let gossipsub::Message {
-            source,
-            data,
-            topic,
-            ..
-        } = message;
-        let verdict = if let Some(room) = self.rooms.get(&topic).cloned() {
-            match (validate::accept(&data, validate::now_ms()), source) {
+        let verdict = if let Some(room) = self.rooms.get(&message.topic).cloned() {
+            match (
+                validate::accept(&message.data, validate::now_ms()),
+                message.source,
+            ) {
                 (Ok(payload), Some(from)) => {
-                    self.deliver(room, from, payload);
+                    if self.keep_received(&message, from, &payload) {
+                        self.deliver(room, from, payload);
+                    }
                     MessageAcceptance::Accept
                 }
                 (Ok(_), None) => {
                     self.reject(via, None, Rejection::MissingField("gossipsub source"));
                     MessageAcceptance::Reject
                 }
-                (Err(reason), _) => {
+                (Err(reason), source) => {
                     self.reject(via, source, reason);
                     MessageAcceptance::Reject
                 }
             }
-        } else if let Some(room) = peer_record::room_of(&topic) {
-            self.on_record(&room, source, &data)
-        } else if self.raw_topics.contains(&topic) {
+        } else if let Some(room) = peer_record::room_of(&message.topic) {
+            self.on_record(&room, message.source, &message.data)
+        } else if self.raw_topics.contains(&message.topic) {
             self.emit(Event::Raw {
-                topic: topic.to_string(),
-                from: source,
-                data,
+                topic: message.topic.to_string(),
+                from: message.source,
+                data: message.data,
             });
             MessageAcceptance::Accept
         } else {
@@ -1298,6 +1358,7 @@ impl Engine {
                     from,
                     nick: None,
                     message,
+                    history: false,
                 });
             }
             return;
@@ -1330,6 +1391,7 @@ impl Engine {
                     from,
                     nick,
                     message,
+                    history: false,
                 });
             }
             Payload::Nick(nick) => {

@@ -37,6 +37,7 @@ pub mod arch;
 pub mod behaviour;
 pub mod discovery;
 pub mod engine;
+pub mod history;
 pub mod peer_record;
 pub mod ping;
 pub mod rooms;

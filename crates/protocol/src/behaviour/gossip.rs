@@ -26,9 +26,12 @@ use libp2p::{
     },
 };
 
+use crate::history::Tap;
+
 /// Gossipsub whose peer-exchange dials become events.
 pub struct Gossip {
-    inner: gossipsub::Behaviour,
+    inner: gossipsub::Behaviour<Tap>,
+    tap: Tap,
     /// The peer whose RPC gossipsub handled last. Gossipsub asks for a dial
     /// only while handling a PRUNE with peer exchange, and the swarm drains
     /// a behaviour's events before it hands over the next RPC, so the
@@ -53,16 +56,24 @@ pub enum GossipEvent {
 
 impl Gossip {
     /// Wraps a gossipsub behaviour.
-    pub fn new(inner: gossipsub::Behaviour) -> Self {
+    pub fn new(inner: gossipsub::Behaviour<Tap>, tap: Tap) -> Self {
         Self {
             inner,
+            tap,
             last_sender: None,
         }
     }
 }
 
+impl Gossip {
+    /// The signatures of received messages, for history records.
+    pub fn tap(&self) -> &Tap {
+        &self.tap
+    }
+}
+
 impl Deref for Gossip {
-    type Target = gossipsub::Behaviour;
+    type Target = gossipsub::Behaviour<Tap>;
 
     fn deref(&self) -> &Self::Target {
         &self.inner
@@ -76,7 +87,7 @@ impl DerefMut for Gossip {
 }
 
 impl NetworkBehaviour for Gossip {
-    type ConnectionHandler = THandler<gossipsub::Behaviour>;
+    type ConnectionHandler = THandler<gossipsub::Behaviour<Tap>>;
     type ToSwarm = GossipEvent;
 
     fn handle_pending_inbound_connection(

@@ -1,0 +1,268 @@
+//! Room history: the engine's side (see [`crate::history`]).
+//!
+//! Every room message the engine accepts, and every one it publishes, is
+//! kept as its author's signed record. When a room member or relay
+//! subscribes to one of our rooms (on joining, and again after every
+//! reconnect) a peer asks it, up to [`HISTORY_SOURCES`] of them per room,
+//! for the lines newer than the newest it holds, following `more` for a
+//! few pages. Answers are verified record by record; the new lines are
+//! shown in `created` order, marked as history. A server that sends a
+//! forged record is asked no more, and gossipsub scores it down.
+
+use std::collections::HashSet;
+
+use libp2p::{
+    PeerId,
+    gossipsub::{self, TopicHash},
+};
+
+use super::{Engine, Event};
+use crate::{
+    behaviour::Role,
+    history::{
+        SignedMessage, Verified,
+        store::{Cursor, Limits},
+        sync::{HistoryAnswer, SyncEvent},
+        verify,
+    },
+    validate,
+    wire::{ChatMessage, Payload},
+};
+
+/// Peers asked for a room's history after each (re)connection.
+pub(super) const HISTORY_SOURCES: usize = 3;
+/// Pages followed from one peer in one go.
+const MAX_PAGES: u32 = 10;
+/// The application score of a peer that served a forged record: with
+/// gossipsub's weight of 10 it lands below the graylist threshold (-80).
+const FORGER_APP_SCORE: f64 = -10.0;
+
+/// History settings of an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// What to keep (and serve).
+    pub limits: Limits,
+    /// Whether to ask peers for what was said before we joined.
+    pub fetch: bool,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            fetch: true,
+        }
+    }
+}
+
+impl Engine {
+    fn lock_history(&self) -> std::sync::MutexGuard<'_, crate::history::store::Store> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps a room message gossipsub delivered. Returns false when the
+    /// line was known already (it came as history first): not to be shown
+    /// again.
+    pub(super) fn keep_received(
+        &mut self,
+        message: &gossipsub::Message,
+        from: PeerId,
+        payload: &Payload,
+    ) -> bool {
+        let topic = message.topic.clone();
+        if let Payload::Message(line) = payload
+            && self
+                .lock_history()
+                .contains(&topic, &(line.created_ms, line.id.0))
+        {
+            return false;
+        }
+        let Some(record) = self.swarm.behaviour().gossipsub.tap().record(message) else {
+            return true;
+        };
+        let verified = Verified {
+            from,
+            seqno: message.sequence_number.unwrap_or_default(),
+            topic,
+            payload: payload.clone(),
+        };
+        self.lock_history()
+            .insert(&verified, &record, validate::now_ms());
+        true
+    }
+
+    /// Keeps a room message we published (gossipsub returned its id).
+    pub(super) fn keep_published(
+        &mut self,
+        topic: &TopicHash,
+        data: &[u8],
+        id: &gossipsub::MessageId,
+    ) {
+        if !self.rooms.contains_key(topic) {
+            return;
+        }
+        let local = self.local_peer_id();
+        let Some(seqno) = crate::history::seqno_of(id, local) else {
+            return;
+        };
+        let Ok(payload) = crate::wire::decode(data) else {
+            return;
+        };
+        let record = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .tap()
+            .sign(topic, data, seqno);
+        let verified = Verified {
+            from: local,
+            seqno,
+            topic: topic.clone(),
+            payload,
+        };
+        self.lock_history()
+            .insert(&verified, &record, validate::now_ms());
+    }
+
+    /// `peer` subscribed to `topic`: if it is one of our rooms and we have
+    /// asked fewer than [`HISTORY_SOURCES`] peers since connecting, ask it.
+    pub(super) fn ask_history(&mut self, peer: PeerId, topic: &TopicHash) {
+        if self.role != Role::Peer
+            || !self.history_config.fetch
+            || !self.rooms.contains_key(topic)
+            || self.distrusted.contains(&peer)
+        {
+            return;
+        }
+        let asked = self.history_asked.entry(topic.clone()).or_default();
+        if asked.len() >= HISTORY_SOURCES || !asked.insert(peer) {
+            return;
+        }
+        let after = self.lock_history().newest(topic);
+        tracing::debug!(%peer, %topic, ?after, "asking for history");
+        self.history_pages.insert((peer, topic.clone()), 1);
+        self.history_sync.fetch(peer, topic.clone(), after);
+    }
+
+    /// The last connection to `peer` closed: once it is back, it is asked
+    /// again.
+    pub(super) fn history_peer_gone(&mut self, peer: &PeerId) {
+        for asked in self.history_asked.values_mut() {
+            asked.remove(peer);
+        }
+        self.history_pages.retain(|(p, _), _| p != peer);
+    }
+
+    /// What the history protocol reported.
+    pub(super) fn on_history(&mut self, event: SyncEvent) {
+        match event {
+            SyncEvent::Fetched { peer, room, answer } => self.on_history_answer(peer, room, answer),
+            SyncEvent::Failed { peer, room, error } => {
+                tracing::debug!(%peer, %room, %error, "no history from this peer");
+            }
+            SyncEvent::Refused { peer } => {
+                tracing::info!(%peer, "history requests too frequent; refused");
+            }
+            SyncEvent::Served => {}
+        }
+    }
+
+    fn on_history_answer(&mut self, peer: PeerId, topic: TopicHash, answer: HistoryAnswer) {
+        let Some(room) = self.rooms.get(&topic).cloned() else {
+            return;
+        };
+        let now = validate::now_ms();
+        let mut forged = 0;
+        let mut check = |signed: &SignedMessage| match verify(signed, &topic) {
+            Ok(verified) => Some(verified),
+            Err(reason) => {
+                forged += 1;
+                tracing::warn!(%peer, %reason, "forged history record dropped");
+                None
+            }
+        };
+        let nicks: Vec<(Verified, &SignedMessage)> = answer
+            .nicks
+            .iter()
+            .filter_map(|s| check(s).map(|v| (v, s)))
+            .collect();
+        let mut lines: Vec<(Verified, &SignedMessage, ChatMessage)> = answer
+            .lines
+            .iter()
+            .filter_map(|s| check(s).map(|v| (v, s)))
+            .filter_map(|(v, s)| match &v.payload {
+                Payload::Message(line) => {
+                    let line = line.clone();
+                    Some((v, s, line))
+                }
+                Payload::Nick(_) => None,
+            })
+            .collect();
+        let last: Option<Cursor> = lines.last().map(|(_, _, l)| (l.created_ms, l.id.0));
+
+        if forged > 0 {
+            self.distrusted.insert(peer);
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .set_application_score(&peer, FORGER_APP_SCORE);
+            self.emit(Event::HistoryRejected {
+                room: room.clone(),
+                peer,
+                records: forged,
+            });
+        }
+
+        // Names first, so the lines show under them; a name heard live
+        // is newer than any in history.
+        for (verified, signed) in nicks {
+            self.lock_history().insert(&verified, signed, now);
+            if let Payload::Nick(nick) = verified.payload
+                && !nick.is_empty()
+                && !self.nicks.contains_key(&verified.from)
+            {
+                self.nicks.insert(verified.from, nick);
+            }
+        }
+        lines.sort_by_key(|(_, _, l)| (l.created_ms, l.id.0));
+        let mut shown = 0;
+        for (verified, signed, line) in lines {
+            let cursor = (line.created_ms, line.id.0);
+            let mut history = self.lock_history();
+            if history.contains(&topic, &cursor) {
+                continue;
+            }
+            history.insert(&verified, signed, now);
+            drop(history);
+            shown += 1;
+            let nick = self.nicks.get(&verified.from).cloned();
+            self.emit(Event::Message {
+                room: room.clone(),
+                from: verified.from,
+                nick,
+                message: line,
+                history: true,
+            });
+        }
+        tracing::debug!(%peer, %topic, shown, forged, "history answer");
+        self.emit(Event::HistoryFetched {
+            room,
+            peer,
+            lines: shown,
+        });
+
+        // Follow an honest server's further pages, a few at most.
+        let pages = self.history_pages.entry((peer, topic.clone())).or_default();
+        if answer.more == Some(true) && forged == 0 && *pages < MAX_PAGES {
+            *pages += 1;
+            if let Some(after) = last {
+                self.history_sync.fetch(peer, topic, Some(after));
+            }
+        }
+    }
+}
+
+/// Peers asked for history, by room.
+pub(super) type Asked = std::collections::HashMap<TopicHash, HashSet<PeerId>>;

@@ -1,0 +1,304 @@
+//! History records per room, in `created` order, bounded by count and age.
+//!
+//! Chat lines (`SEND_MESSAGE`) are kept by `(created, message id)`; of
+//! nickname records (`UPDATE_PEER`) only each author's newest, so a late
+//! joiner sees history under the names people chose.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    ops::Bound,
+    time::Duration,
+};
+
+use libp2p::{PeerId, gossipsub::TopicHash};
+use prost::Message as _;
+
+use super::{SignedMessage, Verified};
+use crate::wire::{MESSAGE_ID_LEN, Payload};
+
+/// Most records one answer carries.
+pub const MAX_ANSWER_RECORDS: usize = 500;
+/// Most bytes of records one answer carries.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// Where a room's history continues: after this message.
+pub type Cursor = (i64, [u8; MESSAGE_ID_LEN]);
+
+/// How much history to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Chat lines kept per room; 0 keeps none.
+    pub per_room: usize,
+    /// Lines older than this go.
+    pub max_age: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            per_room: 1000,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Default)]
+struct RoomHistory {
+    lines: BTreeMap<Cursor, SignedMessage>,
+    nicks: HashMap<PeerId, SignedMessage>,
+}
+
+/// A page of a room's history.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Chat lines, oldest first.
+    pub lines: Vec<SignedMessage>,
+    /// The newest nickname record of each author of those lines.
+    pub nicks: Vec<SignedMessage>,
+    /// Whether more lines follow the last.
+    pub more: bool,
+}
+
+/// History records per room.
+pub struct Store {
+    limits: Limits,
+    rooms: HashMap<TopicHash, RoomHistory>,
+}
+
+impl Store {
+    /// An empty store keeping what `limits` allow.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            rooms: HashMap::new(),
+        }
+    }
+
+    /// Whether this store keeps anything.
+    pub fn enabled(&self) -> bool {
+        self.limits.per_room > 0
+    }
+
+    /// Keeps a verified record. Returns false when it was there already
+    /// (or is not kept: too old, or history is off).
+    pub fn insert(&mut self, record: &Verified, signed: &SignedMessage, now_ms: i64) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let room = self.rooms.entry(record.topic.clone()).or_default();
+        match &record.payload {
+            Payload::Message(line) => {
+                let oldest = now_ms.saturating_sub(self.limits.max_age.as_millis() as i64);
+                if line.created_ms < oldest {
+                    return false;
+                }
+                let key = (line.created_ms, line.id.0);
+                if room.lines.contains_key(&key) {
+                    return false;
+                }
+                room.lines.insert(key, signed.clone());
+                while room.lines.len() > self.limits.per_room {
+                    room.lines.pop_first();
+                }
+                room.lines.contains_key(&key)
+            }
+            Payload::Nick(_) => {
+                let new = room.nicks.get(&record.from) != Some(signed);
+                room.nicks.insert(record.from, signed.clone());
+                new
+            }
+        }
+    }
+
+    /// Whether the room holds the line with this cursor.
+    pub fn contains(&self, room: &TopicHash, cursor: &Cursor) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.lines.contains_key(cursor))
+    }
+
+    /// The newest line's cursor in a room.
+    pub fn newest(&self, room: &TopicHash) -> Option<Cursor> {
+        self.rooms
+            .get(room)?
+            .lines
+            .last_key_value()
+            .map(|(k, _)| *k)
+    }
+
+    /// Lines of a room: after `after` (oldest first, then `more` says
+    /// whether others follow), or with no cursor the newest; at most
+    /// `limit` (and [`MAX_ANSWER_RECORDS`], [`MAX_ANSWER_BYTES`]).
+    pub fn page(
+        &mut self,
+        room: &TopicHash,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> Page {
+        self.expire(now_ms);
+        let Some(history) = self.rooms.get(room) else {
+            return Page::default();
+        };
+        let limit = limit.clamp(1, MAX_ANSWER_RECORDS);
+        let mut bytes = 0;
+        let mut fits = |line: &SignedMessage| {
+            bytes += line.encoded_len() + 8;
+            bytes <= MAX_ANSWER_BYTES
+        };
+        let (lines, more) = match after {
+            Some(cursor) => {
+                let mut rest = history
+                    .lines
+                    .range((Bound::Excluded(cursor), Bound::Unbounded))
+                    .map(|(_, line)| line);
+                let lines: Vec<SignedMessage> = rest
+                    .by_ref()
+                    .take(limit)
+                    .take_while(|line| fits(line))
+                    .cloned()
+                    .collect();
+                let more = history
+                    .lines
+                    .range((Bound::Excluded(cursor), Bound::Unbounded))
+                    .nth(lines.len())
+                    .is_some();
+                (lines, more)
+            }
+            None => {
+                let mut lines: Vec<SignedMessage> = history
+                    .lines
+                    .values()
+                    .rev()
+                    .take(limit)
+                    .take_while(|line| fits(line))
+                    .cloned()
+                    .collect();
+                lines.reverse();
+                (lines, false)
+            }
+        };
+        let authors: std::collections::HashSet<Vec<u8>> =
+            lines.iter().filter_map(|l| l.from.clone()).collect();
+        let nicks = history
+            .nicks
+            .iter()
+            .filter(|(peer, _)| authors.contains(&peer.to_bytes()))
+            .map(|(_, nick)| nick.clone())
+            .collect();
+        Page { lines, nicks, more }
+    }
+
+    /// Drops the lines older than the age limit.
+    pub fn expire(&mut self, now_ms: i64) {
+        let oldest = now_ms.saturating_sub(self.limits.max_age.as_millis() as i64);
+        for history in self.rooms.values_mut() {
+            while history
+                .lines
+                .first_key_value()
+                .is_some_and(|((created, _), _)| *created < oldest)
+            {
+                history.lines.pop_first();
+            }
+        }
+    }
+
+    /// Lines kept in all rooms.
+    pub fn len(&self) -> usize {
+        self.rooms.values().map(|r| r.lines.len()).sum()
+    }
+
+    /// Whether no line is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::identity::Keypair;
+
+    use super::*;
+    use crate::{
+        history::{sign, verify},
+        wire::{ChatMessage, MessageId, encode},
+    };
+
+    fn room() -> TopicHash {
+        TopicHash::from_raw("meshtalk/room/store")
+    }
+
+    fn line(key: &Keypair, created_ms: i64, n: u8) -> (Verified, SignedMessage) {
+        let message = ChatMessage {
+            text: format!("line {n}"),
+            created_ms,
+            id: MessageId([n; MESSAGE_ID_LEN]),
+        };
+        let signed = sign(key, &room(), &encode(&Payload::Message(message)), n.into());
+        (verify(&signed, &room()).expect("valid"), signed)
+    }
+
+    fn texts(page: &Page) -> Vec<String> {
+        page.lines
+            .iter()
+            .map(|l| match verify(l, &room()).expect("valid").payload {
+                Payload::Message(m) => m.text,
+                Payload::Nick(n) => n,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_come_in_created_order_once_each_and_page_by_cursor() {
+        let key = Keypair::generate_ed25519();
+        let now = 1_000_000_000;
+        let mut store = Store::new(Limits::default());
+        for n in [3u8, 1, 2] {
+            let (v, s) = line(&key, now + i64::from(n), n);
+            assert!(store.insert(&v, &s, now));
+            assert!(!store.insert(&v, &s, now), "a duplicate is no news");
+        }
+        let all = store.page(&room(), None, 10, now);
+        assert_eq!(texts(&all), ["line 1", "line 2", "line 3"]);
+        assert!(!all.more);
+        let first = store.page(&room(), Some((0, [0; MESSAGE_ID_LEN])), 2, now);
+        assert_eq!(texts(&first), ["line 1", "line 2"]);
+        assert!(first.more);
+        let cursor = (now + 2, [2; MESSAGE_ID_LEN]);
+        let rest = store.page(&room(), Some(cursor), 2, now);
+        assert_eq!(texts(&rest), ["line 3"]);
+        assert!(!rest.more);
+        assert_eq!(store.newest(&room()), Some((now + 3, [3; MESSAGE_ID_LEN])));
+    }
+
+    #[test]
+    fn count_and_age_limits_hold() {
+        let key = Keypair::generate_ed25519();
+        let now = 10_000_000_000;
+        let limits = Limits {
+            per_room: 3,
+            max_age: Duration::from_secs(60),
+        };
+        let mut store = Store::new(limits);
+        for n in 1..=5u8 {
+            let (v, s) = line(&key, now + i64::from(n), n);
+            store.insert(&v, &s, now);
+        }
+        assert_eq!(
+            texts(&store.page(&room(), None, 10, now)),
+            ["line 3", "line 4", "line 5"]
+        );
+        // Older than a minute: not kept, and what ages out goes.
+        let (v, s) = line(&key, now - 61_000, 9);
+        assert!(!store.insert(&v, &s, now));
+        assert!(store.page(&room(), None, 10, now + 61_000).lines.is_empty());
+        assert!(store.is_empty());
+        // Off: nothing kept.
+        let mut off = Store::new(Limits {
+            per_room: 0,
+            ..Limits::default()
+        });
+        let (v, s) = line(&key, now, 1);
+        assert!(!off.insert(&v, &s, now));
+    }
+}

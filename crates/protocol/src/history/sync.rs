@@ -1,0 +1,347 @@
+//! `/meshtalk/history/1.0.0`: one request and one answer per stream, each
+//! a varint-length-prefixed protobuf.
+//!
+//! ```proto
+//! message HistoryRequest {
+//!   optional string topic = 1;            // the room's topic
+//!   optional int64 after_created_ms = 2;  // with after_id: lines after
+//!   optional bytes after_id = 3;          //   this one, oldest first
+//!   optional uint32 limit = 4;            // at most 500
+//! }
+//! message HistoryAnswer {
+//!   repeated Message lines = 1;  // pubsub Messages, as their authors signed them
+//!   repeated Message nicks = 2;  // the newest UPDATE_PEER of each author of those lines
+//!   optional bool more = 3;      // lines follow the last one
+//! }
+//! ```
+//!
+//! Without a cursor the answer holds the newest lines. Answers carry at
+//! most 500 lines and 1 MiB; a peer may ask [`REQUESTS_PER_MINUTE`] times a
+//! minute, and is refused (the stream dropped) beyond.
+
+use std::{
+    collections::HashMap,
+    io,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use futures::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt,
+    future::{BoxFuture, Either, select},
+    stream::FuturesUnordered,
+};
+use futures_timer::Delay;
+use libp2p::{PeerId, Stream, StreamProtocol, gossipsub::TopicHash};
+use libp2p_stream::{Control, IncomingStreams};
+use prost::Message as _;
+use web_time::Instant;
+
+use super::{
+    SignedMessage,
+    store::{Cursor, MAX_ANSWER_BYTES, MAX_ANSWER_RECORDS, Store},
+};
+use crate::wire::MESSAGE_ID_LEN;
+
+/// The history protocol id.
+pub const HISTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/history/1.0.0");
+/// Requests one peer may make in a minute.
+pub const REQUESTS_PER_MINUTE: u32 = 30;
+/// Largest request accepted.
+const MAX_REQUEST: usize = 1024;
+/// Largest answer read: the line limit plus room for the nicknames.
+const MAX_ANSWER: usize = MAX_ANSWER_BYTES + 256 * 1024;
+/// How long one exchange may take.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A request for a room's lines.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct HistoryRequest {
+    /// The room's topic.
+    #[prost(string, optional, tag = "1")]
+    pub topic: Option<String>,
+    /// With `after_id`: the line after which to go on.
+    #[prost(int64, optional, tag = "2")]
+    pub after_created_ms: Option<i64>,
+    /// With `after_created_ms`: the line after which to go on.
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub after_id: Option<Vec<u8>>,
+    /// Most lines wanted.
+    #[prost(uint32, optional, tag = "4")]
+    pub limit: Option<u32>,
+}
+
+/// A page of a room's lines.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct HistoryAnswer {
+    /// Chat lines, oldest first.
+    #[prost(message, repeated, tag = "1")]
+    pub lines: Vec<SignedMessage>,
+    /// Nickname records of their authors.
+    #[prost(message, repeated, tag = "2")]
+    pub nicks: Vec<SignedMessage>,
+    /// Whether more lines follow.
+    #[prost(bool, optional, tag = "3")]
+    pub more: Option<bool>,
+}
+
+impl HistoryRequest {
+    fn cursor(&self) -> Option<Cursor> {
+        let id: [u8; MESSAGE_ID_LEN] = self.after_id.as_deref()?.try_into().ok()?;
+        Some((self.after_created_ms?, id))
+    }
+}
+
+/// What the history protocol did.
+pub(crate) enum SyncEvent {
+    /// A peer answered our request.
+    Fetched {
+        peer: PeerId,
+        room: TopicHash,
+        answer: HistoryAnswer,
+    },
+    /// Asking a peer failed.
+    Failed {
+        peer: PeerId,
+        room: TopicHash,
+        error: String,
+    },
+    /// A peer asked more often than allowed and was refused.
+    Refused { peer: PeerId },
+    /// An exchange we served ended (its outcome is logged).
+    Served,
+}
+
+/// Answers history requests from the store and asks peers for theirs.
+pub(crate) struct HistorySync {
+    control: Control,
+    incoming: Option<IncomingStreams>,
+    store: Arc<Mutex<Store>>,
+    tasks: FuturesUnordered<BoxFuture<'static, SyncEvent>>,
+    asked: HashMap<PeerId, (Instant, u32)>,
+}
+
+impl HistorySync {
+    /// Takes over the history protocol on `control`, serving `store` (a
+    /// store that keeps nothing serves nothing: the protocol stays free).
+    pub(crate) fn new(mut control: Control, store: Arc<Mutex<Store>>) -> Self {
+        let serve = store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .enabled();
+        let incoming = match serve.then(|| control.accept(HISTORY_PROTOCOL)) {
+            Some(Ok(incoming)) => Some(incoming),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "history protocol already taken; not serving history");
+                None
+            }
+            None => None,
+        };
+        Self {
+            control,
+            incoming,
+            store,
+            tasks: FuturesUnordered::new(),
+            asked: HashMap::new(),
+        }
+    }
+
+    /// Asks `peer` for the lines of `room` after `after` (the newest when
+    /// none).
+    pub(crate) fn fetch(&mut self, peer: PeerId, room: TopicHash, after: Option<Cursor>) {
+        let request = HistoryRequest {
+            topic: Some(room.to_string()),
+            after_created_ms: after.map(|(created, _)| created),
+            after_id: after.map(|(_, id)| id.to_vec()),
+            limit: Some(MAX_ANSWER_RECORDS as u32),
+        };
+        let mut control = self.control.clone();
+        let exchange = async move {
+            let mut stream = control
+                .open_stream(peer, HISTORY_PROTOCOL)
+                .await
+                .map_err(|e| e.to_string())?;
+            write_message(&mut stream, &request.encode_to_vec())
+                .await
+                .map_err(|e| e.to_string())?;
+            let bytes = read_message(&mut stream, MAX_ANSWER)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = stream.close().await;
+            HistoryAnswer::decode(bytes.as_slice()).map_err(|e| format!("undecodable answer: {e}"))
+        };
+        let task = async move {
+            match timed(exchange).await {
+                Ok(answer) => SyncEvent::Fetched { peer, room, answer },
+                Err(error) => SyncEvent::Failed { peer, room, error },
+            }
+        };
+        self.tasks.push(task.boxed());
+    }
+
+    /// Whether `peer` may ask once more now (and counts the request).
+    fn allow(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        if self.asked.len() > 4096 {
+            self.asked
+                .retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
+        }
+        let (since, count) = self.asked.entry(peer).or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(60) {
+            *since = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= REQUESTS_PER_MINUTE
+    }
+
+    fn serve(&mut self, peer: PeerId, stream: Stream) {
+        let store = self.store.clone();
+        let task = async move {
+            if let Err(e) = timed(answer(stream, store)).await {
+                tracing::debug!(%peer, error = %e, "history request not answered");
+            }
+            SyncEvent::Served
+        };
+        self.tasks.push(task.boxed());
+    }
+
+    /// The next thing that happened. Pending forever when there is nothing
+    /// to do, so it can sit in a `select!`.
+    pub(crate) async fn next(&mut self) -> SyncEvent {
+        loop {
+            let next = {
+                let incoming = &mut self.incoming;
+                let tasks = &mut self.tasks;
+                let inbound = async move {
+                    match incoming.as_mut() {
+                        Some(incoming) => incoming.next().await,
+                        None => futures::future::pending().await,
+                    }
+                };
+                let outcome = async move {
+                    match tasks.next().await {
+                        Some(event) => event,
+                        None => futures::future::pending().await,
+                    }
+                };
+                match select(inbound.boxed(), outcome.boxed()).await {
+                    Either::Left((inbound, _)) => Either::Left(inbound),
+                    Either::Right((event, _)) => Either::Right(event),
+                }
+            };
+            match next {
+                Either::Left(Some((peer, stream))) => {
+                    if self.allow(peer) {
+                        self.serve(peer, stream);
+                    } else {
+                        drop(stream);
+                        return SyncEvent::Refused { peer };
+                    }
+                }
+                Either::Left(None) => self.incoming = None,
+                Either::Right(event) => return event,
+            }
+        }
+    }
+}
+
+/// Reads a request, answers it from the store, closes the stream.
+async fn answer(mut stream: Stream, store: Arc<Mutex<Store>>) -> Result<(), String> {
+    let bytes = read_message(&mut stream, MAX_REQUEST)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request =
+        HistoryRequest::decode(bytes.as_slice()).map_err(|e| format!("undecodable: {e}"))?;
+    let topic = request.topic.clone().ok_or("request without a topic")?;
+    let limit = request.limit.map_or(MAX_ANSWER_RECORDS, |l| l as usize);
+    let page = store.lock().unwrap_or_else(PoisonError::into_inner).page(
+        &TopicHash::from_raw(topic),
+        request.cursor(),
+        limit,
+        crate::validate::now_ms(),
+    );
+    let answer = HistoryAnswer {
+        lines: page.lines,
+        nicks: page.nicks,
+        more: Some(page.more),
+    };
+    write_message(&mut stream, &answer.encode_to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.close().await.map_err(|e| e.to_string())
+}
+
+async fn timed<T>(work: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    futures::select! {
+        result = work.fuse() => result,
+        () = Delay::new(EXCHANGE_TIMEOUT).fuse() => Err("timed out".into()),
+    }
+}
+
+/// Writes `bytes` with an unsigned-varint length prefix.
+pub async fn write_message<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io::Result<()> {
+    let mut prefix = Vec::with_capacity(5);
+    let mut len = bytes.len();
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            prefix.push(byte);
+            break;
+        }
+        prefix.push(byte | 0x80);
+    }
+    writer.write_all(&prefix).await?;
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+/// Reads one unsigned-varint-length-prefixed message of at most `max`
+/// bytes.
+pub async fn read_message<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> io::Result<Vec<u8>> {
+    let mut len: usize = 0;
+    for i in 0..5 {
+        let mut byte = [0u8; 1];
+        reader.read_exact(&mut byte).await?;
+        len |= usize::from(byte[0] & 0x7f) << (7 * i);
+        if byte[0] & 0x80 == 0 {
+            if len > max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("message of {len} bytes, at most {max} allowed"),
+                ));
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).await?;
+            return Ok(body);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "bad length prefix",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::io::Cursor as Buffer;
+
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_oversized_ones_are_refused() {
+        futures::executor::block_on(async {
+            let body = vec![7u8; 300];
+            let mut buf = Vec::new();
+            write_message(&mut buf, &body).await.expect("writes");
+            assert_eq!(buf.len(), 302);
+            let mut reader = Buffer::new(buf.clone());
+            assert_eq!(read_message(&mut reader, 300).await.expect("reads"), body);
+            let mut reader = Buffer::new(buf);
+            assert!(read_message(&mut reader, 299).await.is_err());
+            let mut reader = Buffer::new(vec![0xff; 8]);
+            assert!(read_message(&mut reader, usize::MAX).await.is_err());
+        });
+    }
+}

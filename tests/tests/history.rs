@@ -1,0 +1,196 @@
+//! Room history: a `meshtalk chat` peer that joins late sees what was said
+//! before it came (from the relay, over TCP and QUIC), in order, once, and
+//! marked as history; a peer that serves forged history is not believed.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use futures::StreamExt;
+use meshtalk_protocol::{
+    engine::{EngineConfig, Event, HistoryConfig},
+    history::{
+        SignedMessage, sign,
+        store::Limits,
+        sync::{HISTORY_PROTOCOL, HistoryAnswer, read_message, write_message},
+    },
+    libp2p::{Multiaddr, gossipsub::TopicHash, identity::Keypair},
+    rooms::Room,
+    transport::Transport,
+    wire::{ChatMessage, Payload, encode},
+};
+use meshtalk_tests::{ChatPeer, Relay, WAIT, peer, temp_dir};
+use prost::Message as _;
+use serde_json::Value;
+
+/// A peer says `lines` in `room` through `relay` and leaves.
+fn say_and_leave(relay: &Relay, room: &str, nick: &str, lines: &[&str]) -> Result<()> {
+    let addr = relay.addr(Transport::Tcp)?;
+    let mut author = ChatPeer::start(nick, &addr, room, &["--nick", nick])?;
+    for line in lines {
+        author.proc.send_line(line)?;
+    }
+    author.proc.close_stdin();
+    let status = author.proc.wait_exit(WAIT)?;
+    ensure!(status.success(), "{nick} exited with {status}");
+    Ok(())
+}
+
+/// The messages a peer printed, as (text, history).
+fn messages(peer: &ChatPeer) -> Vec<(String, bool)> {
+    peer.proc
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "message")
+        .map(|v| {
+            (
+                v["text"].as_str().unwrap_or_default().to_owned(),
+                v["history"] == true,
+            )
+        })
+        .collect()
+}
+
+/// Waits until `peer` has shown the history lines `expected`, and checks
+/// they came in order, once, marked, under their author's nickname.
+fn sees_history(peer: &mut ChatPeer, expected: &[&str], nick: &str) -> Result<()> {
+    for text in expected {
+        let m = peer.wait_message(text)?;
+        ensure!(m["history"] == true, "not marked as history: {m}");
+        ensure!(m["nick"] == nick, "nickname: {m}");
+    }
+    let shown: Vec<String> = messages(peer)
+        .into_iter()
+        .filter(|(_, history)| *history)
+        .map(|(text, _)| text)
+        .collect();
+    ensure!(shown == expected, "history shown: {shown:?}");
+    Ok(())
+}
+
+#[test]
+fn a_late_joiner_gets_the_history_over_tcp_and_over_quic() -> Result<()> {
+    let relay = Relay::start(&temp_dir("history-late"))?;
+    let said = ["first", "second", "third"];
+    say_and_leave(&relay, "late", "ada", &said)?;
+
+    let mut tcp = ChatPeer::start("tcp", &relay.addr(Transport::Tcp)?, "late", &[])?;
+    sees_history(&mut tcp, &said, "ada")?;
+    let mut quic = ChatPeer::start("quic", &relay.addr(Transport::Quic)?, "late", &[])?;
+    sees_history(&mut quic, &said, "ada")?;
+
+    // Live lines are not history, and nothing shows twice.
+    quic.wait_joined(&tcp.peer_id)?;
+    tcp.proc.send_line("live now")?;
+    let m = quic.wait_message("live now")?;
+    ensure!(m["history"] == false, "{m}");
+    std::thread::sleep(Duration::from_secs(1));
+    let texts = quic.texts();
+    ensure!(
+        texts == ["first", "second", "third", "live now"],
+        "shown: {texts:?}"
+    );
+
+    // --no-history asks nobody.
+    let mut fresh = ChatPeer::start(
+        "no-history",
+        &relay.addr(Transport::Tcp)?,
+        "late",
+        &["--no-history"],
+    )?;
+    fresh.wait_joined(&tcp.peer_id)?;
+    tcp.proc.send_line("for everyone")?;
+    fresh.wait_message("for everyone")?;
+    ensure!(fresh.texts() == ["for everyone"], "{:?}", fresh.texts());
+    Ok(())
+}
+
+/// Records a hostile server makes up: a line claimed for someone else, a
+/// signed line altered, one signed for another room, one unsigned.
+fn forgeries(room: &TopicHash, victim: &Keypair) -> Vec<SignedMessage> {
+    let mallory = Keypair::generate_ed25519();
+    let line = |text: &str| encode(&Payload::Message(ChatMessage::new(text)));
+    let mut stolen = sign(&mallory, room, &line("forged: stolen name"), 1);
+    stolen.from = Some(victim.public().to_peer_id().to_bytes());
+    let mut altered = sign(&mallory, room, &line("forged: before"), 2);
+    altered.data = Some(line("forged: altered"));
+    let elsewhere = TopicHash::from_raw("meshtalk/room/elsewhere");
+    let other_room = sign(&mallory, &elsewhere, &line("forged: other room"), 3);
+    let mut unsigned = sign(&mallory, room, &line("forged: unsigned"), 4);
+    unsigned.signature = None;
+    vec![stolen, altered, other_room, unsigned]
+}
+
+#[test]
+fn forged_history_is_dropped_and_honest_history_still_arrives() -> Result<()> {
+    let relay = Relay::start(&temp_dir("history-hostile"))?;
+    let honest = ["honest one", "honest two"];
+    say_and_leave(&relay, "hostile", "ada", &honest)?;
+
+    // A room member that keeps no history of its own and answers every
+    // request with forgeries.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let room = Room::new("hostile")?;
+    let config = EngineConfig {
+        rooms: vec![room.clone()],
+        history: HistoryConfig {
+            limits: Limits {
+                per_room: 0,
+                ..Limits::default()
+            },
+            fetch: false,
+        },
+        ..EngineConfig::default()
+    };
+    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
+    let mut hostile = runtime.block_on(peer::connect(config, &[relay.addr(Transport::Tcp)?]))?;
+    runtime.block_on(hostile.handle.listen(listen))?;
+    let mut at = None;
+    runtime.block_on(peer::wait_for(&mut hostile, "a listen address", |e| {
+        if let Event::Listening(addr) = e
+            && Transport::of(addr) == Transport::Tcp
+            && !addr.to_string().contains("p2p-circuit")
+        {
+            at = Some(addr.clone());
+        }
+        at.is_some()
+    }))?;
+    let at = at.context("no listen address")?;
+    let answer = HistoryAnswer {
+        lines: forgeries(&room.topic().hash(), &Keypair::generate_ed25519()),
+        nicks: Vec::new(),
+        more: Some(false),
+    }
+    .encode_to_vec();
+    let mut requests = hostile.handle.streams().accept(HISTORY_PROTOCOL)?;
+    runtime.spawn(async move {
+        while let Some((_, mut stream)) = requests.next().await {
+            if read_message(&mut stream, 1024).await.is_ok() {
+                let _ = write_message(&mut stream, &answer).await;
+            }
+        }
+    });
+
+    let hostile_id = hostile.peer_id.to_string();
+    let mut late = ChatPeer::start(
+        "late",
+        &relay.addr(Transport::Tcp)?,
+        "hostile",
+        &["--connect", &at.to_string()],
+    )?;
+    late.proc.wait_json("the forgeries refused", |v| {
+        (v["type"] == "history_rejected" && v["peer"] == hostile_id.as_str())
+            .then(|| v["records"].as_u64())
+            .flatten()
+            .filter(|n| *n == 4)
+    })?;
+    sees_history(&mut late, &honest, "ada")?;
+    let forged: Vec<String> = late
+        .texts()
+        .into_iter()
+        .filter(|t| t.starts_with("forged"))
+        .collect();
+    ensure!(forged.is_empty(), "forged lines shown: {forged:?}");
+    runtime.block_on(hostile.handle.shutdown())?;
+    Ok(())
+}
