@@ -13,6 +13,7 @@
 //! and serves the browser chat page at that URL (`--web-dir`).
 
 mod config;
+mod history;
 mod http;
 mod keys;
 mod metrics;
@@ -117,6 +118,20 @@ async fn run(args: Args) -> Result<()> {
     let observer_metrics = Arc::clone(&metrics);
     engine.observe(Box::new(move |event| observer_metrics.record_swarm(event)));
 
+    let history_writer = if settings.history.per_room > 0 {
+        let (saved, journal, writer) =
+            history::open(&settings.data_dir, metrics.history_saved.clone())?;
+        let loaded = engine.load_history(saved, Box::new(journal));
+        tracing::info!(
+            records = loaded.kept,
+            refused = loaded.refused,
+            "room history loaded"
+        );
+        Some(writer)
+    } else {
+        None
+    };
+
     let external = settings
         .external_addrs
         .iter()
@@ -207,6 +222,15 @@ async fn run(args: Args) -> Result<()> {
         tracing::warn!("engine did not stop in time");
     }
     event_task.abort();
+    if let Some(writer) = history_writer {
+        // The engine is gone, and with it the journal: the writer commits
+        // what is left and ends.
+        let _ = tokio::time::timeout(
+            SHUTDOWN_GRACE,
+            tokio::task::spawn_blocking(move || writer.finish()),
+        )
+        .await;
+    }
     Ok(())
 }
 

@@ -25,6 +25,8 @@ pub struct RelayMetrics {
     connections: Family<Labels, Gauge>,
     messages: Counter,
     rejected: Family<Labels, Counter>,
+    /// History records written to disk.
+    pub history_saved: Counter,
 }
 
 impl RelayMetrics {
@@ -43,6 +45,12 @@ impl RelayMetrics {
             "messages",
             "Chat messages accepted and forwarded",
             messages.clone(),
+        );
+        let history_saved = Counter::default();
+        meshtalk.register(
+            "history_records_saved",
+            "Room history records committed to the database",
+            history_saved.clone(),
         );
         let rejected = Family::default();
         meshtalk.register(
@@ -69,6 +77,7 @@ impl RelayMetrics {
             connections,
             messages,
             rejected,
+            history_saved,
         }
     }
 

@@ -194,3 +194,59 @@ fn forged_history_is_dropped_and_honest_history_still_arrives() -> Result<()> {
     runtime.block_on(hostile.handle.shutdown())?;
     Ok(())
 }
+
+/// Records the relay has committed to its database.
+fn saved_on_disk(relay: &Relay) -> Result<u64> {
+    let metrics = relay.get("/metrics")?;
+    Ok(metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meshtalk_history_records_saved_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+#[test]
+fn the_relay_keeps_history_on_disk_through_a_kill_and_moves_a_damaged_file_aside() -> Result<()> {
+    let dir = temp_dir("history-disk");
+    let mut relay = Relay::start(&dir)?;
+    let said = ["kept one", "kept two", "kept three"];
+    say_and_leave(&relay, "disk", "ada", &said)?;
+    // Three lines and ada's name, committed: then nothing is lost.
+    let deadline = std::time::Instant::now() + WAIT;
+    while saved_on_disk(&relay)? < 4 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the relay did not save the history"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    relay.proc.kill();
+    relay.restart(&[])?;
+    let mut late = ChatPeer::start("after-kill", &relay.addr(Transport::Tcp)?, "disk", &[])?;
+    sees_history(&mut late, &said, "ada")?;
+    drop(late);
+
+    // A damaged database: moved aside, a fresh one started, the relay up.
+    relay.proc.kill();
+    std::fs::write(dir.join("history.redb"), b"not a database at all")?;
+    relay.restart(&[])?;
+    let aside = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with("history.redb.corrupt-")
+    });
+    ensure!(aside, "the damaged file was not moved aside");
+    let warned = relay
+        .proc
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("history database is damaged"));
+    ensure!(warned, "no warning about the damaged database");
+    let mut fresh = ChatPeer::start("fresh", &relay.addr(Transport::Tcp)?, "disk", &[])?;
+    let mut other = ChatPeer::start("other", &relay.addr(Transport::Tcp)?, "disk", &[])?;
+    fresh.wait_joined(&other.peer_id)?;
+    other.proc.send_line("after the damage")?;
+    fresh.wait_message("after the damage")?;
+    ensure!(fresh.texts() == ["after the damage"], "{:?}", fresh.texts());
+    Ok(())
+}

@@ -21,7 +21,7 @@ use crate::{
     behaviour::Role,
     history::{
         SignedMessage, Verified,
-        store::{Cursor, Limits},
+        store::{Cursor, Journal, Limits, Loaded},
         sync::{HistoryAnswer, SyncEvent},
         verify,
     },
@@ -56,6 +56,12 @@ impl Default for HistoryConfig {
 }
 
 impl Engine {
+    /// Loads the history an earlier run saved and keeps writing it to
+    /// `journal` (a relay's database). Call before [`Engine::run`].
+    pub fn load_history(&mut self, saved: Vec<SignedMessage>, journal: Box<dyn Journal>) -> Loaded {
+        self.lock_history().load(saved, journal, validate::now_ms())
+    }
+
     fn lock_history(&self) -> std::sync::MutexGuard<'_, crate::history::store::Store> {
         self.history
             .lock()

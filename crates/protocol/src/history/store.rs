@@ -48,6 +48,34 @@ struct RoomHistory {
     nicks: HashMap<PeerId, SignedMessage>,
 }
 
+/// Which record of a room a [`Journal`] entry is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A chat line.
+    Line(Cursor),
+    /// An author's newest nickname record.
+    Nick(PeerId),
+}
+
+/// Where a [`Store`] writes down what it keeps and drops, so that the next
+/// run can load it (a relay's database). Calls must not block for long:
+/// they are made from the engine's loop.
+pub trait Journal: Send {
+    /// A record was kept (a nickname record replaces the author's last).
+    fn kept(&mut self, room: &TopicHash, key: &Key, record: &SignedMessage);
+    /// A line went: over the count or the age limit.
+    fn dropped(&mut self, room: &TopicHash, key: &Key);
+}
+
+/// What [`Store::load`] did with saved records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Records kept.
+    pub kept: usize,
+    /// Records that failed verification (tampered or damaged), dropped.
+    pub refused: usize,
+}
+
 /// A page of a room's history.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Page {
@@ -63,6 +91,7 @@ pub struct Page {
 pub struct Store {
     limits: Limits,
     rooms: HashMap<TopicHash, RoomHistory>,
+    journal: Option<Box<dyn Journal>>,
 }
 
 impl Store {
@@ -71,7 +100,49 @@ impl Store {
         Self {
             limits,
             rooms: HashMap::new(),
+            journal: None,
         }
+    }
+
+    /// Loads records saved by an earlier run, verifying each as if a peer
+    /// had served it, and from then on writes what is kept and dropped to
+    /// `journal` (which holds the loaded records already; what the limits
+    /// drop of them is written as dropped).
+    pub fn load(
+        &mut self,
+        saved: Vec<SignedMessage>,
+        journal: Box<dyn Journal>,
+        now_ms: i64,
+    ) -> Loaded {
+        let mut loaded = Loaded::default();
+        let mut keys = Vec::new();
+        for record in saved {
+            let topic = TopicHash::from_raw(record.topic.clone().unwrap_or_default());
+            match super::verify(&record, &topic) {
+                Ok(verified) => {
+                    keys.push((topic, key_of(&verified)));
+                    self.insert(&verified, &record, now_ms);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "saved history record refused");
+                    loaded.refused += 1;
+                }
+            }
+        }
+        self.journal = Some(journal);
+        // What did not fit (or aged out) goes from the journal too.
+        for (topic, key) in keys {
+            let here = match &key {
+                Key::Line(cursor) => self.contains(&topic, cursor),
+                Key::Nick(_) => true,
+            };
+            if here {
+                loaded.kept += 1;
+            } else if let Some(journal) = self.journal.as_mut() {
+                journal.dropped(&topic, &key);
+            }
+        }
+        loaded
     }
 
     /// Whether this store keeps anything.
@@ -97,14 +168,47 @@ impl Store {
                     return false;
                 }
                 room.lines.insert(key, signed.clone());
+                let mut gone = Vec::new();
                 while room.lines.len() > self.limits.per_room {
-                    room.lines.pop_first();
+                    if let Some((old, _)) = room.lines.pop_first() {
+                        gone.push(old);
+                    }
                 }
-                room.lines.contains_key(&key)
+                let kept = room.lines.contains_key(&key);
+                if let Some(journal) = self.journal.as_mut() {
+                    for old in gone.into_iter().filter(|old| *old != key) {
+                        journal.dropped(&record.topic, &Key::Line(old));
+                    }
+                    if kept {
+                        journal.kept(&record.topic, &Key::Line(key), signed);
+                    }
+                }
+                kept
             }
             Payload::Nick(_) => {
                 let new = room.nicks.get(&record.from) != Some(signed);
                 room.nicks.insert(record.from, signed.clone());
+                // As many names as lines, at most: made-up authors do not
+                // grow the store without bound.
+                let extra = room.nicks.len().saturating_sub(self.limits.per_room);
+                let gone: Vec<PeerId> = room
+                    .nicks
+                    .keys()
+                    .filter(|peer| **peer != record.from)
+                    .take(extra)
+                    .copied()
+                    .collect();
+                for peer in &gone {
+                    room.nicks.remove(peer);
+                }
+                if let Some(journal) = self.journal.as_mut() {
+                    for peer in gone {
+                        journal.dropped(&record.topic, &Key::Nick(peer));
+                    }
+                    if new {
+                        journal.kept(&record.topic, &Key::Nick(record.from), signed);
+                    }
+                }
                 new
             }
         }
@@ -192,13 +296,17 @@ impl Store {
     /// Drops the lines older than the age limit.
     pub fn expire(&mut self, now_ms: i64) {
         let oldest = now_ms.saturating_sub(self.limits.max_age.as_millis() as i64);
-        for history in self.rooms.values_mut() {
+        for (topic, history) in &mut self.rooms {
             while history
                 .lines
                 .first_key_value()
                 .is_some_and(|((created, _), _)| *created < oldest)
             {
-                history.lines.pop_first();
+                if let (Some((old, _)), Some(journal)) =
+                    (history.lines.pop_first(), self.journal.as_mut())
+                {
+                    journal.dropped(topic, &Key::Line(old));
+                }
             }
         }
     }
@@ -211,6 +319,14 @@ impl Store {
     /// Whether no line is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The key a verified record is kept under.
+fn key_of(record: &Verified) -> Key {
+    match &record.payload {
+        Payload::Message(line) => Key::Line((line.created_ms, line.id.0)),
+        Payload::Nick(_) => Key::Nick(record.from),
     }
 }
 
@@ -269,6 +385,63 @@ mod tests {
         assert_eq!(texts(&rest), ["line 3"]);
         assert!(!rest.more);
         assert_eq!(store.newest(&room()), Some((now + 3, [3; MESSAGE_ID_LEN])));
+    }
+
+    #[derive(Clone, Default)]
+    struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Journal for Recorder {
+        fn kept(&mut self, _: &TopicHash, key: &Key, _: &SignedMessage) {
+            self.0.lock().expect("lock").push(format!("kept {key:?}"));
+        }
+        fn dropped(&mut self, _: &TopicHash, key: &Key) {
+            self.0
+                .lock()
+                .expect("lock")
+                .push(format!("dropped {key:?}"));
+        }
+    }
+
+    #[test]
+    fn a_journal_hears_of_what_is_kept_and_dropped_and_saved_records_are_checked() {
+        let key = Keypair::generate_ed25519();
+        let now = 1_000_000_000;
+        let limits = Limits {
+            per_room: 2,
+            ..Limits::default()
+        };
+        let saved: Vec<SignedMessage> = (1..=3u8)
+            .map(|n| line(&key, now + i64::from(n), n).1)
+            .collect();
+        let mut tampered = saved[0].clone();
+        tampered.data = Some(b"changed on disk".to_vec());
+        let recorder = Recorder::default();
+        let mut store = Store::new(limits);
+        let mut all = saved.clone();
+        all.push(tampered);
+        let loaded = store.load(all, Box::new(recorder.clone()), now);
+        assert_eq!(
+            loaded,
+            Loaded {
+                kept: 2,
+                refused: 1
+            }
+        );
+        // The oldest saved line did not fit: it goes from the journal.
+        let cursor = |n: u8| (now + i64::from(n), [n; MESSAGE_ID_LEN]);
+        assert_eq!(
+            *recorder.0.lock().expect("lock"),
+            [format!("dropped {:?}", Key::Line(cursor(1)))]
+        );
+        let (v, s) = line(&key, now + 4, 4);
+        assert!(store.insert(&v, &s, now));
+        assert_eq!(
+            recorder.0.lock().expect("lock")[1..],
+            [
+                format!("dropped {:?}", Key::Line(cursor(2))),
+                format!("kept {:?}", Key::Line(cursor(4))),
+            ]
+        );
     }
 
     #[test]
