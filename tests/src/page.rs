@@ -143,6 +143,21 @@ impl<'a> ChatPage<'a> {
         Ok(shown(&value))
     }
 
+    /// Waits until the page shows exactly `texts` as history (lines said
+    /// before it joined), in that order.
+    pub fn wait_history(&self, texts: &[&str]) -> Result<()> {
+        let script = format!(
+            "const want = {}; \
+             const got = [...document.querySelectorAll('[data-testid=message][data-history=true]')] \
+               .map(m => m.querySelector('[data-testid=message-text]').textContent); \
+             return JSON.stringify(got) === JSON.stringify(want);",
+            serde_json::to_string(texts)?
+        );
+        self.session
+            .wait_for(&format!("history {texts:?}"), WAIT, &script)
+            .map(drop)
+    }
+
     /// Waits until `peer` shows among the room's members.
     pub fn wait_member(&self, peer: &str) -> Result<()> {
         let script = format!(

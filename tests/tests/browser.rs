@@ -482,6 +482,42 @@ fn a_closed_page_is_forgotten() -> Result<()> {
     Ok(())
 }
 
+/// A page says three lines and is closed; a page opened later shows them,
+/// in order, as history; so does one opened after the relay restarted on
+/// the same data directory.
+#[test]
+fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let mut relay = Relay::start_with(
+        &temp_dir("browser-history"),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?transport=ws&room=history&direct=off", relay.http);
+    let said = ["first words", "second words", "third words"];
+    let author = ChatPage::open(&driver, &url, Some("ws"))?;
+    // Someone to hear them, so they leave the page at once.
+    let addr = relay.addr(Transport::Tcp)?;
+    let mut listener = ChatPeer::start("listener", &addr, "history", &["--no-history"])?;
+    for text in said {
+        author.send(text)?;
+        listener.wait_message(text)?;
+    }
+    drop(author);
+
+    let late = ChatPage::open(&driver, &url, Some("ws"))?;
+    late.wait_history(&said)?;
+    drop(late);
+
+    drop(listener);
+    relay.restart(&["--web-dir", &web.display().to_string()])?;
+    let url = format!("{}/?transport=ws&room=history&direct=off", relay.http);
+    let later = ChatPage::open(&driver, &url, Some("ws"))?;
+    later.wait_history(&said)?;
+    Ok(())
+}
+
 /// Two relays in one network; the page comes from the first. When that
 /// relay dies, the page moves to the other one (which the first listed in
 /// `/api/addrs`) by itself and chats with a terminal there.
