@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use meshtalk_protocol::{
     history::{
         SignedMessage,
-        store::{Journal, Key},
+        store::{Journal, Key, storage_key},
     },
     libp2p::gossipsub::TopicHash,
 };
@@ -194,35 +194,14 @@ fn commit(db: &Database, batch: &[Change]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A record's place in the table: the room, then the line's cursor or the
-/// nickname's author.
-fn encode_key(room: &TopicHash, key: &Key) -> Vec<u8> {
-    let topic = room.as_str().as_bytes();
-    let mut bytes = Vec::with_capacity(topic.len() + 32);
-    bytes.extend_from_slice(&(topic.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(topic);
-    match key {
-        Key::Line((created, id)) => {
-            bytes.push(0);
-            bytes.extend_from_slice(&created.to_be_bytes());
-            bytes.extend_from_slice(id);
-        }
-        Key::Nick(peer) => {
-            bytes.push(1);
-            bytes.extend_from_slice(&peer.to_bytes());
-        }
-    }
-    bytes
-}
-
 impl Journal for DiskJournal {
     fn kept(&mut self, room: &TopicHash, key: &Key, record: &SignedMessage) {
         let _ = self
             .changes
-            .send(Change::Put(encode_key(room, key), record.encode_to_vec()));
+            .send(Change::Put(storage_key(room, key), record.encode_to_vec()));
     }
 
     fn dropped(&mut self, room: &TopicHash, key: &Key) {
-        let _ = self.changes.send(Change::Delete(encode_key(room, key)));
+        let _ = self.changes.send(Change::Delete(storage_key(room, key)));
     }
 }

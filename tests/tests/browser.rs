@@ -484,7 +484,8 @@ fn a_closed_page_is_forgotten() -> Result<()> {
 
 /// A page says three lines and is closed; a page opened later shows them,
 /// in order, as history; so does one opened after the relay restarted on
-/// the same data directory.
+/// the same data directory; reloaded with no relay in reach, that page still
+/// shows them (IndexedDB), until its history is cleared.
 #[test]
 fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
     let _scene = one_at_a_time();
@@ -515,6 +516,35 @@ fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
     let url = format!("{}/?transport=ws&room=history&direct=off", relay.http);
     let later = ChatPage::open(&driver, &url, Some("ws"))?;
     later.wait_history(&said)?;
+
+    // This browser saved them: reloaded with no relay it can reach, the
+    // page shows its room before (here: without) reconnecting.
+    let unreachable = format!(
+        "{}/?relay=/ip4/127.0.0.1/tcp/1/ws/p2p/{}&room=history&direct=off",
+        relay.http,
+        relay.peer_id()?
+    );
+    later.session.open(&unreachable)?;
+    later.wait_history(&said)?;
+    let status = later.status()?;
+    ensure!(!status.starts_with("connected"), "status: {status}");
+
+    // Cleared, it is gone, reload or not.
+    later
+        .session
+        .eval("document.querySelector('[data-testid=clear-history]').click(); return null;")?;
+    later.wait_history(&[])?;
+    // IndexedDB deletes take milliseconds; leaving the page at once could
+    // abort them.
+    std::thread::sleep(Duration::from_secs(1));
+    later.session.open(&unreachable)?;
+    later.session.wait_for(
+        "the page after a reload",
+        WAIT,
+        "return !!document.querySelector('[data-testid=self]')?.textContent",
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    later.wait_history(&[])?;
     Ok(())
 }
 

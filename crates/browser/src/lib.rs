@@ -18,6 +18,7 @@ pub mod model;
 pub mod net;
 pub mod page;
 pub mod params;
+pub mod saved;
 pub mod ui;
 
 use leptos::prelude::*;

@@ -197,6 +197,13 @@ impl Model {
         });
     }
 
+    /// Removes the messages of `room` (its history was cleared).
+    pub fn clear_messages(&self, room: &str) {
+        self.lines.update(|lines| {
+            lines.retain(|l| l.room != room || !matches!(l.kind, LineKind::Message { .. }));
+        });
+    }
+
     /// Marks our oldest pending message in `room` as sent.
     pub fn mark_sent(&self, room: &str) {
         self.lines.update(|lines| {

@@ -30,6 +30,7 @@ use crate::{
     model::{LineKind, Model, PeerRow, Status, short_id},
     page,
     params::{Params, candidates},
+    saved,
 };
 
 /// How long one dial may take before the next address is tried.
@@ -64,6 +65,8 @@ pub enum Action {
     Room(String),
     /// Connect to this relay address instead.
     Relay(String),
+    /// Forget the current room's history in this browser.
+    ClearHistory,
 }
 
 /// Sends [`Action`]s to the network side. Cheap to clone.
@@ -164,8 +167,20 @@ async fn run(
         },
         ..EngineConfig::default()
     };
-    let (engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);
+    let (mut engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);
     model.me.set(engine.local_peer_id().to_string());
+    // What this browser saved shows at once, before the network is back.
+    match saved::open().await {
+        Ok((records, journal)) => {
+            let loaded = engine.load_history(records, Box::new(journal));
+            tracing::info!(
+                kept = loaded.kept,
+                refused = loaded.refused,
+                "saved history loaded"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "no history saved in this browser"),
+    }
     wasm_bindgen_futures::spawn_local(engine.run());
 
     let mut net = Net {
@@ -373,6 +388,16 @@ impl Net {
                 }
                 Err(e) => self.notice(e.to_string()),
             },
+            Action::ClearHistory => {
+                if let Err(e) = self.handle.clear_history(self.room.clone()).await {
+                    self.notice(e.to_string());
+                }
+                self.model.clear_messages(self.room.name());
+                self.notice(format!(
+                    "history of {} cleared in this browser",
+                    self.room.name()
+                ));
+            }
             Action::Relay(text) => match text.trim().parse::<Multiaddr>() {
                 Ok(addr) => {
                     self.params.relays = vec![addr];

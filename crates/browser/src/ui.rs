@@ -246,10 +246,24 @@ fn Identity(model: Model, actions: Actions) -> impl IntoView {
 
 #[component]
 fn RoomPicker(model: Model, actions: Actions) -> impl IntoView {
+    let clear = actions.clone();
     let room = field("room-input", "Room", "lobby", model.room.into(), move |r| {
         actions.send(Action::Room(r))
     });
-    view! { <section class="panel">{room}</section> }
+    view! {
+        <section class="panel">
+            {room}
+            <button
+                type="button"
+                class="clear-history"
+                data-testid="clear-history"
+                title="Forget this room's messages in this browser (others keep theirs)"
+                on:click=move |_| clear.send(Action::ClearHistory)
+            >
+                "Clear history"
+            </button>
+        </section>
+    }
 }
 
 #[component]

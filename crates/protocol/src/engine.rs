@@ -346,6 +346,7 @@ enum Command {
     Leave(Room),
     Send(Room, String),
     SetNick(String),
+    ClearHistory(Room),
     PublishRaw(String, Vec<u8>),
     SubscribeRaw(String),
     FindPeer(PeerId),
@@ -415,6 +416,12 @@ impl EngineHandle {
     /// Sets our nickname and announces it in every room we are in.
     pub async fn set_nick(&self, nick: impl Into<String>) -> Result<(), CommandError> {
         self.call(Command::SetNick(nick.into())).await
+    }
+
+    /// Forgets what we keep of a room's history (here, and in the journal
+    /// that saves it); peers still hold theirs.
+    pub async fn clear_history(&self, room: Room) -> Result<(), CommandError> {
+        self.call(Command::ClearHistory(room)).await
     }
 
     /// Publishes bytes as they are to any topic (held while it has no peer).
@@ -755,6 +762,7 @@ impl Engine {
                     announce: false,
                 });
             }
+            Command::ClearHistory(room) => self.lock_history().clear(&room.topic().hash()),
             Command::SetNick(nick) => {
                 validate::check(&Payload::Nick(nick.clone()), 0)?;
                 self.nick = Some(nick);

@@ -21,10 +21,11 @@ use crate::{
     behaviour::Role,
     history::{
         SignedMessage, Verified,
-        store::{Cursor, Journal, Limits, Loaded},
+        store::{Cursor, Journal, Limits, Loaded, MAX_ANSWER_RECORDS},
         sync::{HistoryAnswer, SyncEvent},
         verify,
     },
+    rooms::Room,
     validate,
     wire::{ChatMessage, Payload},
 };
@@ -58,11 +59,55 @@ impl Default for HistoryConfig {
 impl Engine {
     /// Loads the history an earlier run saved and keeps writing it to
     /// `journal` (a relay's database). Call before [`Engine::run`].
+    ///
+    /// The saved lines of the rooms the engine starts in are reported at
+    /// once, as history: a page shows its room before the network is back.
     pub fn load_history(&mut self, saved: Vec<SignedMessage>, journal: Box<dyn Journal>) -> Loaded {
-        self.lock_history().load(saved, journal, validate::now_ms())
+        let now = validate::now_ms();
+        let loaded = self.lock_history().load(saved, journal, now);
+        let rooms: Vec<Room> = self
+            .start
+            .as_ref()
+            .map(|config| config.rooms.clone())
+            .unwrap_or_default();
+        for room in rooms {
+            let topic = room.topic().hash();
+            let page = self
+                .lock_history()
+                .page(&topic, None, MAX_ANSWER_RECORDS, now);
+            for signed in page.nicks {
+                if let Ok(Verified {
+                    from,
+                    payload: Payload::Nick(nick),
+                    ..
+                }) = verify(&signed, &topic)
+                    && !nick.is_empty()
+                {
+                    self.nicks.insert(from, nick);
+                }
+            }
+            for signed in page.lines {
+                if let Ok(Verified {
+                    from,
+                    payload: Payload::Message(message),
+                    ..
+                }) = verify(&signed, &topic)
+                {
+                    let nick = self.nicks.get(&from).cloned();
+                    self.emit(Event::Message {
+                        room: room.clone(),
+                        from,
+                        nick,
+                        message,
+                        history: true,
+                    });
+                }
+            }
+        }
+        loaded
     }
 
-    fn lock_history(&self) -> std::sync::MutexGuard<'_, crate::history::store::Store> {
+    pub(super) fn lock_history(&self) -> std::sync::MutexGuard<'_, crate::history::store::Store> {
         self.history
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -293,6 +293,21 @@ impl Store {
         Page { lines, nicks, more }
     }
 
+    /// Forgets a room's history (the journal hears of every record).
+    pub fn clear(&mut self, room: &TopicHash) {
+        let Some(history) = self.rooms.remove(room) else {
+            return;
+        };
+        if let Some(journal) = self.journal.as_mut() {
+            for cursor in history.lines.into_keys() {
+                journal.dropped(room, &Key::Line(cursor));
+            }
+            for peer in history.nicks.into_keys() {
+                journal.dropped(room, &Key::Nick(peer));
+            }
+        }
+    }
+
     /// Drops the lines older than the age limit.
     pub fn expire(&mut self, now_ms: i64) {
         let oldest = now_ms.saturating_sub(self.limits.max_age.as_millis() as i64);
@@ -320,6 +335,34 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A record's key in a database: the room, then the line's cursor or the
+/// nickname's author. All of a room's keys start with
+/// [`room_key_prefix`].
+pub fn storage_key(room: &TopicHash, key: &Key) -> Vec<u8> {
+    let mut bytes = room_key_prefix(room);
+    match key {
+        Key::Line((created, id)) => {
+            bytes.push(0);
+            bytes.extend_from_slice(&created.to_be_bytes());
+            bytes.extend_from_slice(id);
+        }
+        Key::Nick(peer) => {
+            bytes.push(1);
+            bytes.extend_from_slice(&peer.to_bytes());
+        }
+    }
+    bytes
+}
+
+/// What every [`storage_key`] of a room starts with.
+pub fn room_key_prefix(room: &TopicHash) -> Vec<u8> {
+    let topic = room.as_str().as_bytes();
+    let mut bytes = Vec::with_capacity(topic.len() + 32);
+    bytes.extend_from_slice(&(topic.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(topic);
+    bytes
 }
 
 /// The key a verified record is kept under.
