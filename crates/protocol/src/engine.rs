@@ -528,6 +528,8 @@ pub struct Engine {
     history_sync: HistorySync,
     /// Peers asked for each room's history since they connected.
     history_asked: history::Asked,
+    /// Live lines held while their room's history is on the way.
+    held_live: HashMap<TopicHash, history::HeldLive>,
     /// Pages of history taken from a peer, per room.
     history_pages: HashMap<(PeerId, TopicHash), u32>,
     /// Peers that served forged history.
@@ -615,6 +617,7 @@ impl Engine {
             last_created: 0,
             history_asked: HashMap::new(),
             history_pages: HashMap::new(),
+            held_live: HashMap::new(),
             distrusted: HashSet::new(),
             relayed: HashMap::new(),
             close_at: Vec::new(),
@@ -673,6 +676,7 @@ impl Engine {
                     self.announce_due_nicks();
                     self.announce_record();
                     self.forget_silent_members();
+                    self.release_late_live();
                     self.close_due_relayed();
                     self.flush();
                     if self.shutdown_complete() {
@@ -1389,18 +1393,23 @@ impl Engine {
                 }
             }
             // The newcomer learns who we are.
-            self.schedule_announce(topic);
+            self.schedule_announce(topic.clone());
         }
         match payload {
             Payload::Message(message) => {
                 let nick = self.nicks.get(&from).cloned();
-                self.emit(Event::Message {
+                let line = Event::Message {
                     room,
                     from,
                     nick,
                     message,
                     history: false,
-                });
+                };
+                // History first: a live line waits (briefly) for the
+                // history on its way.
+                if let Some(line) = self.hold_live(&topic, line) {
+                    self.emit(line);
+                }
             }
             Payload::Nick(nick) => {
                 let previous = if nick.is_empty() {

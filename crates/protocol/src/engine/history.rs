@@ -9,7 +9,9 @@
 //! shown in `created` order, marked as history. A server that sends a
 //! forged record is asked no more, and gossipsub scores it down.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use web_time::{Duration, Instant};
 
 use libp2p::{
     PeerId,
@@ -34,6 +36,9 @@ use crate::{
 pub(super) const HISTORY_SOURCES: usize = 3;
 /// Pages followed from one peer in one go.
 const MAX_PAGES: u32 = 10;
+/// Longest a room's live lines wait for the history asked for (so history
+/// shows first, in order).
+const HOLD_LIVE: Duration = Duration::from_secs(3);
 /// The application score of a peer that served a forged record: with
 /// gossipsub's weight of 10 it lands below the graylist threshold (-80).
 const FORGER_APP_SCORE: f64 = -10.0;
@@ -194,6 +199,15 @@ impl Engine {
         let after = self.lock_history().newest(topic);
         tracing::debug!(%peer, %topic, ?after, "asking for history");
         self.history_pages.insert((peer, topic.clone()), 1);
+        self.held_live
+            .entry(topic.clone())
+            .or_insert_with(|| HeldLive {
+                waiting: HashSet::new(),
+                since: Instant::now(),
+                events: Vec::new(),
+            })
+            .waiting
+            .insert(peer);
         self.history_sync.fetch(peer, topic.clone(), after);
     }
 
@@ -204,6 +218,10 @@ impl Engine {
             asked.remove(peer);
         }
         self.history_pages.retain(|(p, _), _| p != peer);
+        let rooms: Vec<TopicHash> = self.held_live.keys().cloned().collect();
+        for topic in rooms {
+            self.history_done(*peer, &topic);
+        }
     }
 
     /// What the history protocol reported.
@@ -212,6 +230,7 @@ impl Engine {
             SyncEvent::Fetched { peer, room, answer } => self.on_history_answer(peer, room, answer),
             SyncEvent::Failed { peer, room, error } => {
                 tracing::debug!(%peer, %room, %error, "no history from this peer");
+                self.history_done(peer, &room);
             }
             SyncEvent::Refused { peer } => {
                 tracing::info!(%peer, "history requests too frequent; refused");
@@ -303,6 +322,7 @@ impl Engine {
             peer,
             lines: shown,
         });
+        self.history_done(peer, &topic);
 
         // Follow an honest server's further pages, a few at most.
         let pages = self.history_pages.entry((peer, topic.clone())).or_default();
@@ -316,4 +336,58 @@ impl Engine {
 }
 
 /// Peers asked for history, by room.
-pub(super) type Asked = std::collections::HashMap<TopicHash, HashSet<PeerId>>;
+pub(super) type Asked = HashMap<TopicHash, HashSet<PeerId>>;
+
+/// A room's live lines, held while its history is on the way.
+pub(super) struct HeldLive {
+    waiting: HashSet<PeerId>,
+    since: Instant,
+    events: Vec<Event>,
+}
+
+impl Engine {
+    /// Holds a live line of a room whose history is on the way; returns it
+    /// back when there is nothing to wait for.
+    pub(super) fn hold_live(&mut self, topic: &TopicHash, event: Event) -> Option<Event> {
+        match self.held_live.get_mut(topic) {
+            Some(held) if !held.waiting.is_empty() => {
+                held.events.push(event);
+                None
+            }
+            _ => Some(event),
+        }
+    }
+
+    /// `peer` answered (or failed) about `topic`: once nobody is left to
+    /// wait for, the held live lines go out.
+    fn history_done(&mut self, peer: PeerId, topic: &TopicHash) {
+        if let Some(held) = self.held_live.get_mut(topic) {
+            held.waiting.remove(&peer);
+            if held.waiting.is_empty() {
+                self.release_live(topic);
+            }
+        }
+    }
+
+    fn release_live(&mut self, topic: &TopicHash) {
+        if let Some(held) = self.held_live.remove(topic) {
+            for event in held.events {
+                self.emit(event);
+            }
+        }
+    }
+
+    /// Live lines held longer than [`HOLD_LIVE`] go out anyway.
+    pub(super) fn release_late_live(&mut self) {
+        let now = Instant::now();
+        let late: Vec<TopicHash> = self
+            .held_live
+            .iter()
+            .filter(|(_, held)| now.duration_since(held.since) >= HOLD_LIVE)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in late {
+            self.release_live(&topic);
+        }
+    }
+}
