@@ -25,6 +25,7 @@ use meshtalk_protocol::{
 use serde_json::Value;
 
 pub mod hostile;
+pub mod load;
 pub mod netns;
 pub mod page;
 pub mod peer;

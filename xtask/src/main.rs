@@ -146,5 +146,7 @@ fn bench(args: &[String]) -> Result<()> {
     step("multi-relay benchmark: 3 relays, 30 peers, delivery, latency, connections");
     cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_mesh")).run()?;
     step("browser benchmark: page weight, load to connected, browser latency");
-    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_browser")).run()
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_browser")).run()?;
+    step("history benchmark: the relay's cost of keeping history, late joiners");
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_history")).run()
 }

@@ -1,0 +1,125 @@
+//! Load for benchmarks: a sender publishing at a fixed rate and a
+//! receiver timing each message's delivery; process figures from /proc.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use meshtalk_protocol::{
+    discovery::{Discovery, Sources},
+    engine::Event,
+    rooms::Room,
+};
+
+use crate::{peer::Node, stats::percentile};
+
+/// Size of each benchmark message's text.
+pub const MESSAGE_BYTES: usize = 100;
+
+/// What one load run measured.
+pub struct Load {
+    /// Messages sent.
+    pub sent: usize,
+    /// Messages never delivered.
+    pub lost: usize,
+    /// Messages per second the sender managed.
+    pub achieved_rate: f64,
+    /// Median delivery latency.
+    pub p50_ms: f64,
+    /// 99th percentile delivery latency.
+    pub p99_ms: f64,
+}
+
+/// Sends `rate` messages/s for `secs` and measures each one's delivery.
+pub async fn load(
+    sender: &Node,
+    receiver: &mut Node,
+    room: &Room,
+    rate: u64,
+    secs: u64,
+) -> Result<Load> {
+    let total = (rate * secs) as usize;
+    let base = Instant::now();
+    let handle = sender.handle.clone();
+    let room_for_sender = room.clone();
+    let sending = tokio::spawn(async move {
+        let mut sent = 0usize;
+        while sent < total {
+            let due = ((base.elapsed().as_secs_f64() * rate as f64) as usize).min(total);
+            while sent < due {
+                let stamp = base.elapsed().as_nanos();
+                let mut text = format!("{sent:010}|{stamp:020}|");
+                text.extend(std::iter::repeat_n('x', MESSAGE_BYTES - text.len()));
+                handle.send(room_for_sender.clone(), text).await?;
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        anyhow::Ok(base.elapsed())
+    });
+
+    let mut seen = vec![false; total];
+    let mut received = 0usize;
+    let mut latencies = Vec::with_capacity(total);
+    let mut send_time = None;
+    let quiet = Duration::from_secs(5);
+    loop {
+        let next = tokio::time::timeout(quiet, receiver.events.next()).await;
+        match next {
+            Ok(Some(Event::Message { message, .. })) => {
+                let now = base.elapsed().as_nanos();
+                let mut parts = message.text.split('|');
+                let (Some(seq), Some(stamp)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                let (Ok(seq), Ok(stamp)) = (seq.parse::<usize>(), stamp.parse::<u128>()) else {
+                    continue;
+                };
+                if seq < total && !seen[seq] {
+                    seen[seq] = true;
+                    received += 1;
+                    latencies.push((now.saturating_sub(stamp)) as f64 / 1e6);
+                }
+                if received == total {
+                    break;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("receiver stopped"),
+            Err(_) => break, // nothing for 5 s: the rest is lost
+        }
+        if send_time.is_none() && sending.is_finished() {
+            send_time = Some(base.elapsed());
+        }
+    }
+    let elapsed = sending.await??;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| percentile(&latencies, p);
+    Ok(Load {
+        sent: total,
+        lost: total - received,
+        achieved_rate: total as f64 / elapsed.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+/// No discovery: the peers talk through the relay only, which is what these
+/// figures measure (`bench_mesh` measures a network with discovery on).
+pub fn relay_only() -> Discovery {
+    Discovery {
+        sources: Sources::only([]),
+        ..Discovery::default()
+    }
+}
+
+/// Resident memory of a process, in MB.
+pub fn rss_mb(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
