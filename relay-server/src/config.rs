@@ -112,6 +112,11 @@ pub struct Args {
     #[arg(long, value_name = "N", env = "MESHTALK_HISTORY_PER_ROOM")]
     pub history_per_room: Option<usize>,
 
+    /// Chat lines the relay keeps in all rooms together; beyond it the
+    /// oldest go, whatever their room. [default: 100000]
+    #[arg(long, value_name = "N", env = "MESHTALK_HISTORY_TOTAL")]
+    pub history_total: Option<usize>,
+
     /// Age in hours after which a room's lines are no longer kept.
     /// [default: 168, a week]
     #[arg(long, value_name = "HOURS", env = "MESHTALK_HISTORY_MAX_AGE",
@@ -138,6 +143,7 @@ struct FileConfig {
     max_circuit_bytes: Option<u64>,
     room_mesh_max: Option<u16>,
     history_per_room: Option<usize>,
+    history_total: Option<usize>,
     history_max_age: Option<u64>,
 }
 
@@ -259,6 +265,10 @@ impl Settings {
                         .history_per_room
                         .or(file.history_per_room)
                         .unwrap_or(defaults.per_room),
+                    total: args
+                        .history_total
+                        .or(file.history_total)
+                        .unwrap_or(defaults.total),
                     max_age: match args.history_max_age.or(file.history_max_age) {
                         Some(0) => anyhow::bail!("history-max-age must be at least 1 hour"),
                         Some(hours) => Duration::from_secs(hours.saturating_mul(3600)),

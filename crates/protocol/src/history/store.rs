@@ -29,6 +29,9 @@ pub type Cursor = (i64, [u8; MESSAGE_ID_LEN]);
 pub struct Limits {
     /// Chat lines kept per room; 0 keeps none.
     pub per_room: usize,
+    /// Chat lines kept in all rooms together; beyond it the oldest go,
+    /// whatever their room.
+    pub total: usize,
     /// Lines older than this go.
     pub max_age: Duration,
 }
@@ -37,6 +40,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             per_room: 1000,
+            total: 100_000,
             max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -92,6 +96,8 @@ pub struct Store {
     limits: Limits,
     rooms: HashMap<TopicHash, RoomHistory>,
     journal: Option<Box<dyn Journal>>,
+    /// Lines in all rooms.
+    lines: usize,
 }
 
 impl Store {
@@ -101,6 +107,7 @@ impl Store {
             limits,
             rooms: HashMap::new(),
             journal: None,
+            lines: 0,
         }
     }
 
@@ -156,14 +163,15 @@ impl Store {
         if !self.enabled() {
             return false;
         }
-        let room = self.rooms.entry(record.topic.clone()).or_default();
         match &record.payload {
             Payload::Message(line) => {
                 let oldest = now_ms.saturating_sub(self.limits.max_age.as_millis() as i64);
                 if line.created_ms < oldest {
                     return false;
                 }
+                let topic = &record.topic;
                 let key = (line.created_ms, line.id.0);
+                let room = self.rooms.entry(topic.clone()).or_default();
                 if room.lines.contains_key(&key) {
                     return false;
                 }
@@ -171,21 +179,31 @@ impl Store {
                 let mut gone = Vec::new();
                 while room.lines.len() > self.limits.per_room {
                     if let Some((old, _)) = room.lines.pop_first() {
-                        gone.push(old);
+                        gone.push((topic.clone(), old));
                     }
                 }
-                let kept = room.lines.contains_key(&key);
+                self.lines = self.lines + 1 - gone.len();
+                while self.lines > self.limits.total {
+                    match self.pop_oldest() {
+                        Some(old) => gone.push(old),
+                        None => break,
+                    }
+                }
+                let kept = self.contains(topic, &key);
                 if let Some(journal) = self.journal.as_mut() {
-                    for old in gone.into_iter().filter(|old| *old != key) {
-                        journal.dropped(&record.topic, &Key::Line(old));
+                    for (room, old) in gone {
+                        if room != *topic || old != key {
+                            journal.dropped(&room, &Key::Line(old));
+                        }
                     }
                     if kept {
-                        journal.kept(&record.topic, &Key::Line(key), signed);
+                        journal.kept(topic, &Key::Line(key), signed);
                     }
                 }
                 kept
             }
             Payload::Nick(_) => {
+                let room = self.rooms.entry(record.topic.clone()).or_default();
                 let new = room.nicks.get(&record.from) != Some(signed);
                 room.nicks.insert(record.from, signed.clone());
                 // As many names as lines, at most: made-up authors do not
@@ -293,11 +311,25 @@ impl Store {
         Page { lines, nicks, more }
     }
 
+    /// Takes the oldest line of all rooms out.
+    fn pop_oldest(&mut self) -> Option<(TopicHash, Cursor)> {
+        let topic = self
+            .rooms
+            .iter()
+            .filter_map(|(topic, r)| r.lines.first_key_value().map(|(k, _)| (*k, topic)))
+            .min()
+            .map(|(_, topic)| topic.clone())?;
+        let (old, _) = self.rooms.get_mut(&topic)?.lines.pop_first()?;
+        self.lines -= 1;
+        Some((topic, old))
+    }
+
     /// Forgets a room's history (the journal hears of every record).
     pub fn clear(&mut self, room: &TopicHash) {
         let Some(history) = self.rooms.remove(room) else {
             return;
         };
+        self.lines -= history.lines.len();
         if let Some(journal) = self.journal.as_mut() {
             for cursor in history.lines.into_keys() {
                 journal.dropped(room, &Key::Line(cursor));
@@ -317,9 +349,9 @@ impl Store {
                 .first_key_value()
                 .is_some_and(|((created, _), _)| *created < oldest)
             {
-                if let (Some((old, _)), Some(journal)) =
-                    (history.lines.pop_first(), self.journal.as_mut())
-                {
+                let popped = history.lines.pop_first();
+                self.lines -= usize::from(popped.is_some());
+                if let (Some((old, _)), Some(journal)) = (popped, self.journal.as_mut()) {
                     journal.dropped(topic, &Key::Line(old));
                 }
             }
@@ -328,7 +360,7 @@ impl Store {
 
     /// Lines kept in all rooms.
     pub fn len(&self) -> usize {
-        self.rooms.values().map(|r| r.lines.len()).sum()
+        self.lines
     }
 
     /// Whether no line is kept.
@@ -494,6 +526,7 @@ mod tests {
         let limits = Limits {
             per_room: 3,
             max_age: Duration::from_secs(60),
+            ..Limits::default()
         };
         let mut store = Store::new(limits);
         for n in 1..=5u8 {
@@ -509,6 +542,31 @@ mod tests {
         assert!(!store.insert(&v, &s, now));
         assert!(store.page(&room(), None, 10, now + 61_000).lines.is_empty());
         assert!(store.is_empty());
+        // Over the total, the oldest line of any room goes.
+        let mut store = Store::new(Limits {
+            per_room: 10,
+            total: 3,
+            ..Limits::default()
+        });
+        let other = TopicHash::from_raw("meshtalk/room/other");
+        for n in 1..=4u8 {
+            let message = ChatMessage {
+                text: format!("other {n}"),
+                created_ms: now + i64::from(n) * 10,
+                id: MessageId([n; MESSAGE_ID_LEN]),
+            };
+            let signed = sign(&key, &other, &encode(&Payload::Message(message)), n.into());
+            let verified = verify(&signed, &other).expect("valid");
+            store.insert(&verified, &signed, now);
+            let (v, s) = line(&key, now + i64::from(n) * 10 + 5, n);
+            store.insert(&v, &s, now);
+        }
+        assert_eq!(store.len(), 3);
+        assert_eq!(
+            texts(&store.page(&room(), None, 10, now)),
+            ["line 3", "line 4"]
+        );
+        assert_eq!(store.page(&other, None, 10, now).lines.len(), 1);
         // Off: nothing kept.
         let mut off = Store::new(Limits {
             per_room: 0,
