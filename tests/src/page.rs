@@ -112,6 +112,13 @@ impl<'a> ChatPage<'a> {
             .type_into("[data-testid=nick-input]", &format!("{nick}{ENTER}"))
     }
 
+    /// Switches to another room through the room input.
+    pub fn switch_room(&self, room: &str) -> Result<()> {
+        self.session.clear("[data-testid=room-input]")?;
+        self.session
+            .type_into("[data-testid=room-input]", &format!("{room}{ENTER}"))
+    }
+
     /// Every message the page shows, oldest first.
     pub fn messages(&self) -> Result<Vec<Shown>> {
         let value = self.session.eval(

@@ -516,6 +516,13 @@ fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
     let url = format!("{}/?transport=ws&room=history&direct=off", relay.http);
     let later = ChatPage::open(&driver, &url, Some("ws"))?;
     later.wait_history(&said)?;
+    // To another room and back: the room's history shows again, once.
+    later.switch_room("elsewhere")?;
+    later.wait_history(&[])?;
+    later.switch_room("history")?;
+    later.wait_history(&said)?;
+    std::thread::sleep(Duration::from_secs(1));
+    later.wait_history(&said)?;
 
     // This browser saved them: reloaded with no relay it can reach, the
     // page shows its room before (here: without) reconnecting.

@@ -107,6 +107,8 @@ pub enum LineKind {
         pending: bool,
         /// Said before the page joined: history a peer served.
         history: bool,
+        /// The author's message id (hex; empty for ours, until sent).
+        id: String,
     },
     /// Something the page says (a nickname change, a rejected command).
     Notice,
@@ -195,6 +197,16 @@ impl Model {
                 lines.drain(..extra);
             }
         });
+    }
+
+    /// Whether `room` shows the message with this id already.
+    pub fn shows(&self, room: &str, id: &str) -> bool {
+        self.lines.with_untracked(|lines| {
+            lines.iter().any(|l| {
+                l.room == room
+                    && matches!(&l.kind, LineKind::Message { id: shown, .. } if shown == id)
+            })
+        })
     }
 
     /// Removes the messages of `room` (its history was cleared).

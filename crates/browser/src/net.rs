@@ -354,6 +354,7 @@ impl Net {
                                 mine: true,
                                 pending: true,
                                 history: false,
+                                id: String::new(),
                             },
                             page::clock(page_now()),
                             text,
@@ -508,18 +509,29 @@ impl Net {
                 nick,
                 message,
                 history,
-            } => self.model.push(
-                room.name(),
-                LineKind::Message {
-                    from: from.to_string(),
-                    nick,
-                    mine: false,
-                    pending: false,
-                    history,
-                },
-                page::clock(message.created_ms),
-                message.text,
-            ),
+            } => {
+                let id = message.id.to_string();
+                // A room joined again shows its history again: what is on
+                // screen already (ours above all, shown as typed) is not
+                // repeated.
+                let me = self.model.me.get_untracked();
+                if history && (from.to_string() == me || self.model.shows(room.name(), &id)) {
+                    return;
+                }
+                self.model.push(
+                    room.name(),
+                    LineKind::Message {
+                        from: from.to_string(),
+                        nick,
+                        mine: false,
+                        pending: false,
+                        history,
+                        id,
+                    },
+                    page::clock(message.created_ms),
+                    message.text,
+                );
+            }
             Event::Nick { room, from, nick } => {
                 let peer = from.to_string();
                 let before = self.model.nicks.with_untracked(|n| n.get(&peer).cloned());

@@ -114,6 +114,7 @@ fn line(model: Model, line: Line) -> AnyView {
             mine,
             pending,
             history,
+            ..
         } => {
             // A nickname learnt after the message arrived fills in.
             let peer = from.clone();

@@ -847,6 +847,7 @@ impl Engine {
         self.announce_nick(topic.hash());
         self.provide(&room);
         self.peers_topic(&room, true);
+        self.replay_history(&room);
         Ok(())
     }
 

@@ -63,53 +63,52 @@ impl Default for HistoryConfig {
 
 impl Engine {
     /// Loads the history an earlier run saved and keeps writing it to
-    /// `journal` (a relay's database). Call before [`Engine::run`].
-    ///
-    /// The saved lines of the rooms the engine starts in are reported at
-    /// once, as history: a page shows its room before the network is back.
+    /// `journal` (a relay's database, a page's IndexedDB). Call before
+    /// [`Engine::run`]: the saved lines of each room show as history as
+    /// soon as the engine joins it, before the network is back.
     pub fn load_history(&mut self, saved: Vec<SignedMessage>, journal: Box<dyn Journal>) -> Loaded {
-        let now = validate::now_ms();
-        let loaded = self.lock_history().load(saved, journal, now);
-        let rooms: Vec<Room> = self
-            .start
-            .as_ref()
-            .map(|config| config.rooms.clone())
-            .unwrap_or_default();
-        for room in rooms {
-            let topic = room.topic().hash();
-            let page = self
-                .lock_history()
-                .page(&topic, None, MAX_ANSWER_RECORDS, now);
-            for signed in page.nicks {
-                if let Ok(Verified {
-                    from,
-                    payload: Payload::Nick(nick),
-                    ..
-                }) = verify(&signed, &topic)
-                    && !nick.is_empty()
-                {
-                    self.nicks.insert(from, nick);
-                }
-            }
-            for signed in page.lines {
-                if let Ok(Verified {
-                    from,
-                    payload: Payload::Message(message),
-                    ..
-                }) = verify(&signed, &topic)
-                {
-                    let nick = self.nicks.get(&from).cloned();
-                    self.emit(Event::Message {
-                        room: room.clone(),
-                        from,
-                        nick,
-                        message,
-                        history: true,
-                    });
-                }
+        self.lock_history().load(saved, journal, validate::now_ms())
+    }
+
+    /// Reports what we keep of a room we join as history (a page shows its
+    /// room from the browser's store; a room left and joined again shows
+    /// again).
+    pub(super) fn replay_history(&mut self, room: &Room) {
+        if self.role != Role::Peer {
+            return;
+        }
+        let topic = room.topic().hash();
+        let page = self
+            .lock_history()
+            .page(&topic, None, MAX_ANSWER_RECORDS, validate::now_ms());
+        for signed in page.nicks {
+            if let Ok(Verified {
+                from,
+                payload: Payload::Nick(nick),
+                ..
+            }) = verify(&signed, &topic)
+                && !nick.is_empty()
+            {
+                self.nicks.entry(from).or_insert(nick);
             }
         }
-        loaded
+        for signed in page.lines {
+            if let Ok(Verified {
+                from,
+                payload: Payload::Message(message),
+                ..
+            }) = verify(&signed, &topic)
+            {
+                let nick = self.nicks.get(&from).cloned();
+                self.emit(Event::Message {
+                    room: room.clone(),
+                    from,
+                    nick,
+                    message,
+                    history: true,
+                });
+            }
+        }
     }
 
     pub(super) fn lock_history(&self) -> std::sync::MutexGuard<'_, crate::history::store::Store> {
