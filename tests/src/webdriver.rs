@@ -207,6 +207,31 @@ impl Session<'_> {
             .map(drop)
     }
 
+    /// Switches to a window of this session other than the current one
+    /// (one the page opened) and returns the handle of the window it left.
+    pub fn switch_to_other_window(&self) -> Result<String> {
+        let current = self.call("GET", "/window", None)?;
+        let current = current.as_str().context("no window handle")?.to_owned();
+        let handles = self.call("GET", "/window/handles", None)?;
+        let other = handles
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|h| *h != current)
+            .context("no other window")?
+            .to_owned();
+        self.call("POST", "/window", Some(json!({ "handle": other })))?;
+        Ok(current)
+    }
+
+    /// Closes the current window and switches to `handle`.
+    pub fn close_window_for(&self, handle: &str) -> Result<()> {
+        self.call("DELETE", "/window", None)?;
+        self.call("POST", "/window", Some(json!({ "handle": handle })))
+            .map(drop)
+    }
+
     /// Runs a script in the page and returns its result.
     pub fn eval(&self, script: &str) -> Result<Value> {
         self.call(

@@ -524,6 +524,24 @@ fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     later.wait_history(&said)?;
 
+    // A tab opened from this one starts with a copy of its stored
+    // identity, but this tab is alive: the new one becomes another peer.
+    later.session.eval(&format!(
+        "window.open({}); return null;",
+        serde_json::to_string(&url)?
+    ))?;
+    let first = later.session.switch_to_other_window()?;
+    let twin = later.session.wait_for(
+        "the second tab's peer id",
+        WAIT,
+        "return document.querySelector('[data-testid=self]')?.textContent || null",
+    )?;
+    ensure!(
+        twin.as_str() != Some(later.peer_id.as_str()),
+        "two tabs are one peer"
+    );
+    later.session.close_window_for(&first)?;
+
     // This browser saved them: reloaded with no relay it can reach, the
     // page shows its room before (here: without) reconnecting.
     let unreachable = format!(
@@ -533,6 +551,16 @@ fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
     );
     later.session.open(&unreachable)?;
     later.wait_history(&said)?;
+    // The same tab reloaded is the same peer.
+    let me = later.session.wait_for(
+        "the peer id after the reload",
+        WAIT,
+        "return document.querySelector('[data-testid=self]')?.textContent || null",
+    )?;
+    ensure!(
+        me.as_str() == Some(later.peer_id.as_str()),
+        "a new peer id: {me}"
+    );
     let status = later.status()?;
     ensure!(!status.starts_with("connected"), "status: {status}");
 

@@ -113,3 +113,33 @@ fn oversized_line_is_refused_and_chat_goes_on() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn an_identity_file_keeps_the_peer_id_and_a_corrupt_one_is_one_line() -> Result<()> {
+    let relay = Relay::start(&temp_dir("identity"))?;
+    let addr = relay.addr(Transport::Tcp)?;
+    let dir = temp_dir("identity-file");
+    let file = dir.join("me.key");
+    let file = file.display().to_string();
+    let mut ids = Vec::new();
+    for run in 0..2 {
+        let peer = meshtalk_tests::ChatPeer::start(
+            &format!("run{run}"),
+            &addr,
+            "lobby",
+            &["--identity", &file],
+        )?;
+        ids.push(peer.peer_id.clone());
+    }
+    assert_eq!(ids[0], ids[1], "a new peer id on the second run");
+    // Another file is another peer.
+    let other = dir.join("other.key").display().to_string();
+    let peer = meshtalk_tests::ChatPeer::start("other", &addr, "lobby", &["--identity", &other])?;
+    assert_ne!(peer.peer_id, ids[0]);
+
+    std::fs::write(&file, b"not a key")?;
+    let line = one_error_line(&["chat", "--connect", &addr.to_string(), "--identity", &file])?;
+    assert!(line.contains(&file) && line.contains("corrupt"), "{line}");
+    assert_eq!(std::fs::read(&file)?, b"not a key", "the file was replaced");
+    Ok(())
+}

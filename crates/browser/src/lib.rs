@@ -14,6 +14,7 @@
 //! - [`ui`]: the components;
 //! - [`page`]: the browser APIs used (URL, storage, fetch, console).
 
+pub mod identity;
 pub mod model;
 pub mod net;
 pub mod page;

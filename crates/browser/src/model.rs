@@ -216,16 +216,18 @@ impl Model {
         });
     }
 
-    /// Marks our oldest pending message in `room` as sent.
-    pub fn mark_sent(&self, room: &str) {
+    /// Marks our oldest pending message in `room` as sent, with the id the
+    /// engine gave it.
+    pub fn mark_sent(&self, room: &str, message_id: String) {
         self.lines.update(|lines| {
-            if let Some(LineKind::Message { pending, .. }) = lines
+            if let Some(LineKind::Message { pending, id, .. }) = lines
                 .iter_mut()
                 .filter(|l| l.room == room)
                 .map(|l| &mut l.kind)
                 .find(|k| matches!(k, LineKind::Message { pending: true, .. }))
             {
                 *pending = false;
+                *id = message_id;
             }
         });
     }

@@ -20,13 +20,14 @@ use meshtalk_protocol::{
     behaviour::{BehaviourConfig, Role},
     discovery::{Discovery, Source, Sources},
     engine::{Engine, EngineConfig, EngineHandle, Event},
-    libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol},
+    libp2p::{Multiaddr, PeerId, multiaddr::Protocol},
     rooms::Room,
     transport::Transport,
 };
 use web_time::Instant;
 
 use crate::{
+    identity,
     model::{LineKind, Model, PeerRow, Status, short_id},
     page,
     params::{Params, candidates},
@@ -136,7 +137,7 @@ async fn run(
     params: Params,
     mut actions: UnboundedReceiver<Action>,
 ) -> Result<(), String> {
-    let keypair = Keypair::generate_ed25519();
+    let keypair = identity::for_this_tab().await;
     // Room members found through the rooms' peer records are the only
     // discovery source: the neighbour manager links the page directly
     // (`/webrtc`) to a few of them, unless `?direct=off`. The relay link is
@@ -512,18 +513,18 @@ impl Net {
             } => {
                 let id = message.id.to_string();
                 // A room joined again shows its history again: what is on
-                // screen already (ours above all, shown as typed) is not
+                // screen already (ours too: a sent line has its id) is not
                 // repeated.
-                let me = self.model.me.get_untracked();
-                if history && (from.to_string() == me || self.model.shows(room.name(), &id)) {
+                if history && self.model.shows(room.name(), &id) {
                     return;
                 }
+                let mine = from.to_string() == self.model.me.get_untracked();
                 self.model.push(
                     room.name(),
                     LineKind::Message {
                         from: from.to_string(),
                         nick,
-                        mine: false,
+                        mine,
                         pending: false,
                         history,
                         id,
@@ -559,9 +560,12 @@ impl Net {
                     members.remove(&peer.to_string());
                 }
             }),
-            Event::Sent { topic, id: Some(_) } => {
+            Event::Sent {
+                topic,
+                id: Some(id),
+            } => {
                 if let Some(room) = topic.strip_prefix(meshtalk_protocol::rooms::TOPIC_PREFIX) {
-                    self.model.mark_sent(room);
+                    self.model.mark_sent(room, id.to_string());
                 }
             }
             _ => {}

@@ -1,6 +1,6 @@
 //! Command-line arguments.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -8,6 +8,7 @@ use meshtalk::node::{Node, listen_addrs};
 use meshtalk_protocol::{
     discovery::{Discovery, Source, Sources, Watermarks},
     engine::EngineConfig,
+    keyfile,
     libp2p::{Multiaddr, PeerId},
     rooms::Room,
 };
@@ -88,6 +89,13 @@ pub struct NetArgs {
     /// useful ones (those sharing no room with us, newest first).
     #[arg(long, value_name = "N", default_value = "8")]
     pub max_peers: usize,
+
+    /// Keep our peer id in this file (created if missing, readable by us
+    /// only), so others know us across restarts; without it each run is
+    /// a new peer. One running peer per file: libp2p cannot have one peer
+    /// id twice.
+    #[arg(long, value_name = "FILE", env = "MESHTALK_IDENTITY")]
+    pub identity: Option<PathBuf>,
 }
 
 impl NetArgs {
@@ -98,7 +106,14 @@ impl NetArgs {
             discovery: self.discovery()?,
             ..engine
         };
-        Node::start(engine, &listen_addrs(&self.connect, &self.listen)).await
+        let listen = listen_addrs(&self.connect, &self.listen);
+        match &self.identity {
+            Some(path) => {
+                let keypair = keyfile::load_or_create_identity(path)?;
+                Node::start_as(keypair, engine, &listen).await
+            }
+            None => Node::start(engine, &listen).await,
+        }
     }
 
     /// The discovery settings these flags ask for.
@@ -200,6 +215,11 @@ pub struct ListenArgs {
     /// Room to join while listening, so chat peers that dial us form a mesh.
     #[arg(long, value_name = "ROOM", default_value = "lobby")]
     pub room: Room,
+
+    /// Keep our peer id in this file (created if missing, readable by us
+    /// only): the addresses we print stay valid across restarts.
+    #[arg(long, value_name = "FILE", env = "MESHTALK_IDENTITY")]
+    pub identity: Option<PathBuf>,
 }
 
 /// `meshtalk dht`.

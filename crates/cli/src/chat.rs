@@ -6,6 +6,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use meshtalk_protocol::{
     engine::{EngineConfig, Event, HistoryConfig},
+    keyfile,
     libp2p::Multiaddr,
     validate::{self},
     wire::Payload,
@@ -163,14 +164,17 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
     } else {
         args.listen
     };
-    let mut node = Node::start(
-        EngineConfig {
-            rooms: vec![args.room],
-            ..EngineConfig::default()
-        },
-        &listen,
-    )
-    .await?;
+    let engine = EngineConfig {
+        rooms: vec![args.room],
+        ..EngineConfig::default()
+    };
+    let mut node = match &args.identity {
+        Some(path) => {
+            let keypair = keyfile::load_or_create_identity(path)?;
+            Node::start_as(keypair, engine, &listen).await?
+        }
+        None => Node::start(engine, &listen).await?,
+    };
     let mut printer = Printer {
         json: false,
         held: HashMap::new(),

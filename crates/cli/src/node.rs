@@ -31,12 +31,20 @@ impl Node {
     /// Builds the swarm (with the discovery sources `engine` names), starts
     /// the engine and the listeners.
     pub async fn start(engine: EngineConfig, listen: &[Multiaddr]) -> Result<Self> {
+        Self::start_as(Keypair::generate_ed25519(), engine, listen).await
+    }
+
+    /// [`Node::start`] with an identity of our own (`--identity`).
+    pub async fn start_as(
+        keypair: Keypair,
+        engine: EngineConfig,
+        listen: &[Multiaddr],
+    ) -> Result<Self> {
         let behaviour = BehaviourConfig {
             role: Role::Peer,
             sources: engine.discovery.sources.clone(),
             ..BehaviourConfig::default()
         };
-        let keypair = Keypair::generate_ed25519();
         let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)
             .await
             .context("cannot start the libp2p node")?;

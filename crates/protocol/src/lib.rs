@@ -38,6 +38,7 @@ pub mod behaviour;
 pub mod discovery;
 pub mod engine;
 pub mod history;
+pub mod keyfile;
 pub mod peer_record;
 pub mod ping;
 pub mod rooms;
