@@ -8,10 +8,11 @@ use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use meshtalk_protocol::{
     engine::{EngineConfig, Event, HistoryConfig},
+    framing::{read_message, write_message},
     history::{
         SignedMessage, sign,
         store::Limits,
-        sync::{HISTORY_PROTOCOL, HistoryAnswer, read_message, write_message},
+        sync::{HISTORY_PROTOCOL, HistoryAnswer},
     },
     libp2p::{Multiaddr, gossipsub::TopicHash, identity::Keypair},
     rooms::Room,

@@ -165,6 +165,11 @@ pub struct ChatArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Seconds a direct message (`/msg PEER_ID TEXT`) is tried before it
+    /// is reported as failed.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub dm_timeout: Duration,
+
     /// Do not ask peers for what was said in the room before we joined
     /// (history lines are marked "(earlier)", or `"history": true`).
     #[arg(long)]

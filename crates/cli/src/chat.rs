@@ -7,7 +7,7 @@ use futures::StreamExt;
 use meshtalk_protocol::{
     engine::{EngineConfig, Event, HistoryConfig},
     keyfile,
-    libp2p::Multiaddr,
+    libp2p::{Multiaddr, PeerId},
     validate::{self},
     wire::Payload,
 };
@@ -68,6 +68,7 @@ pub async fn run(args: ChatArgs) -> Result<()> {
                 fetch: !args.no_history,
                 ..HistoryConfig::default()
             },
+            dm_deadline: Some(args.dm_timeout),
             ..EngineConfig::default()
         })
         .await?;
@@ -125,7 +126,8 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sends one typed line: a chat message, or `/nick NAME`.
+/// Sends one typed line: a chat message, `/nick NAME` or
+/// `/msg PEER_ID TEXT` (a direct message).
 async fn handle_line(node: &Node, room: &meshtalk_protocol::rooms::Room, raw: &[u8]) {
     let Ok(text) = std::str::from_utf8(raw) else {
         eprintln!("meshtalk: line not sent: it is not UTF-8 text");
@@ -135,9 +137,26 @@ async fn handle_line(node: &Node, room: &meshtalk_protocol::rooms::Room, raw: &[
     if text.trim().is_empty() {
         return;
     }
-    let result = match text.strip_prefix("/nick ") {
-        Some(nick) => node.handle.set_nick(nick.trim()).await,
-        None => node.handle.send(room.clone(), text).await,
+    let result = if let Some(nick) = text.strip_prefix("/nick ") {
+        node.handle.set_nick(nick.trim()).await
+    } else if let Some(rest) = text.strip_prefix("/msg ") {
+        let (peer, line) = rest
+            .trim_start()
+            .split_once(' ')
+            .unwrap_or((rest.trim(), ""));
+        match peer.parse::<PeerId>() {
+            Err(_) => {
+                eprintln!("meshtalk: /msg {peer:?}: not a peer id (usage: /msg PEER_ID TEXT)");
+                return;
+            }
+            Ok(_) if line.trim().is_empty() => {
+                eprintln!("meshtalk: /msg: nothing to send (usage: /msg PEER_ID TEXT)");
+                return;
+            }
+            Ok(to) => node.handle.send_dm(to, line).await,
+        }
+    } else {
+        node.handle.send(room.clone(), text).await
     };
     if let Err(e) = result {
         eprintln!("meshtalk: {e}");

@@ -42,6 +42,17 @@ pub fn chat_line(event: &Event) -> Option<String> {
                 .unwrap_or_else(|| short_id(from)),
             sanitize(&message.text)
         )),
+        Event::DirectMessage {
+            from,
+            nick,
+            message,
+        } => Some(format!(
+            "[dm] {}: {}",
+            nick.as_deref()
+                .map(sanitize)
+                .unwrap_or_else(|| short_id(from)),
+            sanitize(&message.text)
+        )),
         _ => None,
     }
 }
@@ -72,6 +83,12 @@ pub fn status_line(event: &Event) -> Option<String> {
         Event::Pruned { peer } => Some(format!(
             "* closing the link to {}: above --max-peers",
             short_id(peer)
+        )),
+        Event::DmSent { to, .. } => Some(format!("* direct message to {} delivered", short_id(to))),
+        Event::DmFailed { to, error, .. } => Some(format!(
+            "* direct message to {} not delivered: {}",
+            short_id(to),
+            sanitize(error)
         )),
         Event::HistoryFetched { room, peer, lines } if *lines > 0 => Some(format!(
             "* [{room}] {lines} earlier lines from {}",
@@ -107,6 +124,29 @@ pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
             "id": message.id.to_string(),
             "created": message.created_ms,
             "history": history,
+        }),
+        Event::DirectMessage {
+            from,
+            nick,
+            message,
+        } => json!({
+            "type": "dm",
+            "from": from.to_string(),
+            "nick": nick,
+            "text": message.text,
+            "id": message.id.to_string(),
+            "created": message.created_ms,
+        }),
+        Event::DmSent { to, id } => json!({
+            "type": "dm_sent",
+            "to": to.to_string(),
+            "id": id.to_string(),
+        }),
+        Event::DmFailed { to, id, error } => json!({
+            "type": "dm_failed",
+            "to": to.to_string(),
+            "id": id.to_string(),
+            "error": error,
         }),
         Event::HistoryFetched { room, peer, lines } => json!({
             "type": "history",

@@ -34,6 +34,7 @@ use crate::{
         is_relay_agent, relay_addrs, room_score_params,
     },
     discovery::{Discovery, Neighbours, Source},
+    dm::Dms,
     history::{store::Store, sync::HistorySync},
     peer_record,
     ping::{PingEvent, Pinger},
@@ -44,9 +45,11 @@ use crate::{
 };
 
 mod direct;
+mod dm;
 mod history;
 mod neighbourhood;
 
+pub use dm::DM_DEADLINE;
 pub use history::HistoryConfig;
 
 /// How often held messages are retried and deadlines checked.
@@ -86,6 +89,9 @@ pub struct EngineConfig {
     pub discovery: Discovery,
     /// What room history to keep and whether to ask for it.
     pub history: HistoryConfig,
+    /// How long a direct message is tried before it is reported as
+    /// failed; `None` for [`DM_DEADLINE`].
+    pub dm_deadline: Option<Duration>,
 }
 
 /// Ping interval when the config names none.
@@ -116,6 +122,9 @@ pub enum CommandError {
         /// Why.
         reason: String,
     },
+    /// A direct message could not be queued.
+    #[error("direct message not sent: {0}")]
+    Dm(String),
     /// A topic could not be subscribed to.
     #[error("cannot subscribe to {topic}: {reason}")]
     Subscribe {
@@ -196,6 +205,31 @@ pub enum Event {
         /// Whether it was said before we joined (history a peer served),
         /// rather than live.
         history: bool,
+    },
+    /// A peer sent us a direct message.
+    DirectMessage {
+        /// The author (the connection's authenticated peer).
+        from: PeerId,
+        /// The nickname it gave, or the one we know.
+        nick: Option<String>,
+        /// The message.
+        message: ChatMessage,
+    },
+    /// Our direct message reached its peer, which acknowledged it.
+    DmSent {
+        /// The peer.
+        to: PeerId,
+        /// The message's id.
+        id: MessageId,
+    },
+    /// Our direct message could not be delivered within [`DM_DEADLINE`].
+    DmFailed {
+        /// The peer.
+        to: PeerId,
+        /// The message's id.
+        id: MessageId,
+        /// The last reason it did not get through.
+        error: String,
     },
     /// A peer answered our request for a room's history.
     HistoryFetched {
@@ -345,6 +379,7 @@ enum Command {
     Join(Room),
     Leave(Room),
     Send(Room, String),
+    SendDm(PeerId, String),
     SetNick(String),
     ClearHistory(Room),
     PublishRaw(String, Vec<u8>),
@@ -416,6 +451,13 @@ impl EngineHandle {
     /// Sets our nickname and announces it in every room we are in.
     pub async fn set_nick(&self, nick: impl Into<String>) -> Result<(), CommandError> {
         self.call(Command::SetNick(nick.into())).await
+    }
+
+    /// Sends a direct message to one peer: [`Event::DmSent`] when it
+    /// acknowledges it, [`Event::DmFailed`] if it cannot be reached within
+    /// [`DM_DEADLINE`] (tried again meanwhile).
+    pub async fn send_dm(&self, to: PeerId, text: impl Into<String>) -> Result<(), CommandError> {
+        self.call(Command::SendDm(to, text.into())).await
     }
 
     /// Forgets what we keep of a room's history (here, and in the journal
@@ -532,6 +574,10 @@ pub struct Engine {
     held_live: HashMap<TopicHash, history::HeldLive>,
     /// Pages of history taken from a peer, per room.
     history_pages: HashMap<(PeerId, TopicHash), u32>,
+    /// Direct messages: the streams, and ours not yet acknowledged.
+    dms: Dms,
+    pending_dms: dm::PendingDms,
+    dm_deadline: Duration,
     /// Peers that served forged history.
     distrusted: HashSet<PeerId>,
     /// When each page's peer record last arrived (pages only).
@@ -573,7 +619,9 @@ impl Engine {
         let swarm_peer = *swarm.local_peer_id();
         let history = Arc::new(Mutex::new(Store::new(config.history.limits)));
         let history_config = config.history;
+        let dm_deadline = config.dm_deadline;
         let swarm_streams = swarm.behaviour().streams.new_control();
+        let dm_streams = swarm.behaviour().streams.new_control();
         let engine = Self {
             swarm,
             role,
@@ -619,6 +667,9 @@ impl Engine {
             history_pages: HashMap::new(),
             held_live: HashMap::new(),
             distrusted: HashSet::new(),
+            dms: Dms::new(dm_streams),
+            pending_dms: HashMap::new(),
+            dm_deadline: dm_deadline.unwrap_or(DM_DEADLINE),
             relayed: HashMap::new(),
             close_at: Vec::new(),
         };
@@ -662,6 +713,7 @@ impl Engine {
                     }
                 },
                 event = self.history_sync.next().fuse() => self.on_history(event),
+                event = self.dms.next().fuse() => self.on_dm(event),
                 request = self.commands.next() => match request {
                     Some((command, reply)) => {
                         let _ = reply.send(self.on_command(command));
@@ -677,6 +729,7 @@ impl Engine {
                     self.announce_record();
                     self.forget_silent_members();
                     self.release_late_live();
+                    self.retry_dms();
                     self.close_due_relayed();
                     self.flush();
                     if self.shutdown_complete() {
@@ -766,6 +819,7 @@ impl Engine {
                     announce: false,
                 });
             }
+            Command::SendDm(to, text) => self.send_dm(to, text)?,
             Command::ClearHistory(room) => self.lock_history().clear(&room.topic().hash()),
             Command::SetNick(nick) => {
                 validate::check(&Payload::Nick(nick.clone()), 0)?;
@@ -951,7 +1005,7 @@ impl Engine {
         let Some(linger) = self.shutdown.as_mut() else {
             return false;
         };
-        if !self.outbox.is_empty() {
+        if !self.outbox.is_empty() || !self.pending_dms.is_empty() {
             *linger = None;
             return false;
         }
@@ -1016,6 +1070,7 @@ impl Engine {
                     _ => {}
                 }
                 self.pinger.start(peer_id);
+                self.dm_connected(peer_id);
                 self.emit(Event::Connected {
                     peer: peer_id,
                     addr,
@@ -1075,6 +1130,9 @@ impl Engine {
                 };
                 let error = dial_error_text(&error);
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id {
+                    self.dm_dial_failed(peer, &error);
+                }
                 if let (Some(reason), Some(peer)) = (direct, peer_id) {
                     self.direct_link_failed(peer, reason);
                 }

@@ -36,7 +36,9 @@
 pub mod arch;
 pub mod behaviour;
 pub mod discovery;
+pub mod dm;
 pub mod engine;
+pub mod framing;
 pub mod history;
 pub mod keyfile;
 pub mod peer_record;

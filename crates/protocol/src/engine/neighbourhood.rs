@@ -44,15 +44,13 @@ impl Engine {
         self.role == Role::Peer && arch::NATIVE && self.discovery.sources.has(Source::Rooms)
     }
 
-    /// Whether this node holds a relay reservation, so that members who
-    /// learn of it (from the DHT or by peer exchange) can link to it.
-    /// Pages hold one too: their `/webrtc` address goes through it.
+    /// Whether this node holds a relay reservation, so that others reach
+    /// it through the relay: members who learn of it (from the DHT or by
+    /// peer exchange) link to it, and direct messages find it. Native peers
+    /// always; pages when they link directly (their `/webrtc` address goes
+    /// through it).
     fn reachable_through_relay(&self) -> bool {
-        let sources = &self.discovery.sources;
-        self.role == Role::Peer
-            && (self.links_directly()
-                || (arch::NATIVE
-                    && (sources.has(Source::Rooms) || sources.has(Source::PeerExchange))))
+        self.role == Role::Peer && (self.links_directly() || arch::NATIVE)
     }
 
     /// The relayed address prefix through a relay we are directly
@@ -377,7 +375,7 @@ impl Engine {
 
 /// `<addr without /p2p/>/p2p/<relay>/p2p-circuit` for a direct connection to
 /// `relay` at `addr`; none when `addr` is itself relayed.
-fn circuit_prefix(relay: PeerId, addr: &Multiaddr) -> Option<Multiaddr> {
+pub(super) fn circuit_prefix(relay: PeerId, addr: &Multiaddr) -> Option<Multiaddr> {
     if addr.iter().any(|p| p == Protocol::P2pCircuit) {
         return None;
     }

@@ -21,17 +21,15 @@
 
 use std::{
     collections::HashMap,
-    io,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use futures::{
-    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt,
+    AsyncWriteExt, FutureExt, StreamExt,
     future::{BoxFuture, Either, select},
     stream::FuturesUnordered,
 };
-use futures_timer::Delay;
 use libp2p::{PeerId, Stream, StreamProtocol, gossipsub::TopicHash};
 use libp2p_stream::{Control, IncomingStreams};
 use prost::Message as _;
@@ -41,7 +39,10 @@ use super::{
     SignedMessage,
     store::{Cursor, MAX_ANSWER_BYTES, MAX_ANSWER_RECORDS, Store},
 };
-use crate::wire::MESSAGE_ID_LEN;
+use crate::{
+    framing::{read_message, within, write_message},
+    wire::MESSAGE_ID_LEN,
+};
 
 /// The history protocol id.
 pub const HISTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/history/1.0.0");
@@ -171,7 +172,7 @@ impl HistorySync {
             HistoryAnswer::decode(bytes.as_slice()).map_err(|e| format!("undecodable answer: {e}"))
         };
         let task = async move {
-            match timed(exchange).await {
+            match within(EXCHANGE_TIMEOUT, exchange).await {
                 Ok(answer) => SyncEvent::Fetched { peer, room, answer },
                 Err(error) => SyncEvent::Failed { peer, room, error },
             }
@@ -198,7 +199,7 @@ impl HistorySync {
     fn serve(&mut self, peer: PeerId, stream: Stream) {
         let store = self.store.clone();
         let task = async move {
-            if let Err(e) = timed(answer(stream, store)).await {
+            if let Err(e) = within(EXCHANGE_TIMEOUT, answer(stream, store)).await {
                 tracing::debug!(%peer, error = %e, "history request not answered");
             }
             SyncEvent::Served
@@ -270,78 +271,4 @@ async fn answer(mut stream: Stream, store: Arc<Mutex<Store>>) -> Result<(), Stri
         .await
         .map_err(|e| e.to_string())?;
     stream.close().await.map_err(|e| e.to_string())
-}
-
-async fn timed<T>(work: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    futures::select! {
-        result = work.fuse() => result,
-        () = Delay::new(EXCHANGE_TIMEOUT).fuse() => Err("timed out".into()),
-    }
-}
-
-/// Writes `bytes` with an unsigned-varint length prefix.
-pub async fn write_message<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io::Result<()> {
-    let mut prefix = Vec::with_capacity(5);
-    let mut len = bytes.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            prefix.push(byte);
-            break;
-        }
-        prefix.push(byte | 0x80);
-    }
-    writer.write_all(&prefix).await?;
-    writer.write_all(bytes).await?;
-    writer.flush().await
-}
-
-/// Reads one unsigned-varint-length-prefixed message of at most `max`
-/// bytes.
-pub async fn read_message<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> io::Result<Vec<u8>> {
-    let mut len: usize = 0;
-    for i in 0..5 {
-        let mut byte = [0u8; 1];
-        reader.read_exact(&mut byte).await?;
-        len |= usize::from(byte[0] & 0x7f) << (7 * i);
-        if byte[0] & 0x80 == 0 {
-            if len > max {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("message of {len} bytes, at most {max} allowed"),
-                ));
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).await?;
-            return Ok(body);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "bad length prefix",
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use futures::io::Cursor as Buffer;
-
-    use super::*;
-
-    #[test]
-    fn messages_round_trip_and_oversized_ones_are_refused() {
-        futures::executor::block_on(async {
-            let body = vec![7u8; 300];
-            let mut buf = Vec::new();
-            write_message(&mut buf, &body).await.expect("writes");
-            assert_eq!(buf.len(), 302);
-            let mut reader = Buffer::new(buf.clone());
-            assert_eq!(read_message(&mut reader, 300).await.expect("reads"), body);
-            let mut reader = Buffer::new(buf);
-            assert!(read_message(&mut reader, 299).await.is_err());
-            let mut reader = Buffer::new(vec![0xff; 8]);
-            assert!(read_message(&mut reader, usize::MAX).await.is_err());
-        });
-    }
 }
