@@ -112,6 +112,55 @@ impl<'a> ChatPage<'a> {
             .type_into("[data-testid=nick-input]", &format!("{nick}{ENTER}"))
     }
 
+    /// Opens the direct conversation with `peer` from the members list.
+    pub fn open_dm(&self, peer: &str) -> Result<()> {
+        let script = format!(
+            "const b = document.querySelector('[data-testid=member-dm][data-peer=\"{peer}\"]'); \
+             if (!b) return false; b.click(); return true;"
+        );
+        self.session
+            .wait_for(
+                &format!("a direct-message button for {peer}"),
+                WAIT,
+                &script,
+            )
+            .map(drop)
+    }
+
+    /// Types a direct message into the open conversation.
+    pub fn send_dm(&self, text: &str) -> Result<()> {
+        self.session
+            .type_into("[data-testid=dm-input]", &format!("{text}{ENTER}"))
+    }
+
+    /// Waits until the open conversation shows `text` from `from`, in
+    /// `state` (`received`, or for ours `sending`, `delivered`, `failed`).
+    pub fn wait_dm(&self, from: &str, text: &str, state: &str) -> Result<()> {
+        let script = format!(
+            "return [...document.querySelectorAll('[data-testid=dm-message]')].some(m => \
+               m.dataset.from === {} && m.dataset.state === {} && \
+               m.querySelector('.text').textContent === {});",
+            serde_json::to_string(from)?,
+            serde_json::to_string(state)?,
+            serde_json::to_string(text)?
+        );
+        self.session
+            .wait_for(&format!("direct message {text:?} ({state})"), WAIT, &script)
+            .map(drop)
+    }
+
+    /// Waits until the conversation with `peer` counts `unread` unread
+    /// lines.
+    pub fn wait_unread(&self, peer: &str, unread: usize) -> Result<()> {
+        let script = format!(
+            "const c = document.querySelector('[data-testid=conversation][data-peer=\"{peer}\"]'); \
+             return !!c && c.dataset.unread === '{unread}';"
+        );
+        self.session
+            .wait_for(&format!("{unread} unread from {peer}"), WAIT, &script)
+            .map(drop)
+    }
+
     /// Switches to another room through the room input.
     pub fn switch_room(&self, room: &str) -> Result<()> {
         self.session.clear("[data-testid=room-input]")?;

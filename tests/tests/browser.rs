@@ -497,7 +497,7 @@ fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
     let driver = Driver::start()?;
     let url = format!("{}/?transport=ws&room=history&direct=off", relay.http);
     let said = ["first words", "second words", "third words"];
-    let author = ChatPage::open(&driver, &url, Some("ws"))?;
+    let author = ChatPage::open(&driver, &format!("{url}&nick=ada"), Some("ws"))?;
     // Someone to hear them, so they leave the page at once.
     let addr = relay.addr(Transport::Tcp)?;
     let mut listener = ChatPeer::start("listener", &addr, "history", &["--no-history"])?;
@@ -509,6 +509,8 @@ fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
 
     let late = ChatPage::open(&driver, &url, Some("ws"))?;
     late.wait_history(&said)?;
+    // Under the name the author chose with `?nick=`, from its signed record.
+    late.wait_message_nick("first words", "ada")?;
     drop(late);
 
     drop(listener);
@@ -580,6 +582,60 @@ fn a_late_page_shows_what_was_said_even_after_a_relay_restart() -> Result<()> {
     )?;
     std::thread::sleep(Duration::from_secs(2));
     later.wait_history(&[])?;
+    Ok(())
+}
+
+/// Direct messages between a page and a terminal both ways, and between
+/// two pages; unread counts; delivery shown; nobody else sees them.
+#[test]
+fn direct_messages_between_pages_and_a_terminal() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let relay = Relay::start_with(
+        &temp_dir("browser-dm"),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = |transport: &str| format!("{}/?transport={transport}&room=dm", relay.http);
+    let a = ChatPage::open(&driver, &url("ws"), Some("ws"))?;
+    let b = ChatPage::open(&driver, &url("webrtc-direct"), Some("webrtc-direct"))?;
+    let tcp = relay.addr(Transport::Tcp)?;
+    let mut cli = ChatPeer::start("cli", &tcp, "dm", &["--nick", "cli"])?;
+
+    // Page to terminal.
+    a.wait_member(&cli.peer_id)?;
+    a.open_dm(&cli.peer_id)?;
+    a.send_dm("hello, terminal")?;
+    let a_id = a.peer_id.clone();
+    cli.proc.wait_json("the page's direct message", |v| {
+        (v["type"] == "dm" && v["from"] == a_id.as_str() && v["text"] == "hello, terminal")
+            .then_some(())
+    })?;
+    a.wait_dm(&a.peer_id, "hello, terminal", "delivered")?;
+
+    // Terminal to page, while the page shows no conversation: unread.
+    a.session
+        .eval("document.querySelector('[data-testid=dm-close]').click(); return null;")?;
+    cli.proc
+        .send_line(&format!("/msg {} hello, page", a.peer_id))?;
+    a.wait_unread(&cli.peer_id, 1)?;
+    a.open_dm(&cli.peer_id)?;
+    a.wait_dm(&cli.peer_id, "hello, page", "received")?;
+    a.wait_unread(&cli.peer_id, 0)?;
+
+    // Page to page.
+    b.wait_member(&a.peer_id)?;
+    b.open_dm(&a.peer_id)?;
+    b.send_dm("between pages")?;
+    b.wait_dm(&b.peer_id, "between pages", "delivered")?;
+    a.wait_unread(&b.peer_id, 1)?;
+
+    // The terminal heard none of the pages' conversation.
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(
+        !cli.proc.seen.iter().any(|l| l.contains("between pages")),
+        "the terminal saw another conversation"
+    );
     Ok(())
 }
 

@@ -43,7 +43,14 @@ pub fn start() {
     };
     let params = params::Params::parse(&page::query());
     page::init_logging(params.log.unwrap_or(tracing::Level::INFO));
-    let nick = page::stored(net::NICK_KEY).unwrap_or_default();
+    // `?nick=` sets the nickname, kept for the next visits too.
+    let nick = match &params.nick {
+        Some(nick) => {
+            page::store(net::NICK_KEY, nick);
+            nick.clone()
+        }
+        None => page::stored(net::NICK_KEY).unwrap_or_default(),
+    };
     let model = model::Model::new(params.room.name(), &nick);
     let actions = net::start(model, params);
     root.set_inner_html("");

@@ -129,6 +129,52 @@ pub struct PeerRow {
     pub connections: usize,
 }
 
+/// Where one of our direct messages stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DmState {
+    /// Handed to the network; no acknowledgement yet.
+    Sending,
+    /// The peer acknowledged it.
+    Delivered,
+    /// It could not be delivered in time.
+    Failed,
+}
+
+impl DmState {
+    /// The name in `data-state`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DmState::Sending => "sending",
+            DmState::Delivered => "delivered",
+            DmState::Failed => "failed",
+        }
+    }
+}
+
+/// A line of a direct conversation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DmLine {
+    /// Stable key for the list.
+    pub key: u64,
+    /// The author's peer id.
+    pub from: String,
+    /// The text.
+    pub text: String,
+    /// Local time, `HH:MM`.
+    pub time: String,
+    /// Ours: where it stands; theirs: `None`.
+    pub state: Option<DmState>,
+}
+
+/// A direct conversation with one peer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Conversation {
+    /// Its lines, oldest first.
+    pub lines: Vec<DmLine>,
+    /// Lines received while it was not open.
+    pub unread: usize,
+}
+
 /// Everything the page shows. Cheap to copy: signals are handles.
 #[derive(Clone, Copy)]
 pub struct Model {
@@ -153,6 +199,10 @@ pub struct Model {
     pub direct_problem: RwSignal<Option<String>>,
     /// Direct link attempts that failed since the page opened.
     pub direct_failures: RwSignal<u32>,
+    /// Direct conversations by peer id.
+    pub dms: RwSignal<BTreeMap<String, Conversation>>,
+    /// The conversation shown, if any.
+    pub open_dm: RwSignal<Option<String>>,
     next_key: StoredValue<u64>,
 }
 
@@ -170,6 +220,8 @@ impl Model {
             nicks: RwSignal::new(BTreeMap::new()),
             direct_problem: RwSignal::new(None),
             direct_failures: RwSignal::new(0),
+            dms: RwSignal::new(BTreeMap::new()),
+            open_dm: RwSignal::new(None),
             next_key: StoredValue::new(0),
         }
     }
@@ -207,6 +259,66 @@ impl Model {
                     && matches!(&l.kind, LineKind::Message { id: shown, .. } if shown == id)
             })
         })
+    }
+
+    fn dm_line(&self, peer: &str, from: &str, text: String, time: String, state: Option<DmState>) {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        let open = self.open_dm.get_untracked().as_deref() == Some(peer);
+        self.dms.update(|dms| {
+            let conversation = dms.entry(peer.to_owned()).or_default();
+            conversation.lines.push(DmLine {
+                key,
+                from: from.to_owned(),
+                text,
+                time,
+                state,
+            });
+            if state.is_none() && !open {
+                conversation.unread += 1;
+            }
+            if conversation.lines.len() > MAX_LINES {
+                conversation.lines.remove(0);
+            }
+        });
+    }
+
+    /// A peer sent us a direct message.
+    pub fn dm_received(&self, from: &str, text: String, time: String) {
+        self.dm_line(from, from, text, time, None);
+    }
+
+    /// We sent `to` a direct message; it is on its way.
+    pub fn dm_sending(&self, to: &str, text: String, time: String) {
+        let me = self.me.get_untracked();
+        self.dm_line(to, &me, text, time, Some(DmState::Sending));
+    }
+
+    /// Our oldest direct message to `to` still on its way arrived, or not.
+    pub fn dm_outcome(&self, to: &str, delivered: bool) {
+        self.dms.update(|dms| {
+            if let Some(line) = dms.get_mut(to).and_then(|c| {
+                c.lines
+                    .iter_mut()
+                    .find(|l| l.state == Some(DmState::Sending))
+            }) {
+                line.state = Some(if delivered {
+                    DmState::Delivered
+                } else {
+                    DmState::Failed
+                });
+            }
+        });
+    }
+
+    /// Shows the conversation with `peer` (none: closes it); its lines
+    /// count as read.
+    pub fn open_conversation(&self, peer: Option<String>) {
+        if let Some(peer) = &peer {
+            self.dms
+                .update(|dms| dms.entry(peer.clone()).or_default().unread = 0);
+        }
+        self.open_dm.set(peer);
     }
 
     /// Removes the messages of `room` (its history was cleared).

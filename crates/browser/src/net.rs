@@ -68,6 +68,8 @@ pub enum Action {
     Relay(String),
     /// Forget the current room's history in this browser.
     ClearHistory,
+    /// Send a direct message: the peer id, the text.
+    SendDm(String, String),
 }
 
 /// Sends [`Action`]s to the network side. Cheap to clone.
@@ -390,6 +392,13 @@ impl Net {
                 }
                 Err(e) => self.notice(e.to_string()),
             },
+            Action::SendDm(peer, text) => match peer.parse::<PeerId>() {
+                Ok(to) => match self.handle.send_dm(to, text.clone()).await {
+                    Ok(()) => self.model.dm_sending(&peer, text, page::clock(page_now())),
+                    Err(e) => self.notice(e.to_string()),
+                },
+                Err(_) => self.notice(format!("{peer} is not a peer id")),
+            },
             Action::ClearHistory => {
                 if let Err(e) = self.handle.clear_history(self.room.clone()).await {
                     self.notice(e.to_string());
@@ -560,6 +569,29 @@ impl Net {
                     members.remove(&peer.to_string());
                 }
             }),
+            Event::DirectMessage {
+                from,
+                nick,
+                message,
+            } => {
+                let from = from.to_string();
+                if let Some(nick) = nick {
+                    self.model.nicks.update(|n| {
+                        n.entry(from.clone()).or_insert(nick);
+                    });
+                }
+                self.model
+                    .dm_received(&from, message.text, page::clock(message.created_ms));
+            }
+            Event::DmSent { to, .. } => self.model.dm_outcome(&to.to_string(), true),
+            Event::DmFailed { to, error, .. } => {
+                let to = to.to_string();
+                self.model.dm_outcome(&to, false);
+                self.notice(format!(
+                    "direct message to {} not delivered: {error}",
+                    short_id(&to)
+                ));
+            }
             Event::Sent {
                 topic,
                 id: Some(id),

@@ -1,10 +1,12 @@
-//! What the page was asked to do: the query parameters `?relay=`,
+//! What the page was asked to do: the query parameters `?relay=`, `?nick=`,
 //! `?transport=`, `?room=`, `?direct=` and `?log=`, and which relay
 //! addresses to try in which order.
 
 use std::{fmt, str::FromStr};
 
-use meshtalk_protocol::{libp2p::Multiaddr, rooms::Room, transport::Transport};
+use meshtalk_protocol::{
+    libp2p::Multiaddr, rooms::Room, transport::Transport, validate, wire::Payload,
+};
 
 /// Which browser transport to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -65,6 +67,8 @@ pub struct Params {
     pub transport: TransportChoice,
     /// `?room=`, `lobby` by default.
     pub room: Room,
+    /// `?nick=`: the nickname to use (and keep) from now on.
+    pub nick: Option<String>,
     /// `?log=`: the console log level.
     pub log: Option<tracing::Level>,
     /// `?direct=off`: no direct (`/webrtc`) links to other pages, which
@@ -102,6 +106,13 @@ impl Params {
                     Ok(room) => params.room = room,
                     Err(e) => params.problems.push(format!("?room: {e}")),
                 },
+                "nick" => {
+                    let nick = value.trim().to_owned();
+                    match validate::check(&Payload::Nick(nick.clone()), 0) {
+                        Ok(()) => params.nick = Some(nick),
+                        Err(e) => params.problems.push(format!("?nick: {e}")),
+                    }
+                }
                 "direct" => match value.as_str() {
                     "on" | "" => params.no_direct = false,
                     "off" => params.no_direct = true,

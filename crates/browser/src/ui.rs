@@ -2,10 +2,12 @@
 //! [`Action`]s; libp2p stays in [`crate::net`]. Every element a test or a
 //! user's script may need carries a `data-testid`.
 
+use std::collections::BTreeMap;
+
 use leptos::{ev, html, prelude::*};
 
 use crate::{
-    model::{Line, LineKind, Model, PeerRow, direct_text, short_id},
+    model::{DmLine, DmState, Line, LineKind, Model, PeerRow, direct_text, short_id},
     net::{Action, Actions},
 };
 
@@ -27,11 +29,13 @@ pub fn App(
             <main class="chat">
                 <Messages model/>
                 <Composer actions=actions.clone()/>
+                <DirectChat model actions=actions.clone()/>
             </main>
             <aside class="side">
                 <Identity model actions=actions.clone()/>
                 <RoomPicker model actions=actions.clone()/>
                 <Members model/>
+                <Conversations model/>
                 <Peers model/>
                 <RelayPicker actions/>
             </aside>
@@ -285,11 +289,138 @@ fn Members(model: Model) -> impl IntoView {
                     key=|p: &String| p.clone()
                     children=move |peer| {
                         let id = peer.clone();
+                        let button_id = peer.clone();
+                        let target = peer.clone();
                         let name = move || model.name_of(&peer);
-                        view! { <li data-testid="member" data-peer=id>{name}</li> }
+                        view! {
+                            <li data-testid="member" data-peer=id>
+                                {name}
+                                <button
+                                    type="button"
+                                    class="member-dm"
+                                    data-testid="member-dm"
+                                    data-peer=button_id
+                                    title="Direct message"
+                                    on:click=move |_| model.open_conversation(Some(target.clone()))
+                                >
+                                    "✉"
+                                </button>
+                            </li>
+                        }
                     }
                 />
             </ul>
+        </section>
+    }
+}
+
+/// Every direct conversation, with its unread count; a click opens it.
+#[component]
+fn Conversations(model: Model) -> impl IntoView {
+    let list = move || {
+        model.dms.with(|dms| {
+            dms.iter()
+                .map(|(peer, c)| (peer.clone(), c.unread))
+                .collect::<Vec<_>>()
+        })
+    };
+    view! {
+        <section class="panel" class:hidden=move || model.dms.with(BTreeMap::is_empty)>
+            <h2>"Direct messages"</h2>
+            <ul class="conversations">
+                <For
+                    each=list
+                    key=|(peer, unread): &(String, usize)| (peer.clone(), *unread)
+                    children=move |(peer, unread)| {
+                        let id = peer.clone();
+                        let open = peer.clone();
+                        let name = move || model.name_of(&peer);
+                        view! {
+                            <li
+                                data-testid="conversation"
+                                data-peer=id
+                                data-unread=unread
+                                on:click=move |_| model.open_conversation(Some(open.clone()))
+                            >
+                                {name}
+                                {(unread > 0).then(|| view! { <span class="unread" data-testid="dm-unread">{unread}</span> })}
+                            </li>
+                        }
+                    }
+                />
+            </ul>
+        </section>
+    }
+}
+
+/// The open direct conversation: its lines and a composer.
+#[component]
+fn DirectChat(model: Model, actions: Actions) -> impl IntoView {
+    let input: NodeRef<html::Input> = NodeRef::new();
+    let lines = move || {
+        let peer = model.open_dm.get().unwrap_or_default();
+        model
+            .dms
+            .with(|dms| dms.get(&peer).map(|c| c.lines.clone()).unwrap_or_default())
+    };
+    let on_key = move |e: ev::KeyboardEvent| {
+        if e.key() != "Enter" || e.shift_key() {
+            return;
+        }
+        e.prevent_default();
+        if let (Some(el), Some(peer)) = (input.get_untracked(), model.open_dm.get_untracked()) {
+            let text = el.value();
+            if !text.trim().is_empty() {
+                actions.send(Action::SendDm(peer, text));
+                el.set_value("");
+            }
+        }
+    };
+    view! {
+        <section
+            class="dm"
+            data-testid="dm"
+            data-peer=move || model.open_dm.get().unwrap_or_default()
+            class:hidden=move || model.open_dm.with(Option::is_none)
+        >
+            <h2>
+                "Direct messages with "
+                {move || model.open_dm.get().map(|p| model.name_of(&p)).unwrap_or_default()}
+                <button type="button" data-testid="dm-close" on:click=move |_| model.open_conversation(None)>
+                    "×"
+                </button>
+            </h2>
+            <ol class="lines">
+                <For
+                    each=lines
+                    key=|l: &DmLine| (l.key, l.state)
+                    children=move |l: DmLine| {
+                        let state = l.state.map(DmState::name).unwrap_or("received");
+                        let from = l.from.clone();
+                        let name = move || model.name_of(&from);
+                        view! {
+                            <li class="message" data-testid="dm-message" data-from=l.from.clone() data-state=state>
+                                <div class="meta">
+                                    <span class="nick">{name}</span>
+                                    <time>{l.time}</time>
+                                    <span class="dm-state">{(state != "received").then_some(state)}</span>
+                                </div>
+                                <div class="text">{l.text}</div>
+                            </li>
+                        }
+                    }
+                />
+            </ol>
+            <input
+                node_ref=input
+                data-testid="dm-input"
+                type="text"
+                placeholder="Write a direct message, Enter sends"
+                maxlength="4096"
+                autocomplete="off"
+                aria-label="direct message"
+                on:keydown=on_key
+            />
         </section>
     }
 }

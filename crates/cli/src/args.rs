@@ -40,6 +40,9 @@ pub enum Command {
     Listen(ListenArgs),
     /// Explore the Kademlia DHT through a relay.
     Dht(DhtArgs),
+    /// Run a bot that answers `!help`, `!ping`, `!peers`, `!time` and
+    /// `!echo TEXT` in its room and by direct message.
+    Bot(BotArgs),
 }
 
 /// Options every networked subcommand shares.
@@ -224,6 +227,28 @@ pub struct ListenArgs {
     /// Keep our peer id in this file (created if missing, readable by us
     /// only): the addresses we print stay valid across restarts.
     #[arg(long, value_name = "FILE", env = "MESHTALK_IDENTITY")]
+    pub identity: Option<PathBuf>,
+}
+
+/// `meshtalk bot`.
+#[derive(Debug, Args)]
+pub struct BotArgs {
+    /// Relay to connect to (repeatable or comma-separated); dialed again
+    /// after a loss.
+    #[arg(long, value_name = "MULTIADDR", required = true, value_delimiter = ',')]
+    pub connect: Vec<Multiaddr>,
+
+    /// Room the bot serves.
+    #[arg(long, value_name = "ROOM", default_value = "lobby")]
+    pub room: Room,
+
+    /// The bot's nickname.
+    #[arg(long, value_name = "NAME", default_value = "robot")]
+    pub nick: String,
+
+    /// Keep the bot's peer id in this file (created if missing), so people
+    /// can /msg it across restarts.
+    #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
 }
 

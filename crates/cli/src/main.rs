@@ -6,11 +6,12 @@
 //! meshtalk chat --connect /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo... --room lobby --nick ada
 //! ```
 //!
-//! and `publish`, `subscribe`, `ping`, `listen` and `dht` for the classic
-//! libp2p exercises. `meshtalk --help` documents every flag. Logs go to
+//! and `publish`, `subscribe`, `ping`, `listen`, `dht` and `bot` for the
+//! classic libp2p exercises. `meshtalk --help` documents every flag. Logs go to
 //! stderr (`RUST_LOG`), so stdout carries only what was asked for.
 
 mod args;
+mod bot;
 mod chat;
 mod dht;
 mod output;
@@ -67,6 +68,7 @@ fn main() -> ExitCode {
             Command::Ping(args) => ping::run(args).await,
             Command::Listen(args) => chat::listen(args).await,
             Command::Dht(args) => dht::run(args).await,
+            Command::Bot(args) => bot::run(args).await,
         }
     });
     // Background tasks (open connections) must not delay the exit.
