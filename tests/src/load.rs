@@ -7,11 +7,15 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use meshtalk_protocol::{
     discovery::{Discovery, Sources},
-    engine::Event,
+    engine::{EngineConfig, Event},
+    libp2p::Multiaddr,
     rooms::Room,
 };
 
-use crate::{peer::Node, stats::percentile};
+use crate::{
+    peer::{self, Node},
+    stats::percentile,
+};
 
 /// Size of each benchmark message's text.
 pub const MESSAGE_BYTES: usize = 100;
@@ -28,6 +32,27 @@ pub struct Load {
     pub p50_ms: f64,
     /// 99th percentile delivery latency.
     pub p99_ms: f64,
+}
+
+/// A sender and a receiver in room `bench`, both connected to the relay at
+/// `addr` only, the receiver having heard from the sender.
+pub async fn pair(addr: &Multiaddr) -> Result<(Node, Node, Room)> {
+    let room = Room::new("bench")?;
+    let config = EngineConfig {
+        rooms: vec![room.clone()],
+        discovery: relay_only(),
+        ..EngineConfig::default()
+    };
+    let sender = peer::connect(config.clone(), std::slice::from_ref(addr)).await?;
+    let mut receiver = peer::connect(config, std::slice::from_ref(addr)).await?;
+    let sender_id = sender.peer_id;
+    peer::wait_for(
+        &mut receiver,
+        "sender joined",
+        |e| matches!(e, Event::PeerJoined { peer, .. } if *peer == sender_id),
+    )
+    .await?;
+    Ok((sender, receiver, room))
 }
 
 /// Sends `rate` messages/s for `secs` and measures each one's delivery.

@@ -19,20 +19,15 @@
 //! [`Dms`] drives the streams for the engine; the engine decides when to
 //! dial, retries, and reports.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use futures::{
-    AsyncWriteExt, FutureExt, StreamExt,
-    future::{BoxFuture, Either, select},
-    stream::FuturesUnordered,
-};
+use futures::{AsyncWriteExt, FutureExt, future::BoxFuture, stream::FuturesUnordered};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
 use prost::Message as _;
-use web_time::Instant;
 
 use crate::{
-    framing::{read_message, within, write_message},
+    framing::{Next, PerMinute, next_of, read_message, within, write_message},
     validate::{self, MAX_NICK_BYTES, Rejection},
     wire::{ChatMessage, MESSAGE_ID_LEN, MessageId, Payload},
 };
@@ -132,7 +127,7 @@ pub(crate) struct Dms {
     control: Control,
     incoming: Option<IncomingStreams>,
     tasks: FuturesUnordered<BoxFuture<'static, DmEvent>>,
-    received: HashMap<PeerId, (Instant, u32)>,
+    received: PerMinute,
 }
 
 impl Dms {
@@ -149,7 +144,7 @@ impl Dms {
             control,
             incoming,
             tasks: FuturesUnordered::new(),
-            received: HashMap::new(),
+            received: PerMinute::new(DMS_PER_MINUTE),
         }
     }
 
@@ -183,23 +178,6 @@ impl Dms {
             }
         };
         self.tasks.push(task.boxed());
-    }
-
-    /// Whether `peer` may send us one more now (and counts it).
-    fn allow(&mut self, peer: PeerId) -> bool {
-        let now = Instant::now();
-        let minute = Duration::from_secs(60);
-        if self.received.len() > 4096 {
-            self.received
-                .retain(|_, (since, _)| now.duration_since(*since) < minute);
-        }
-        let (since, count) = self.received.entry(peer).or_insert((now, 0));
-        if now.duration_since(*since) >= minute {
-            *since = now;
-            *count = 0;
-        }
-        *count += 1;
-        *count <= DMS_PER_MINUTE
     }
 
     fn receive(&mut self, from: PeerId, mut stream: Stream) {
@@ -236,40 +214,18 @@ impl Dms {
     /// to do, so it can sit in a `select!`.
     pub(crate) async fn next(&mut self) -> DmEvent {
         loop {
-            let next = {
-                let incoming = &mut self.incoming;
-                let tasks = &mut self.tasks;
-                let inbound = async move {
-                    match incoming.as_mut() {
-                        Some(incoming) => incoming.next().await,
-                        None => futures::future::pending().await,
-                    }
-                };
-                let outcome = async move {
-                    match tasks.next().await {
-                        Some(event) => event,
-                        None => futures::future::pending().await,
-                    }
-                };
-                match select(inbound.boxed(), outcome.boxed()).await {
-                    Either::Left((inbound, _)) => Either::Left(inbound),
-                    Either::Right((event, _)) => Either::Right(event),
+            match next_of(&mut self.incoming, &mut self.tasks).await {
+                Next::Inbound(peer, stream) if self.received.allow(peer) => {
+                    self.receive(peer, *stream);
                 }
-            };
-            match next {
-                Either::Left(Some((peer, stream))) => {
-                    if self.allow(peer) {
-                        self.receive(peer, stream);
-                    } else {
-                        drop(stream);
-                        return DmEvent::Refused {
-                            from: peer,
-                            reason: "too many direct messages".into(),
-                        };
-                    }
+                Next::Inbound(peer, stream) => {
+                    drop(stream);
+                    return DmEvent::Refused {
+                        from: peer,
+                        reason: "too many direct messages".into(),
+                    };
                 }
-                Either::Left(None) => self.incoming = None,
-                Either::Right(event) => return event,
+                Next::Done(event) => return event,
             }
         }
     }

@@ -1,11 +1,100 @@
-//! Messages on meshtalk's own streams: each an unsigned-varint length,
-//! then that many bytes (a protobuf), as libp2p protocols usually frame
-//! them.
+//! What meshtalk's own stream protocols (history, direct messages) share:
+//! messages framed as an unsigned-varint length then that many bytes (a
+//! protobuf), as libp2p protocols usually frame them; a time limit per
+//! exchange; a per-peer rate; and the loop that waits for a peer's stream
+//! or for one of our exchanges to end.
 
-use std::{io, time::Duration};
+use std::{collections::HashMap, io, time::Duration};
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
+use futures::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt,
+    future::{BoxFuture, Either, select},
+    stream::FuturesUnordered,
+};
 use futures_timer::Delay;
+use libp2p::{PeerId, Stream};
+use libp2p_stream::IncomingStreams;
+use web_time::Instant;
+
+/// Peers remembered by a [`PerMinute`] before the quiet ones are forgotten.
+const RATE_PEERS: usize = 4096;
+
+/// Counts how often each peer opens a protocol's streams, per minute.
+pub(crate) struct PerMinute {
+    limit: u32,
+    seen: HashMap<PeerId, (Instant, u32)>,
+}
+
+impl PerMinute {
+    /// At most `limit` a minute per peer.
+    pub(crate) fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Whether `peer` may have one more now (and counts it).
+    pub(crate) fn allow(&mut self, peer: PeerId) -> bool {
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        if self.seen.len() > RATE_PEERS {
+            self.seen
+                .retain(|_, (since, _)| now.duration_since(*since) < minute);
+        }
+        let (since, count) = self.seen.entry(peer).or_insert((now, 0));
+        if now.duration_since(*since) >= minute {
+            *since = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= self.limit
+    }
+}
+
+/// What a protocol's driver gets next.
+pub(crate) enum Next<T> {
+    /// A peer opened a stream (boxed: a stream is large, an ending small).
+    Inbound(PeerId, Box<Stream>),
+    /// One of our exchanges ended.
+    Done(T),
+}
+
+/// Waits for a stream a peer opens or for one of `tasks` to end; pending
+/// forever with neither, so it can sit in a `select!`. A listener that
+/// ends is dropped.
+pub(crate) async fn next_of<T: Send>(
+    incoming: &mut Option<IncomingStreams>,
+    tasks: &mut FuturesUnordered<BoxFuture<'static, T>>,
+) -> Next<T> {
+    loop {
+        let next = {
+            let listener = &mut *incoming;
+            let running = &mut *tasks;
+            let inbound = async move {
+                match listener.as_mut() {
+                    Some(listener) => listener.next().await,
+                    None => futures::future::pending().await,
+                }
+            };
+            let outcome = async move {
+                match running.next().await {
+                    Some(done) => done,
+                    None => futures::future::pending().await,
+                }
+            };
+            match select(inbound.boxed(), outcome.boxed()).await {
+                Either::Left((inbound, _)) => Either::Left(inbound),
+                Either::Right((done, _)) => Either::Right(done),
+            }
+        };
+        match next {
+            Either::Left(Some((peer, stream))) => return Next::Inbound(peer, Box::new(stream)),
+            Either::Left(None) => *incoming = None,
+            Either::Right(done) => return Next::Done(done),
+        }
+    }
+}
 
 /// Runs `work`, or fails with "timed out" after `limit`.
 pub async fn within<T>(

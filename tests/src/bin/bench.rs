@@ -9,14 +9,10 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtalk_protocol::{
-    engine::{EngineConfig, Event},
-    rooms::Room,
-    transport::Transport,
-};
+use meshtalk_protocol::{engine::EngineConfig, rooms::Room, transport::Transport};
 use meshtalk_tests::{
     Relay,
-    load::{MESSAGE_BYTES, load, relay_only, rss_mb},
+    load::{MESSAGE_BYTES, load, pair, relay_only, rss_mb},
     peer,
     stats::machine,
     temp_dir,
@@ -64,21 +60,7 @@ async fn run(args: Args) -> Result<()> {
     for transport in [Transport::Tcp, Transport::Quic] {
         let relay = Relay::start(&temp_dir("bench"))?;
         let addr = relay.addr(transport)?;
-        let room = Room::new("bench")?;
-        let config = EngineConfig {
-            rooms: vec![room.clone()],
-            discovery: relay_only(),
-            ..EngineConfig::default()
-        };
-        let sender = peer::connect(config.clone(), std::slice::from_ref(&addr)).await?;
-        let mut receiver = peer::connect(config, std::slice::from_ref(&addr)).await?;
-        let sender_id = sender.peer_id;
-        peer::wait_for(
-            &mut receiver,
-            "sender joined",
-            |e| matches!(e, Event::PeerJoined { peer, .. } if *peer == sender_id),
-        )
-        .await?;
+        let (sender, mut receiver, room) = pair(&addr).await?;
         if args.warmup_secs > 0 {
             eprintln!(
                 "bench: {transport}: warming up at 1000 msg/s for {} s",

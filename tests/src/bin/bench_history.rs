@@ -23,7 +23,7 @@ use meshtalk_protocol::{
 };
 use meshtalk_tests::{
     Relay, WAIT,
-    load::{load, relay_only},
+    load::{load, pair, relay_only},
     page::ChatPage,
     peer,
     stats::{machine, percentile},
@@ -145,21 +145,7 @@ struct Run {
 /// with the relay's CPU time over it.
 async fn measure(relay: &Relay, warmup: u64, secs: u64) -> Result<Run> {
     let addr = relay.addr(Transport::Tcp)?;
-    let room = Room::new("bench")?;
-    let config = EngineConfig {
-        rooms: vec![room.clone()],
-        discovery: relay_only(),
-        ..EngineConfig::default()
-    };
-    let sender = peer::connect(config.clone(), std::slice::from_ref(&addr)).await?;
-    let mut receiver = peer::connect(config, std::slice::from_ref(&addr)).await?;
-    let sender_id = sender.peer_id;
-    peer::wait_for(
-        &mut receiver,
-        "sender joined",
-        |e| matches!(e, Event::PeerJoined { peer, .. } if *peer == sender_id),
-    )
-    .await?;
+    let (sender, mut receiver, room) = pair(&addr).await?;
     load(&sender, &mut receiver, &room, RATE, warmup).await?;
     let before = cpu_secs(relay.proc.pid())?;
     let run = load(&sender, &mut receiver, &room, RATE, secs).await?;

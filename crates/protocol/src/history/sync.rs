@@ -20,27 +20,21 @@
 //! minute, and is refused (the stream dropped) beyond.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-use futures::{
-    AsyncWriteExt, FutureExt, StreamExt,
-    future::{BoxFuture, Either, select},
-    stream::FuturesUnordered,
-};
+use futures::{AsyncWriteExt, FutureExt, future::BoxFuture, stream::FuturesUnordered};
 use libp2p::{PeerId, Stream, StreamProtocol, gossipsub::TopicHash};
 use libp2p_stream::{Control, IncomingStreams};
 use prost::Message as _;
-use web_time::Instant;
 
 use super::{
     SignedMessage,
     store::{Cursor, MAX_ANSWER_BYTES, MAX_ANSWER_RECORDS, Store},
 };
 use crate::{
-    framing::{read_message, within, write_message},
+    framing::{Next, PerMinute, next_of, read_message, within, write_message},
     wire::MESSAGE_ID_LEN,
 };
 
@@ -119,7 +113,7 @@ pub(crate) struct HistorySync {
     incoming: Option<IncomingStreams>,
     store: Arc<Mutex<Store>>,
     tasks: FuturesUnordered<BoxFuture<'static, SyncEvent>>,
-    asked: HashMap<PeerId, (Instant, u32)>,
+    asked: PerMinute,
 }
 
 impl HistorySync {
@@ -143,7 +137,7 @@ impl HistorySync {
             incoming,
             store,
             tasks: FuturesUnordered::new(),
-            asked: HashMap::new(),
+            asked: PerMinute::new(REQUESTS_PER_MINUTE),
         }
     }
 
@@ -180,22 +174,6 @@ impl HistorySync {
         self.tasks.push(task.boxed());
     }
 
-    /// Whether `peer` may ask once more now (and counts the request).
-    fn allow(&mut self, peer: PeerId) -> bool {
-        let now = Instant::now();
-        if self.asked.len() > 4096 {
-            self.asked
-                .retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
-        }
-        let (since, count) = self.asked.entry(peer).or_insert((now, 0));
-        if now.duration_since(*since) >= Duration::from_secs(60) {
-            *since = now;
-            *count = 0;
-        }
-        *count += 1;
-        *count <= REQUESTS_PER_MINUTE
-    }
-
     fn serve(&mut self, peer: PeerId, stream: Stream) {
         let store = self.store.clone();
         let task = async move {
@@ -211,37 +189,13 @@ impl HistorySync {
     /// to do, so it can sit in a `select!`.
     pub(crate) async fn next(&mut self) -> SyncEvent {
         loop {
-            let next = {
-                let incoming = &mut self.incoming;
-                let tasks = &mut self.tasks;
-                let inbound = async move {
-                    match incoming.as_mut() {
-                        Some(incoming) => incoming.next().await,
-                        None => futures::future::pending().await,
-                    }
-                };
-                let outcome = async move {
-                    match tasks.next().await {
-                        Some(event) => event,
-                        None => futures::future::pending().await,
-                    }
-                };
-                match select(inbound.boxed(), outcome.boxed()).await {
-                    Either::Left((inbound, _)) => Either::Left(inbound),
-                    Either::Right((event, _)) => Either::Right(event),
+            match next_of(&mut self.incoming, &mut self.tasks).await {
+                Next::Inbound(peer, stream) if self.asked.allow(peer) => self.serve(peer, *stream),
+                Next::Inbound(peer, stream) => {
+                    drop(stream);
+                    return SyncEvent::Refused { peer };
                 }
-            };
-            match next {
-                Either::Left(Some((peer, stream))) => {
-                    if self.allow(peer) {
-                        self.serve(peer, stream);
-                    } else {
-                        drop(stream);
-                        return SyncEvent::Refused { peer };
-                    }
-                }
-                Either::Left(None) => self.incoming = None,
-                Either::Right(event) => return event,
+                Next::Done(event) => return event,
             }
         }
     }
