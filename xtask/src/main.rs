@@ -120,7 +120,14 @@ fn test() -> Result<()> {
     web::wasm_pack_test(&wasm, &relay.env())?;
     drop(relay);
     step("unit, property, end-to-end and browser tests");
-    cargo(&["test", "--workspace", "--exclude", "meshtalk-browser"]).run()?;
+    cargo(&[
+        "test",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        "meshtalk-browser",
+    ])
+    .run()?;
     Ok(())
 }
 

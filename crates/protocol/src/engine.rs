@@ -202,8 +202,10 @@ pub enum Event {
         nick: Option<String>,
         /// The message.
         message: ChatMessage,
-        /// Whether it was said before we joined (history a peer served),
-        /// rather than live.
+        /// Whether it was said before we joined the room (by its author's
+        /// clock): kept history, or history a peer served. A line said
+        /// after we joined is live even when a history answer brings it
+        /// before gossipsub does.
         history: bool,
     },
     /// A peer sent us a direct message.
@@ -572,6 +574,9 @@ pub struct Engine {
     history_asked: history::Asked,
     /// Live lines held while their room's history is on the way.
     held_live: HashMap<TopicHash, history::HeldLive>,
+    /// When we joined each room (ms since the epoch): a line a history
+    /// answer brings that was said later is live, not history.
+    joined_ms: HashMap<TopicHash, i64>,
     /// Pages of history taken from a peer, per room.
     history_pages: HashMap<(PeerId, TopicHash), u32>,
     /// Direct messages: the streams, and ours not yet acknowledged.
@@ -666,6 +671,7 @@ impl Engine {
             history_asked: HashMap::new(),
             history_pages: HashMap::new(),
             held_live: HashMap::new(),
+            joined_ms: HashMap::new(),
             distrusted: HashSet::new(),
             dms: Dms::new(dm_streams),
             pending_dms: HashMap::new(),
@@ -793,6 +799,7 @@ impl Engine {
                 let topic = room.topic();
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
                 self.rooms.remove(&topic.hash());
+                self.joined_ms.remove(&topic.hash());
                 self.members.forget_room(&topic.hash());
                 self.swarm
                     .behaviour_mut()
@@ -898,6 +905,7 @@ impl Engine {
             tracing::warn!(%room, error = e, "room score parameters refused");
         }
         self.rooms.insert(topic.hash(), room.clone());
+        self.joined_ms.insert(topic.hash(), validate::now_ms());
         self.announce_nick(topic.hash());
         self.provide(&room);
         self.peers_topic(&room, true);

@@ -6,7 +6,9 @@
 //! reconnect) a peer asks it, up to [`HISTORY_SOURCES`] of them per room,
 //! for the lines newer than the newest it holds, following `more` for a
 //! few pages. Answers are verified record by record; the new lines are
-//! shown in `created` order, marked as history. A server that sends a
+//! shown in `created` order, marked as history when said before we
+//! joined the room (an answer can bring a line said since before
+//! gossipsub does: that one is live). A server that sends a
 //! forged record is asked no more, and gossipsub scores it down.
 
 use std::collections::{HashMap, HashSet};
@@ -296,6 +298,7 @@ impl Engine {
             }
         }
         lines.sort_by_key(|(_, _, l)| (l.created_ms, l.id.0));
+        let joined = self.joined_ms.get(&topic).copied().unwrap_or(i64::MAX);
         let mut shown = 0;
         for (verified, signed, line) in lines {
             let cursor = (line.created_ms, line.id.0);
@@ -311,8 +314,8 @@ impl Engine {
                 room: room.clone(),
                 from: verified.from,
                 nick,
+                history: line.created_ms < joined,
                 message: line,
-                history: true,
             });
         }
         tracing::debug!(%peer, %topic, shown, forged, "history answer");
