@@ -177,6 +177,41 @@ pub struct ChatArgs {
     /// (history lines are marked "(earlier)", or `"history": true`).
     #[arg(long)]
     pub no_history: bool,
+
+    /// Largest file `/get` fetches, in bytes (K, M and G suffixes, powers
+    /// of 1024, are accepted: 100M).
+    #[arg(long, value_name = "BYTES", default_value = "100M", value_parser = parse_size)]
+    pub max_file_size: u64,
+
+    /// Directory `/get` saves files into (under their announced names,
+    /// never overwriting).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub download_dir: PathBuf,
+}
+
+/// A size in bytes: `300000`, `64K`, `100M`, `2G`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size (like 300000, 64K, 100M or 2G)"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 300000, 64K, 100M or 2G)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// `meshtalk publish` and `meshtalk subscribe`.
@@ -304,5 +339,21 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         _ => Err(format!(
             "{s:?} is not a number of seconds between 0 and 86400"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("300000"), Ok(300_000));
+        assert_eq!(parse_size("64K"), Ok(65_536));
+        assert_eq!(parse_size("100M"), Ok(100 * 1024 * 1024));
+        assert_eq!(parse_size("2gib"), Ok(2 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999999G").is_err());
     }
 }

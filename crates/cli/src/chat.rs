@@ -1,11 +1,13 @@
 //! `meshtalk chat` and `meshtalk listen`.
 
-use std::{collections::HashMap, io::Write};
+use std::{collections::HashMap, io::Write, path::Path};
 
 use anyhow::Result;
 use futures::StreamExt;
 use meshtalk_protocol::{
-    engine::{EngineConfig, Event, HistoryConfig},
+    arch::files::{Downloads, FileSource},
+    engine::{EngineConfig, Event, FileConfig, HistoryConfig},
+    files::{self, FileHash},
     keyfile,
     libp2p::{Multiaddr, PeerId},
     validate::{self},
@@ -69,6 +71,10 @@ pub async fn run(args: ChatArgs) -> Result<()> {
                 ..HistoryConfig::default()
             },
             dm_deadline: Some(args.dm_timeout),
+            files: FileConfig {
+                max_size: args.max_file_size,
+                downloads: Downloads::dir(&args.download_dir),
+            },
             ..EngineConfig::default()
         })
         .await?;
@@ -126,8 +132,9 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sends one typed line: a chat message, `/nick NAME` or
-/// `/msg PEER_ID TEXT` (a direct message).
+/// Sends one typed line: a chat message, `/nick NAME`,
+/// `/msg PEER_ID TEXT` (a direct message), `/send PATH` (offers a file)
+/// or `/get SHA256` (fetches one).
 async fn handle_line(node: &Node, room: &meshtalk_protocol::rooms::Room, raw: &[u8]) {
     let Ok(text) = std::str::from_utf8(raw) else {
         eprintln!("meshtalk: line not sent: it is not UTF-8 text");
@@ -154,6 +161,28 @@ async fn handle_line(node: &Node, room: &meshtalk_protocol::rooms::Room, raw: &[
                 return;
             }
             Ok(to) => node.handle.send_dm(to, line).await,
+        }
+    } else if let Some(path) = text.strip_prefix("/send ") {
+        let path = Path::new(path.trim());
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let source = FileSource::path(path);
+        match files::describe(&source, name, files::media_type_of(name)).await {
+            Ok(offer) => node.handle.share_file(room.clone(), offer, source).await,
+            Err(e) => {
+                eprintln!("meshtalk: /send {}: {e}", path.display());
+                return;
+            }
+        }
+    } else if let Some(hash) = text.strip_prefix("/get ") {
+        match hash.parse::<FileHash>() {
+            Ok(hash) => node.handle.fetch_file(hash).await,
+            Err(e) => {
+                eprintln!("meshtalk: /get: {e}");
+                return;
+            }
         }
     } else {
         node.handle.send(room.clone(), text).await

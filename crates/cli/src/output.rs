@@ -53,8 +53,38 @@ pub fn chat_line(event: &Event) -> Option<String> {
                 .unwrap_or_else(|| short_id(from)),
             sanitize(&message.text)
         )),
+        Event::FileOffered {
+            room,
+            from,
+            nick,
+            offer,
+        } => Some(format!(
+            "[{room}] {} offers {} ({}, {}): /get {}",
+            nick.as_deref()
+                .map(sanitize)
+                .unwrap_or_else(|| short_id(from)),
+            sanitize(&offer.name),
+            size(offer.size),
+            offer.media_type,
+            offer.sha256
+        )),
         _ => None,
     }
+}
+
+/// A size for people: `312.5 KiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A status line for stderr, if the event is worth one.
@@ -88,6 +118,22 @@ pub fn status_line(event: &Event) -> Option<String> {
         Event::DmFailed { to, error, .. } => Some(format!(
             "* direct message to {} not delivered: {}",
             short_id(to),
+            sanitize(error)
+        )),
+        Event::FileProgress {
+            sha256,
+            received,
+            size: total,
+        } => Some(format!(
+            "* {}…: {} of {}",
+            &sha256.to_string()[..12],
+            size(*received),
+            size(*total)
+        )),
+        Event::FileSaved { saved, .. } => Some(format!("* saved {}", saved.display())),
+        Event::FileFailed { sha256, error } => Some(format!(
+            "* file {}… not fetched: {}",
+            &sha256.to_string()[..12],
             sanitize(error)
         )),
         Event::HistoryFetched { room, peer, lines } if *lines > 0 => Some(format!(
@@ -146,6 +192,46 @@ pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
             "type": "dm_failed",
             "to": to.to_string(),
             "id": id.to_string(),
+            "error": error,
+        }),
+        Event::FileOffered {
+            room,
+            from,
+            nick,
+            offer,
+        } => json!({
+            "type": "file",
+            "room": room.name(),
+            "from": from.to_string(),
+            "nick": nick,
+            "name": offer.name,
+            "size": offer.size,
+            "sha256": offer.sha256.to_string(),
+            "media_type": offer.media_type,
+        }),
+        Event::FileProgress {
+            sha256,
+            received,
+            size,
+        } => json!({
+            "type": "file_progress",
+            "sha256": sha256.to_string(),
+            "received": received,
+            "size": size,
+        }),
+        Event::FileSaved {
+            sha256,
+            name,
+            saved,
+        } => json!({
+            "type": "file_saved",
+            "sha256": sha256.to_string(),
+            "name": name,
+            "path": saved.display().to_string(),
+        }),
+        Event::FileFailed { sha256, error } => json!({
+            "type": "file_failed",
+            "sha256": sha256.to_string(),
             "error": error,
         }),
         Event::HistoryFetched { room, peer, lines } => json!({

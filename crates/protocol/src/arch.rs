@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub use imp::*;
 
+pub mod files;
+
 use crate::engine::error_chain;
 
 /// How long an idle connection stays open. Chat connections are long-lived

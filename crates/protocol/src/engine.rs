@@ -29,12 +29,14 @@ use web_time::Instant;
 
 use crate::{
     arch,
+    arch::files::{FileSource, Saved},
     behaviour::{
         Behaviour, BehaviourEvent, GossipEvent, KAD_PROTOCOL, RELAY_APP_SCORE, Role,
         is_relay_agent, relay_addrs, room_score_params,
     },
     discovery::{Discovery, Neighbours, Source},
     dm::Dms,
+    files::{FileHash, Files, Offer},
     history::{store::Store, sync::HistorySync},
     peer_record,
     ping::{PingEvent, Pinger},
@@ -46,10 +48,12 @@ use crate::{
 
 mod direct;
 mod dm;
+mod files;
 mod history;
 mod neighbourhood;
 
 pub use dm::DM_DEADLINE;
+pub use files::FileConfig;
 pub use history::HistoryConfig;
 
 /// How often held messages are retried and deadlines checked.
@@ -92,6 +96,8 @@ pub struct EngineConfig {
     /// How long a direct message is tried before it is reported as
     /// failed; `None` for [`DM_DEADLINE`].
     pub dm_deadline: Option<Duration>,
+    /// Largest file fetched, and where fetched files go.
+    pub files: FileConfig,
 }
 
 /// Ping interval when the config names none.
@@ -125,6 +131,9 @@ pub enum CommandError {
     /// A direct message could not be queued.
     #[error("direct message not sent: {0}")]
     Dm(String),
+    /// A file could not be shared or fetched.
+    #[error("{0}")]
+    File(String),
     /// A topic could not be subscribed to.
     #[error("cannot subscribe to {topic}: {reason}")]
     Subscribe {
@@ -372,6 +381,45 @@ pub enum Event {
         /// Its addresses, empty when not found.
         addrs: Vec<Multiaddr>,
     },
+    /// A file was offered in one of our rooms (once per file; others
+    /// offering it later become holders silently).
+    FileOffered {
+        /// The room.
+        room: Room,
+        /// Who offered it first.
+        from: PeerId,
+        /// Its nickname, when known.
+        nick: Option<String>,
+        /// The file.
+        offer: Offer,
+    },
+    /// More of a file we fetch arrived.
+    FileProgress {
+        /// The file.
+        sha256: FileHash,
+        /// Bytes received so far.
+        received: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// A file we fetched arrived whole and matched its hash; we now serve
+    /// it and offer it too.
+    FileSaved {
+        /// The file.
+        sha256: FileHash,
+        /// Its (sanitised) name.
+        name: String,
+        /// Where it is: a path natively, a `Blob` in a browser.
+        saved: Saved,
+    },
+    /// A file could not be fetched (nobody answered, or its bytes did not
+    /// match its hash: nothing is kept).
+    FileFailed {
+        /// The file.
+        sha256: FileHash,
+        /// Why, for a person.
+        error: String,
+    },
 }
 
 enum Command {
@@ -382,6 +430,8 @@ enum Command {
     Leave(Room),
     Send(Room, String),
     SendDm(PeerId, String),
+    ShareFile(Room, Offer, FileSource),
+    FetchFile(FileHash),
     SetNick(String),
     ClearHistory(Room),
     PublishRaw(String, Vec<u8>),
@@ -460,6 +510,23 @@ impl EngineHandle {
     /// [`DM_DEADLINE`] (tried again meanwhile).
     pub async fn send_dm(&self, to: PeerId, text: impl Into<String>) -> Result<(), CommandError> {
         self.call(Command::SendDm(to, text.into())).await
+    }
+
+    /// Offers a file in `room` (described with [`crate::files::describe`])
+    /// and serves it while we run.
+    pub async fn share_file(
+        &self,
+        room: Room,
+        offer: Offer,
+        source: FileSource,
+    ) -> Result<(), CommandError> {
+        self.call(Command::ShareFile(room, offer, source)).await
+    }
+
+    /// Fetches a file offered in one of our rooms: [`Event::FileProgress`]
+    /// on the way, then [`Event::FileSaved`] or [`Event::FileFailed`].
+    pub async fn fetch_file(&self, sha256: FileHash) -> Result<(), CommandError> {
+        self.call(Command::FetchFile(sha256)).await
     }
 
     /// Forgets what we keep of a room's history (here, and in the journal
@@ -583,6 +650,11 @@ pub struct Engine {
     dms: Dms,
     pending_dms: dm::PendingDms,
     dm_deadline: Duration,
+    /// Files: the streams, the offers seen, what we fetch.
+    files: Files,
+    offers: files::Offers,
+    fetching: HashSet<FileHash>,
+    file_config: FileConfig,
     /// Peers that served forged history.
     distrusted: HashSet<PeerId>,
     /// When each page's peer record last arrived (pages only).
@@ -627,6 +699,8 @@ impl Engine {
         let dm_deadline = config.dm_deadline;
         let swarm_streams = swarm.behaviour().streams.new_control();
         let dm_streams = swarm.behaviour().streams.new_control();
+        let file_streams = swarm.behaviour().streams.new_control();
+        let file_config = config.files.clone();
         let engine = Self {
             swarm,
             role,
@@ -676,6 +750,10 @@ impl Engine {
             dms: Dms::new(dm_streams),
             pending_dms: HashMap::new(),
             dm_deadline: dm_deadline.unwrap_or(DM_DEADLINE),
+            files: Files::new(file_streams),
+            offers: files::Offers::default(),
+            fetching: HashSet::new(),
+            file_config,
             relayed: HashMap::new(),
             close_at: Vec::new(),
         };
@@ -720,6 +798,7 @@ impl Engine {
                 },
                 event = self.history_sync.next().fuse() => self.on_history(event),
                 event = self.dms.next().fuse() => self.on_dm(event),
+                event = self.files.next().fuse() => self.on_file(event),
                 request = self.commands.next() => match request {
                     Some((command, reply)) => {
                         let _ = reply.send(self.on_command(command));
@@ -732,6 +811,7 @@ impl Engine {
                         self.manage_neighbours();
                     }
                     self.announce_due_nicks();
+                    self.reoffer_due();
                     self.announce_record();
                     self.forget_silent_members();
                     self.release_late_live();
@@ -796,6 +876,7 @@ impl Engine {
             }
             Command::Leave(room) => {
                 self.peers_topic(&room, false);
+                self.files_topic(&room, false);
                 let topic = room.topic();
                 self.swarm.behaviour_mut().gossipsub.unsubscribe(&topic);
                 self.rooms.remove(&topic.hash());
@@ -827,6 +908,13 @@ impl Engine {
                 });
             }
             Command::SendDm(to, text) => self.send_dm(to, text)?,
+            Command::ShareFile(room, offer, source) => {
+                if !self.rooms.contains_key(&room.topic().hash()) {
+                    return Err(CommandError::File(format!("not in room {room}")));
+                }
+                self.share_file(room, offer, source);
+            }
+            Command::FetchFile(sha256) => self.fetch_file(sha256)?,
             Command::ClearHistory(room) => self.lock_history().clear(&room.topic().hash()),
             Command::SetNick(nick) => {
                 validate::check(&Payload::Nick(nick.clone()), 0)?;
@@ -909,6 +997,7 @@ impl Engine {
         self.announce_nick(topic.hash());
         self.provide(&room);
         self.peers_topic(&room, true);
+        self.files_topic(&room, true);
         self.replay_history(&room);
         Ok(())
     }
@@ -1395,6 +1484,8 @@ impl Engine {
             }
         } else if let Some(room) = peer_record::room_of(&message.topic) {
             self.on_record(&room, message.source, &message.data)
+        } else if let Some(room) = crate::files::room_of(&message.topic) {
+            self.on_offer(&room, message.source, &message.data)
         } else if self.raw_topics.contains(&message.topic) {
             self.emit(Event::Raw {
                 topic: message.topic.to_string(),
@@ -1459,8 +1550,9 @@ impl Engine {
                     self.nicks.remove(&peer);
                 }
             }
-            // The newcomer learns who we are.
+            // The newcomer learns who we are, and what we offer.
             self.schedule_announce(topic.clone());
+            self.files_newcomer(room.clone());
         }
         match payload {
             Payload::Message(message) => {

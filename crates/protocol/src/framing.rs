@@ -8,7 +8,7 @@ use std::{collections::HashMap, io, time::Duration};
 
 use futures::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt,
-    future::{BoxFuture, Either, select},
+    future::{Either, select},
     stream::FuturesUnordered,
 };
 use futures_timer::Delay;
@@ -63,9 +63,9 @@ pub(crate) enum Next<T> {
 /// Waits for a stream a peer opens or for one of `tasks` to end; pending
 /// forever with neither, so it can sit in a `select!`. A listener that
 /// ends is dropped.
-pub(crate) async fn next_of<T: Send>(
+pub(crate) async fn next_of<T, F: Future<Output = T> + Unpin>(
     incoming: &mut Option<IncomingStreams>,
-    tasks: &mut FuturesUnordered<BoxFuture<'static, T>>,
+    tasks: &mut FuturesUnordered<F>,
 ) -> Next<T> {
     loop {
         let next = {
@@ -83,7 +83,7 @@ pub(crate) async fn next_of<T: Send>(
                     None => futures::future::pending().await,
                 }
             };
-            match select(inbound.boxed(), outcome.boxed()).await {
+            match select(std::pin::pin!(inbound), std::pin::pin!(outcome)).await {
                 Either::Left((inbound, _)) => Either::Left(inbound),
                 Either::Right((done, _)) => Either::Right(done),
             }

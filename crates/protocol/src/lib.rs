@@ -38,6 +38,7 @@ pub mod behaviour;
 pub mod discovery;
 pub mod dm;
 pub mod engine;
+pub mod files;
 pub mod framing;
 pub mod history;
 pub mod keyfile;

@@ -115,7 +115,7 @@ impl Engine {
     }
 
     /// A circuit to `peer` through each relay we are connected to directly.
-    fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
+    pub(super) fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
         let mut addrs: Vec<Multiaddr> = self
             .connections
             .values()
