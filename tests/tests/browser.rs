@@ -639,6 +639,122 @@ fn direct_messages_between_pages_and_a_terminal() -> Result<()> {
     Ok(())
 }
 
+/// A 300 KB file from a terminal to a page and one from the page to the
+/// terminal, byte for byte: the page shows a card with a download button,
+/// progress, then a link to the verified bytes (an image also inline).
+#[test]
+fn files_between_a_page_and_a_terminal() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let relay = Relay::start_with(
+        &temp_dir("browser-files"),
+        &["--web-dir", &web.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?transport=ws&room=files&direct=off", relay.http);
+    let page = ChatPage::open(&driver, &url, Some("ws"))?;
+    let dir = temp_dir("browser-files-cli");
+    std::fs::create_dir_all(&dir)?;
+    let tcp = relay.addr(Transport::Tcp)?;
+    let mut cli = ChatPeer::start(
+        "cli",
+        &tcp,
+        "files",
+        &[
+            "--nick",
+            "cli",
+            "--download-dir",
+            &dir.display().to_string(),
+        ],
+    )?;
+    page.wait_member(&cli.peer_id)?;
+
+    // Terminal to page.
+    let photo: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let photo_path = dir.join("photo.png");
+    std::fs::write(&photo_path, &photo)?;
+    cli.proc
+        .send_line(&format!("/send {}", photo_path.display()))?;
+    let sha256 = hex_sha256(&photo_path)?;
+    let card = format!("[data-testid=file][data-sha256=\"{sha256}\"]");
+    page.session.wait_for(
+        "the file card and its download button",
+        WAIT,
+        &format!(
+            "const c = document.querySelector('{card}'); \
+             if (!c || c.dataset.name !== 'photo.png' || c.dataset.size !== '300000') return null; \
+             const b = c.querySelector('[data-testid=file-download]'); if (!b) return null; \
+             b.click(); return true;"
+        ),
+    )?;
+    let got = page.session.wait_for(
+        "the fetched file's link",
+        WAIT,
+        &format!(
+            "const c = document.querySelector('{card}'); \
+             if (!c || c.dataset.state !== 'ready') return null; \
+             const a = c.querySelector('[data-testid=file-link]'); \
+             const img = c.querySelector('[data-testid=file-preview]'); \
+             const progress = c.querySelector('[data-testid=file-progress]'); \
+             return (async () => {{ \
+               const bytes = await (await fetch(a.href)).arrayBuffer(); \
+               const digest = await crypto.subtle.digest('SHA-256', bytes); \
+               const hex = [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join(''); \
+               return {{ hex, size: bytes.byteLength, preview: img ? img.src === a.href : false, \
+                        name: a.getAttribute('download'), progress: progress !== null }}; \
+             }})();"
+        ),
+    )?;
+    ensure!(
+        got["hex"] == sha256.as_str()
+            && got["size"] == 300_000
+            && got["preview"] == true
+            && got["progress"] == true
+            && got["name"] == "photo.png",
+        "{got}"
+    );
+
+    // Page to terminal.
+    let notes: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let notes_path = temp_dir("browser-files-page").join("notes.bin");
+    std::fs::create_dir_all(notes_path.parent().context("a directory")?)?;
+    std::fs::write(&notes_path, &notes)?;
+    page.session.type_into(
+        "[data-testid=file-input]",
+        &notes_path.display().to_string(),
+    )?;
+    let offer = cli.proc.wait_json("the page's file", |v| {
+        (v["type"] == "file" && v["name"] == "notes.bin").then(|| v.clone())
+    })?;
+    ensure!(
+        offer["size"] == 300_000 && offer["from"] == page.peer_id.as_str(),
+        "{offer}"
+    );
+    let sha256 = offer["sha256"].as_str().context("a hash")?.to_owned();
+    cli.proc.send_line(&format!("/get {sha256}"))?;
+    let saved = cli.proc.wait_json("the page's file saved", |v| {
+        (v["type"] == "file_saved" || v["type"] == "file_failed").then(|| v.clone())
+    })?;
+    ensure!(saved["type"] == "file_saved", "{saved}");
+    let path = saved["path"].as_str().context("a path")?;
+    ensure!(std::fs::read(path)? == notes, "the bytes differ");
+    Ok(())
+}
+
+/// The SHA-256 of a file, hex.
+fn hex_sha256(path: &std::path::Path) -> Result<String> {
+    let offer = futures::executor::block_on(meshtalk_protocol::files::describe(
+        &meshtalk_protocol::arch::files::FileSource::path(path),
+        "x",
+        "application/octet-stream",
+    ))?;
+    Ok(offer.sha256.to_string())
+}
+
 /// Two relays in one network; the page comes from the first. When that
 /// relay dies, the page moves to the other one (which the first listed in
 /// `/api/addrs`) by itself and chats with a terminal there.

@@ -110,8 +110,58 @@ pub enum LineKind {
         /// The author's message id (hex; empty for ours, until sent).
         id: String,
     },
+    /// A file offered in the room (the line's text is its name).
+    File {
+        /// Its SHA-256, hex: the key of its [`FileState`].
+        sha256: String,
+        /// Size in bytes.
+        size: u64,
+        /// Media type.
+        media_type: String,
+        /// Whether it is an image the page previews once fetched.
+        image: bool,
+        /// Who offered it.
+        from: String,
+        /// Their nickname when known.
+        nick: Option<String>,
+        /// Ours.
+        mine: bool,
+    },
     /// Something the page says (a nickname change, a rejected command).
     Notice,
+}
+
+/// Where a file offered in a room stands for this page.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FileState {
+    /// Offered; not fetched.
+    Offered,
+    /// On its way: bytes received of the size.
+    Fetching {
+        /// Bytes received.
+        received: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// Here and verified (or ours): an object URL of its bytes.
+    Ready {
+        /// `blob:` URL.
+        url: String,
+    },
+    /// Not fetched: why.
+    Failed(String),
+}
+
+impl FileState {
+    /// The name in `data-state`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileState::Offered => "offered",
+            FileState::Fetching { .. } => "fetching",
+            FileState::Ready { .. } => "ready",
+            FileState::Failed(_) => "failed",
+        }
+    }
 }
 
 /// One connected peer, a row of the peers table.
@@ -203,6 +253,8 @@ pub struct Model {
     pub dms: RwSignal<BTreeMap<String, Conversation>>,
     /// The conversation shown, if any.
     pub open_dm: RwSignal<Option<String>>,
+    /// Files offered in our rooms, by SHA-256 (hex).
+    pub files: RwSignal<BTreeMap<String, FileState>>,
     next_key: StoredValue<u64>,
 }
 
@@ -222,6 +274,7 @@ impl Model {
             direct_failures: RwSignal::new(0),
             dms: RwSignal::new(BTreeMap::new()),
             open_dm: RwSignal::new(None),
+            files: RwSignal::new(BTreeMap::new()),
             next_key: StoredValue::new(0),
         }
     }
@@ -319,6 +372,12 @@ impl Model {
                 .update(|dms| dms.entry(peer.clone()).or_default().unread = 0);
         }
         self.open_dm.set(peer);
+    }
+
+    /// Where the file `sha256` stands now.
+    pub fn set_file(&self, sha256: &str, state: FileState) {
+        self.files
+            .update(|files| _ = files.insert(sha256.to_owned(), state));
     }
 
     /// Removes the messages of `room` (its history was cleared).

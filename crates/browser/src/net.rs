@@ -16,19 +16,22 @@ use futures::{
 use futures_timer::Delay;
 use leptos::prelude::{GetUntracked, Set, Update, WithUntracked};
 use meshtalk_protocol::{
+    arch::files::FileSource,
     arch::{self, TransportConfig},
     behaviour::{BehaviourConfig, Role},
     discovery::{Discovery, Source, Sources},
     engine::{Engine, EngineConfig, EngineHandle, Event},
+    files::{self, FileHash, Offer},
     libp2p::{Multiaddr, PeerId, multiaddr::Protocol},
     rooms::Room,
     transport::Transport,
 };
+use send_wrapper::SendWrapper;
 use web_time::Instant;
 
 use crate::{
     identity,
-    model::{LineKind, Model, PeerRow, Status, short_id},
+    model::{FileState, LineKind, Model, PeerRow, Status, short_id},
     page,
     params::{Params, candidates},
     saved,
@@ -70,6 +73,10 @@ pub enum Action {
     ClearHistory,
     /// Send a direct message: the peer id, the text.
     SendDm(String, String),
+    /// Offer a file picked in the file input to the current room.
+    SendFile(SendWrapper<web_sys::File>),
+    /// Fetch a file offered in a room: its SHA-256 (hex).
+    GetFile(String),
 }
 
 /// Sends [`Action`]s to the network side. Cheap to clone.
@@ -399,6 +406,22 @@ impl Net {
                 },
                 Err(_) => self.notice(format!("{peer} is not a peer id")),
             },
+            Action::SendFile(file) => self.send_file(file.take()).await,
+            Action::GetFile(sha256) => match sha256.parse::<FileHash>() {
+                Ok(hash) => match self.handle.fetch_file(hash).await {
+                    Ok(()) => self.model.set_file(
+                        &sha256,
+                        FileState::Fetching {
+                            received: 0,
+                            size: 0,
+                        },
+                    ),
+                    Err(e) => self
+                        .model
+                        .set_file(&sha256, FileState::Failed(e.to_string())),
+                },
+                Err(e) => self.notice(e),
+            },
             Action::ClearHistory => {
                 if let Err(e) = self.handle.clear_history(self.room.clone()).await {
                     self.notice(e.to_string());
@@ -584,6 +607,30 @@ impl Net {
                     .dm_received(&from, message.text, page::clock(message.created_ms));
             }
             Event::DmSent { to, .. } => self.model.dm_outcome(&to.to_string(), true),
+            Event::FileOffered {
+                room,
+                from,
+                nick,
+                offer,
+            } => self.show_offer(room.name(), from.to_string(), nick, &offer, false),
+            Event::FileProgress {
+                sha256,
+                received,
+                size,
+            } => self
+                .model
+                .set_file(&sha256.to_string(), FileState::Fetching { received, size }),
+            Event::FileSaved { sha256, saved, .. } => {
+                let state = match web_sys::Url::create_object_url_with_blob(&saved) {
+                    Ok(url) => FileState::Ready { url },
+                    Err(e) => FileState::Failed(format!("cannot show it: {e:?}")),
+                };
+                self.model.set_file(&sha256.to_string(), state);
+            }
+            Event::FileFailed { sha256, error } => {
+                self.model
+                    .set_file(&sha256.to_string(), FileState::Failed(error));
+            }
             Event::DmFailed { to, error, .. } => {
                 let to = to.to_string();
                 self.model.dm_outcome(&to, false);
@@ -637,6 +684,66 @@ impl Net {
                 peers.remove(&id);
             }
         });
+    }
+
+    /// Offers a file picked on the page: hashes it (in chunks), hands it
+    /// to the engine, shows it as ours.
+    async fn send_file(&mut self, file: web_sys::File) {
+        let name = file.name();
+        let media_type = match file.type_() {
+            t if t.is_empty() => files::media_type_of(&name).to_owned(),
+            t => t,
+        };
+        let source = FileSource::blob(file.into());
+        let offer = match files::describe(&source, &name, &media_type).await {
+            Ok(offer) => offer,
+            Err(e) => return self.notice(format!("{name} not sent: {e}")),
+        };
+        let url = source.object_url();
+        if let Err(e) = self
+            .handle
+            .share_file(self.room.clone(), offer.clone(), source)
+            .await
+        {
+            return self.notice(format!("{name} not sent: {e}"));
+        }
+        let me = self.model.me.get_untracked();
+        let nick = self.model.nick.get_untracked();
+        let room = self.room.name().to_owned();
+        self.show_offer(&room, me, (!nick.is_empty()).then_some(nick), &offer, true);
+        if let Some(url) = url {
+            self.model
+                .set_file(&offer.sha256.to_string(), FileState::Ready { url });
+        }
+    }
+
+    /// A file card in the room's timeline.
+    fn show_offer(
+        &self,
+        room: &str,
+        from: String,
+        nick: Option<String>,
+        offer: &Offer,
+        mine: bool,
+    ) {
+        let sha256 = offer.sha256.to_string();
+        if !mine {
+            self.model.set_file(&sha256, FileState::Offered);
+        }
+        self.model.push(
+            room,
+            LineKind::File {
+                sha256,
+                size: offer.size,
+                media_type: offer.media_type.clone(),
+                image: offer.is_image(),
+                from,
+                nick,
+                mine,
+            },
+            page::clock(page_now()),
+            offer.name.clone(),
+        );
     }
 
     fn notice(&self, text: String) {

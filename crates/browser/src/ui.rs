@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 
 use leptos::{ev, html, prelude::*};
+use meshtalk_protocol::files::size_text;
+use send_wrapper::SendWrapper;
+use wasm_bindgen::JsCast;
 
 use crate::{
-    model::{DmLine, DmState, Line, LineKind, Model, PeerRow, direct_text, short_id},
+    model::{DmLine, DmState, FileState, Line, LineKind, Model, PeerRow, direct_text, short_id},
     net::{Action, Actions},
 };
 
@@ -27,7 +30,7 @@ pub fn App(
                 <StatusLine model/>
             </header>
             <main class="chat">
-                <Messages model/>
+                <Messages model actions=actions.clone()/>
                 <Composer actions=actions.clone()/>
                 <DirectChat model actions=actions.clone()/>
             </main>
@@ -67,7 +70,7 @@ fn StatusLine(model: Model) -> impl IntoView {
 
 /// The current room's lines, scrolled to the newest.
 #[component]
-fn Messages(model: Model) -> impl IntoView {
+fn Messages(model: Model, actions: Actions) -> impl IntoView {
     let scroller: NodeRef<html::Div> = NodeRef::new();
     let lines = move || {
         let room = model.room.get();
@@ -93,14 +96,14 @@ fn Messages(model: Model) -> impl IntoView {
                 <For
                     each=lines
                     key=|l: &Line| (l.key, matches!(l.kind, LineKind::Message { pending: true, .. }))
-                    children=move |l| line(model, l)
+                    children=move |l| line(model, &actions, l)
                 />
             </ol>
         </div>
     }
 }
 
-fn line(model: Model, line: Line) -> AnyView {
+fn line(model: Model, actions: &Actions, line: Line) -> AnyView {
     let Line {
         kind, time, text, ..
     } = line;
@@ -112,6 +115,17 @@ fn line(model: Model, line: Line) -> AnyView {
             </li>
         }
         .into_any(),
+        LineKind::File {
+            sha256,
+            size,
+            media_type,
+            image,
+            from,
+            nick,
+            mine,
+        } => file_card(
+            model, actions, time, text, sha256, size, media_type, image, from, nick, mine,
+        ),
         LineKind::Message {
             from,
             nick,
@@ -149,10 +163,98 @@ fn line(model: Model, line: Line) -> AnyView {
     }
 }
 
+/// A file offered in the room: name, size, who; a download button, a
+/// progress bar while it comes, then a link to save it and, for an image,
+/// the image.
+#[allow(clippy::too_many_arguments)]
+fn file_card(
+    model: Model,
+    actions: &Actions,
+    time: String,
+    name: String,
+    sha256: String,
+    size: u64,
+    media_type: String,
+    image: bool,
+    from: String,
+    nick: Option<String>,
+    mine: bool,
+) -> AnyView {
+    let peer = from.clone();
+    let who = move || nick.clone().unwrap_or_else(|| model.name_of(&peer));
+    let key = sha256.clone();
+    let state = Memo::new(move |_| {
+        model
+            .files
+            .with(|files| files.get(&key).cloned())
+            .unwrap_or(FileState::Offered)
+    });
+    let get = {
+        let actions = actions.clone();
+        let sha256 = sha256.clone();
+        move |_| actions.send(Action::GetFile(sha256.clone()))
+    };
+    let download_name = name.clone();
+    let preview_name = name.clone();
+    let data_name = name.clone();
+    let body = move || {
+        match state.get() {
+        FileState::Offered => view! {
+            <button data-testid="file-download" on:click=get.clone()>"Download"</button>
+        }
+        .into_any(),
+        FileState::Fetching { received, .. } => view! {
+            <progress data-testid="file-progress" max=size.to_string() value=received.to_string()></progress>
+        }
+        .into_any(),
+        FileState::Ready { url } => view! {
+            <progress data-testid="file-progress" max=size.to_string() value=size.to_string()></progress>
+            <a data-testid="file-link" href=url.clone() download=download_name.clone()>"Save"</a>
+            {image.then(|| view! {
+                <img data-testid="file-preview" src=url alt=preview_name.clone()/>
+            })}
+        }
+        .into_any(),
+        FileState::Failed(error) => view! {
+            <span class="error" data-testid="file-error">{error}</span>
+            <button data-testid="file-download" on:click=get.clone()>"Try again"</button>
+        }
+        .into_any(),
+    }
+    };
+    view! {
+        <li
+            class="file"
+            class:mine=mine
+            data-testid="file"
+            data-sha256=sha256
+            data-name=data_name
+            data-size=size.to_string()
+            data-state=move || state.get().name()
+            data-from=from
+        >
+            <div class="meta">
+                <span class="nick">{who}</span>
+                <time>{time}</time>
+            </div>
+            <p class="file-about">
+                <span class="file-name">{name}</span>
+                " · "
+                <span class="file-size">{size_text(size)}</span>
+                " · "
+                <span class="file-type">{media_type}</span>
+            </p>
+            <div class="file-body">{body}</div>
+        </li>
+    }
+    .into_any()
+}
+
 /// The message box: Enter (or the button) sends.
 #[component]
 fn Composer(actions: Actions) -> impl IntoView {
     let input: NodeRef<html::Input> = NodeRef::new();
+    let picked = actions.clone();
     let send = move || {
         if let Some(el) = input.get_untracked() {
             let text = el.value();
@@ -184,6 +286,26 @@ fn Composer(actions: Actions) -> impl IntoView {
                 on:keydown=on_key
             />
             <button data-testid="send" on:click=move |_| send()>"Send"</button>
+            <label class="attach" title="Send a file to the room">
+                "📎"
+                <input
+                    data-testid="file-input"
+                    type="file"
+                    aria-label="send a file"
+                    on:change=move |e: ev::Event| {
+                        let Some(input) = e
+                            .target()
+                            .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+                        else {
+                            return;
+                        };
+                        if let Some(file) = input.files().and_then(|f| f.get(0)) {
+                            picked.send(Action::SendFile(SendWrapper::new(file)));
+                        }
+                        input.set_value("");
+                    }
+                />
+            </label>
         </div>
     }
 }

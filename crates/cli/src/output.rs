@@ -1,7 +1,7 @@
 //! How received things are printed: text for people, JSON lines for
 //! programs. Text from the network is made safe for terminals.
 
-use meshtalk_protocol::{engine::Event, libp2p::PeerId};
+use meshtalk_protocol::{engine::Event, files::size_text as size, libp2p::PeerId};
 use serde_json::json;
 
 /// The last characters of a peer id: enough to tell peers apart.
@@ -70,21 +70,6 @@ pub fn chat_line(event: &Event) -> Option<String> {
         )),
         _ => None,
     }
-}
-
-/// A size for people: `312.5 KiB`.
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A status line for stderr, if the event is worth one.

@@ -264,6 +264,21 @@ pub fn media_type_of(name: &str) -> &'static str {
     }
 }
 
+/// A size for people: `292.9 KiB`.
+pub fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// Reads `source` through and describes it for an offer.
 pub async fn describe(source: &FileSource, name: &str, media_type: &str) -> std::io::Result<Offer> {
     let name = sanitise(name).ok_or_else(|| {
@@ -731,6 +746,13 @@ mod tests {
             sanitise("ünïcødé ok.txt").as_deref(),
             Some("ünïcødé ok.txt")
         );
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(size_text(512), "512 B");
+        assert_eq!(size_text(300_000), "293.0 KiB");
+        assert_eq!(size_text(50 * 1024 * 1024), "50.0 MiB");
     }
 
     #[test]

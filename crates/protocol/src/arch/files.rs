@@ -257,6 +257,11 @@ mod imp {
             Ok(self.blob.size() as u64)
         }
 
+        /// A `blob:` URL of it, for a link or an image.
+        pub fn object_url(&self) -> Option<String> {
+            web_sys::Url::create_object_url_with_blob(&self.blob).ok()
+        }
+
         /// Reads it from `offset` on.
         pub(crate) fn reader(&self, offset: u64) -> io::Result<SourceReader> {
             Ok(SourceReader {
