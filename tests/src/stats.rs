@@ -43,3 +43,14 @@ mod tests {
         assert!(percentile(&[], 0.5).is_nan());
     }
 }
+
+/// Sorts `samples` and sums them up: median, min, max, and all of them.
+pub fn summary(samples: &mut [f64]) -> serde_json::Value {
+    samples.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "median": percentile(samples, 0.5),
+        "min": samples.first(),
+        "max": samples.last(),
+        "samples": samples,
+    })
+}

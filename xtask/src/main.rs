@@ -155,5 +155,7 @@ fn bench(args: &[String]) -> Result<()> {
     step("browser benchmark: page weight, load to connected, browser latency");
     cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_browser")).run()?;
     step("history benchmark: the relay's cost of keeping history, late joiners");
-    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_history")).run()
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_history")).run()?;
+    step("files benchmark: 50 MiB native→native (TCP, QUIC) and page→native, DM round trip");
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_files")).run()
 }

@@ -26,7 +26,7 @@ use meshtalk_tests::{
     load::{load, pair, relay_only},
     page::ChatPage,
     peer,
-    stats::{machine, percentile},
+    stats::{machine, summary},
     temp_dir, web_dir,
     webdriver::Driver,
 };
@@ -219,16 +219,6 @@ fn saved_records(relay: &Relay) -> Result<u64> {
         .find_map(|l| l.strip_prefix("meshtalk_history_records_saved_total "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0))
-}
-
-fn summary(samples: &mut [f64]) -> Value {
-    samples.sort_by(f64::total_cmp);
-    json!({
-        "median": percentile(samples, 0.5),
-        "min": samples.first(),
-        "max": samples.last(),
-        "samples": samples,
-    })
 }
 
 fn report(result: &Value) {

@@ -46,11 +46,11 @@ impl Engine {
 
     /// Whether this node holds a relay reservation, so that others reach
     /// it through the relay: members who learn of it (from the DHT or by
-    /// peer exchange) link to it, and direct messages find it. Native peers
-    /// always; pages when they link directly (their `/webrtc` address goes
-    /// through it).
+    /// peer exchange) link to it, and direct messages and file requests
+    /// find it. Every chat peer, pages included (their `/webrtc` address
+    /// goes through it too).
     fn reachable_through_relay(&self) -> bool {
-        self.role == Role::Peer && (self.links_directly() || arch::NATIVE)
+        self.role == Role::Peer
     }
 
     /// The relayed address prefix through a relay we are directly
@@ -234,9 +234,9 @@ impl Engine {
         }
     }
 
-    /// A native peer holds a reservation on one of its relays, so the
+    /// A chat peer holds a reservation on one of its relays, so the
     /// members of its rooms can reach it through a relayed address (which
-    /// its provider records carry).
+    /// a native peer's provider records carry).
     pub(super) fn reserve(&mut self) {
         if !self.reachable_through_relay()
             || self.reservation.is_some()
