@@ -30,6 +30,17 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// Sorts `samples` and sums them up: median, min, max, and all of them.
+pub fn summary(samples: &mut [f64]) -> serde_json::Value {
+    samples.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "median": percentile(samples, 0.5),
+        "min": samples.first(),
+        "max": samples.last(),
+        "samples": samples,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,13 +55,3 @@ mod tests {
     }
 }
 
-/// Sorts `samples` and sums them up: median, min, max, and all of them.
-pub fn summary(samples: &mut [f64]) -> serde_json::Value {
-    samples.sort_by(f64::total_cmp);
-    serde_json::json!({
-        "median": percentile(samples, 0.5),
-        "min": samples.first(),
-        "max": samples.last(),
-        "samples": samples,
-    })
-}
