@@ -54,4 +54,3 @@ mod tests {
         assert!(percentile(&[], 0.5).is_nan());
     }
 }
-

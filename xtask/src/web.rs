@@ -84,7 +84,8 @@ pub fn build_tools() -> Result<()> {
 }
 
 /// Installs what the browser tests need on top: wasm-pack, Chromium and
-/// chromedriver (unless `$CHROME` and `$CHROMEDRIVER` name others).
+/// chromedriver (unless `$CHROME` and `$CHROMEDRIVER` name others); and
+/// tmux, for the terminal UI's test.
 pub fn test_tools() -> Result<()> {
     build_tools()?;
     ensure_tool("wasm-pack", "wasm-pack", WASM_PACK_VERSION, false)?;
@@ -94,6 +95,11 @@ pub fn test_tools() -> Result<()> {
     if !(chrome && driver) {
         step("installing Chromium and chromedriver");
         toolchain::apt_install(&["chromium", "chromium-driver"])?;
+    }
+    // The terminal UI's end-to-end test drives `meshtalk chat` in tmux.
+    if !Path::new("/usr/bin/tmux").exists() {
+        step("installing tmux");
+        toolchain::apt_install(&["tmux"])?;
     }
     js_peer()
 }

@@ -1,15 +1,18 @@
 //! `meshtalk chat` and `meshtalk listen`.
 
-use std::{collections::HashMap, io::Write, path::Path};
+use std::{
+    collections::HashMap,
+    io::{IsTerminal, Write},
+};
 
 use anyhow::Result;
 use futures::StreamExt;
 use meshtalk_protocol::{
-    arch::files::{Downloads, FileSource},
+    arch::files::Downloads,
     engine::{EngineConfig, Event, FileConfig, HistoryConfig},
-    files::{self, FileHash},
     keyfile,
-    libp2p::{Multiaddr, PeerId},
+    libp2p::Multiaddr,
+    rooms::Room,
     validate::{self},
     wire::Payload,
 };
@@ -19,7 +22,8 @@ use meshtalk::node::Node;
 
 use crate::{
     args::{ChatArgs, ListenArgs},
-    output,
+    commands::{self, Peers, Typed},
+    output, tui,
 };
 
 /// Prints events for a person (text) or a program (`--json`).
@@ -88,6 +92,11 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     } else {
         node.connect(&connect, args.net.timeout).await?
     };
+    // A person at a terminal gets the terminal UI; programs and pipes get
+    // lines.
+    if !args.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        return tui::run(node, args.room.clone(), args.nick.clone(), early).await;
+    }
     if args.json {
         println!(
             "{}",
@@ -96,7 +105,10 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     } else {
         eprintln!("* you are {} in room {}", node.peer_id, args.room);
     }
+    let mut room = args.room.clone();
+    let mut peers = Peers::default();
     for event in early {
+        peers.on_event(&event);
         printer.print(&event);
     }
 
@@ -112,7 +124,10 @@ pub async fn run(args: ChatArgs) -> Result<()> {
                         let _ = node.handle.shutdown().await;
                     }
                     Ok(_) => {
-                        handle_line(&node, &args.room, &line).await;
+                        if !handle_line(&node, &mut room, &peers, &line).await {
+                            stdin_open = false;
+                            let _ = node.handle.shutdown().await;
+                        }
                         line.clear();
                     }
                     Err(e) => {
@@ -123,7 +138,10 @@ pub async fn run(args: ChatArgs) -> Result<()> {
                 }
             }
             event = node.events.next() => match event {
-                Some(event) => printer.print(&event),
+                Some(event) => {
+                    peers.on_event(&event);
+                    printer.print(&event);
+                }
                 None => break,
             }
         }
@@ -132,64 +150,43 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sends one typed line: a chat message, `/nick NAME`,
-/// `/msg PEER_ID TEXT` (a direct message), `/send PATH` (offers a file)
-/// or `/get SHA256` (fetches one).
-async fn handle_line(node: &Node, room: &meshtalk_protocol::rooms::Room, raw: &[u8]) {
+/// Carries out one line typed on stdin: `/help` and `/peers` answer on
+/// stderr, `/quit` ends like the end of input; the rest goes to the
+/// network, and a mistake is one line on stderr.
+async fn handle_line(node: &Node, room: &mut Room, peers: &Peers, raw: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(raw) else {
         eprintln!("meshtalk: line not sent: it is not UTF-8 text");
-        return;
+        return true;
     };
-    let text = text.trim_end_matches(['\n', '\r']);
-    if text.trim().is_empty() {
-        return;
-    }
-    let result = if let Some(nick) = text.strip_prefix("/nick ") {
-        node.handle.set_nick(nick.trim()).await
-    } else if let Some(rest) = text.strip_prefix("/msg ") {
-        let (peer, line) = rest
-            .trim_start()
-            .split_once(' ')
-            .unwrap_or((rest.trim(), ""));
-        match peer.parse::<PeerId>() {
-            Err(_) => {
-                eprintln!("meshtalk: /msg {peer:?}: not a peer id (usage: /msg PEER_ID TEXT)");
-                return;
-            }
-            Ok(_) if line.trim().is_empty() => {
-                eprintln!("meshtalk: /msg: nothing to send (usage: /msg PEER_ID TEXT)");
-                return;
-            }
-            Ok(to) => node.handle.send_dm(to, line).await,
+    let typed = match commands::parse(text) {
+        Ok(Some(typed)) => typed,
+        Ok(None) => return true,
+        Err(e) => {
+            eprintln!("meshtalk: {e}");
+            return true;
         }
-    } else if let Some(path) = text.strip_prefix("/send ") {
-        let path = Path::new(path.trim());
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        let source = FileSource::path(path);
-        match files::describe(&source, name, files::media_type_of(name)).await {
-            Ok(offer) => node.handle.share_file(room.clone(), offer, source).await,
-            Err(e) => {
-                eprintln!("meshtalk: /send {}: {e}", path.display());
-                return;
-            }
-        }
-    } else if let Some(hash) = text.strip_prefix("/get ") {
-        match hash.parse::<FileHash>() {
-            Ok(hash) => node.handle.fetch_file(hash).await,
-            Err(e) => {
-                eprintln!("meshtalk: /get: {e}");
-                return;
-            }
-        }
-    } else {
-        node.handle.send(room.clone(), text).await
     };
-    if let Err(e) = result {
-        eprintln!("meshtalk: {e}");
+    match typed {
+        Typed::Quit => return false,
+        Typed::Help => {
+            for (command, what) in commands::HELP {
+                eprintln!("  {command:<18} {what}");
+            }
+        }
+        Typed::Peers => {
+            eprintln!("* {} connected peers", peers.len());
+            for (peer, transport, rtt) in peers.list() {
+                let rtt = rtt.map_or("-".into(), |ms| format!("{ms:.1} ms"));
+                eprintln!("  {peer} {transport} {rtt}");
+            }
+        }
+        typed => {
+            if let Err(e) = commands::execute(node, room, typed).await {
+                eprintln!("meshtalk: {e}");
+            }
+        }
     }
+    true
 }
 
 /// The default listen addresses of `meshtalk listen`.

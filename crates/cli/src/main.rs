@@ -13,10 +13,12 @@
 mod args;
 mod bot;
 mod chat;
+mod commands;
 mod dht;
 mod output;
 mod ping;
 mod pubsub;
+mod tui;
 
 use std::{io::IsTerminal, process::ExitCode};
 
