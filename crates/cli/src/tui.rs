@@ -16,7 +16,12 @@ use std::{
 
 use anyhow::Result;
 use futures::StreamExt;
-use meshtalk_protocol::{engine::Event, files::size_text, libp2p::PeerId, rooms::Room};
+use meshtalk_protocol::{
+    engine::Event,
+    files::{FileHash, size_text},
+    libp2p::PeerId,
+    rooms::Room,
+};
 use ratatui::{
     Frame, Terminal,
     backend::CrosstermBackend,
@@ -159,6 +164,10 @@ pub struct App {
     members: BTreeMap<PeerId, ()>,
     nicks: BTreeMap<PeerId, String>,
     peers: Peers,
+    /// Files on their way: name, bytes received, size.
+    transfers: BTreeMap<FileHash, (String, u64, u64)>,
+    /// Names of the files offered, for the transfers.
+    names: BTreeMap<FileHash, String>,
     input: Input,
     /// Set by `/quit` and Ctrl-C.
     pub quit: bool,
@@ -191,6 +200,8 @@ impl App {
             members: BTreeMap::new(),
             nicks: BTreeMap::new(),
             peers: Peers::default(),
+            transfers: BTreeMap::new(),
+            names: BTreeMap::new(),
             input: Input::default(),
             quit: false,
         };
@@ -270,11 +281,21 @@ impl App {
             }
             Event::PeerJoined { room, peer } if *room == self.room => {
                 self.members.insert(*peer, ());
-                self.notice(format!("{} joined", self.name(peer, None)));
+                self.push(
+                    clock(now_ms()),
+                    Who::Peer(*peer, None),
+                    "joined".into(),
+                    Kind::Notice,
+                );
             }
             Event::PeerLeft { room, peer } if *room == self.room => {
                 self.members.remove(peer);
-                self.notice(format!("{} left", self.name(peer, None)));
+                self.push(
+                    clock(now_ms()),
+                    Who::Peer(*peer, None),
+                    "left".into(),
+                    Kind::Notice,
+                );
             }
             Event::DmSent { to, .. } => {
                 self.notice(format!(
@@ -293,6 +314,7 @@ impl App {
                 nick,
                 offer,
             } if *room == self.room => {
+                self.names.insert(offer.sha256, sanitize(&offer.name));
                 let who = Who::Peer(*from, nick.clone());
                 self.push(
                     clock(offer.created_ms),
@@ -306,12 +328,33 @@ impl App {
                     Kind::Message,
                 );
             }
-            Event::FileSaved { saved, .. } => self.notice(format!("saved {}", saved.display())),
-            Event::FileFailed { sha256, error } => self.notice(format!(
-                "file {}… not fetched: {}",
-                &sha256.to_string()[..12],
-                sanitize(error)
-            )),
+            Event::FileProgress {
+                sha256,
+                received,
+                size,
+            } => {
+                let name = self.names.get(sha256).cloned();
+                let entry = self.transfers.entry(*sha256).or_insert_with(|| {
+                    (
+                        name.unwrap_or_else(|| sha256.to_string()[..12].to_owned()),
+                        0,
+                        0,
+                    )
+                });
+                (entry.1, entry.2) = (*received, *size);
+            }
+            Event::FileSaved { sha256, saved, .. } => {
+                self.transfers.remove(sha256);
+                self.notice(format!("saved {}", saved.display()));
+            }
+            Event::FileFailed { sha256, error } => {
+                self.transfers.remove(sha256);
+                self.notice(format!(
+                    "file {}… not fetched: {}",
+                    &sha256.to_string()[..12],
+                    sanitize(error)
+                ));
+            }
             _ => {}
         }
     }
@@ -474,6 +517,17 @@ impl App {
                 " {} {transport}{rtt}",
                 self.name(peer, None)
             )));
+        }
+        if !self.transfers.is_empty() {
+            side_lines.push(Line::from(""));
+            side_lines.push(Line::styled(
+                "files on their way",
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+            for (name, received, size) in self.transfers.values() {
+                let percent = (*received * 100).checked_div(*size).unwrap_or(0);
+                side_lines.push(Line::from(format!(" {name} {percent}%")));
+            }
         }
         frame.render_widget(
             Paragraph::new(side_lines)
@@ -659,6 +713,43 @@ mod tests {
             history: false,
         });
         assert!(!screen(&app).contains("not here"));
+    }
+
+    #[test]
+    fn files_on_their_way_show_their_progress() {
+        let ada = PeerId::random();
+        let room = Room::lobby();
+        let mut app = App::new(PeerId::random(), room.clone(), None);
+        let offer = meshtalk_protocol::files::Offer {
+            name: "photo.png".into(),
+            size: 2048,
+            sha256: FileHash([1; 32]),
+            media_type: "image/png".into(),
+            created_ms: 0,
+        };
+        app.on_event(&Event::FileOffered {
+            room,
+            from: ada,
+            nick: Some("ada".into()),
+            offer,
+        });
+        assert!(screen(&app).contains("ada: offers photo.png (2.0 KiB): /get 0101"));
+        app.on_event(&Event::FileProgress {
+            sha256: FileHash([1; 32]),
+            received: 1024,
+            size: 2048,
+        });
+        assert!(screen(&app).contains(" photo.png 50%"), "{}", screen(&app));
+        app.on_event(&Event::FileSaved {
+            sha256: FileHash([1; 32]),
+            name: "photo.png".into(),
+            saved: "/tmp/photo.png".into(),
+        });
+        let shown = screen(&app);
+        assert!(
+            !shown.contains("50%") && shown.contains("saved /tmp/photo.png"),
+            "{shown}"
+        );
     }
 
     #[test]
