@@ -34,7 +34,7 @@ fn unparsable_multiaddr_is_one_line() -> Result<()> {
 }
 
 #[test]
-fn invalid_room_name_is_one_line() -> Result<()> {
+fn invalid_room_name_and_file_settings_are_one_line() -> Result<()> {
     let line = one_error_line(&[
         "chat",
         "--connect",
@@ -44,6 +44,22 @@ fn invalid_room_name_is_one_line() -> Result<()> {
     ])?;
     assert!(
         line.contains("invalid room name") && line.contains("bad room"),
+        "{line}"
+    );
+    let line = one_error_line(&[
+        "chat",
+        "--connect",
+        "/ip4/127.0.0.1/tcp/1",
+        "--download-dir",
+        "/no/such/dir",
+    ])?;
+    assert!(
+        line.contains("--download-dir /no/such/dir: not a directory"),
+        "{line}"
+    );
+    let line = one_error_line(&["chat", "--max-file-size", "12 parsecs"])?;
+    assert!(
+        line.contains("--max-file-size") && line.contains("not a size"),
         "{line}"
     );
     let long = "r".repeat(65);

@@ -60,6 +60,12 @@ impl Printer {
 
 /// Runs `meshtalk chat` until stdin closes and every line has been sent.
 pub async fn run(args: ChatArgs) -> Result<()> {
+    if !args.download_dir.is_dir() {
+        anyhow::bail!(
+            "--download-dir {}: not a directory",
+            args.download_dir.display()
+        );
+    }
     if let Some(nick) = &args.nick {
         validate::check(&Payload::Nick(nick.clone()), 0)
             .map_err(|e| anyhow::anyhow!("invalid --nick: {e}"))?;
