@@ -639,9 +639,10 @@ fn direct_messages_between_pages_and_a_terminal() -> Result<()> {
     Ok(())
 }
 
-/// A 300 KB file from a terminal to a page and one from the page to the
-/// terminal, byte for byte: the page shows a card with a download button,
-/// progress, then a link to the verified bytes (an image also inline).
+/// A 300 KB file from a terminal to a page, one from the page to the
+/// terminal and to another page, byte for byte: the page shows a card with
+/// a download button, progress, then a link to the verified bytes (an
+/// image also inline).
 #[test]
 fn files_between_a_page_and_a_terminal() -> Result<()> {
     let _scene = one_at_a_time();
@@ -678,35 +679,7 @@ fn files_between_a_page_and_a_terminal() -> Result<()> {
     cli.proc
         .send_line(&format!("/send {}", photo_path.display()))?;
     let sha256 = hex_sha256(&photo_path)?;
-    let card = format!("[data-testid=file][data-sha256=\"{sha256}\"]");
-    page.session.wait_for(
-        "the file card and its download button",
-        WAIT,
-        &format!(
-            "const c = document.querySelector('{card}'); \
-             if (!c || c.dataset.name !== 'photo.png' || c.dataset.size !== '300000') return null; \
-             const b = c.querySelector('[data-testid=file-download]'); if (!b) return null; \
-             b.click(); return true;"
-        ),
-    )?;
-    let got = page.session.wait_for(
-        "the fetched file's link",
-        WAIT,
-        &format!(
-            "const c = document.querySelector('{card}'); \
-             if (!c || c.dataset.state !== 'ready') return null; \
-             const a = c.querySelector('[data-testid=file-link]'); \
-             const img = c.querySelector('[data-testid=file-preview]'); \
-             const progress = c.querySelector('[data-testid=file-progress]'); \
-             return (async () => {{ \
-               const bytes = await (await fetch(a.href)).arrayBuffer(); \
-               const digest = await crypto.subtle.digest('SHA-256', bytes); \
-               const hex = [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join(''); \
-               return {{ hex, size: bytes.byteLength, preview: img ? img.src === a.href : false, \
-                        name: a.getAttribute('download'), progress: progress !== null }}; \
-             }})();"
-        ),
-    )?;
+    let got = fetch_on_page(&page, &sha256, "photo.png", 300_000)?;
     ensure!(
         got["hex"] == sha256.as_str()
             && got["size"] == 300_000
@@ -742,7 +715,57 @@ fn files_between_a_page_and_a_terminal() -> Result<()> {
     ensure!(saved["type"] == "file_saved", "{saved}");
     let path = saved["path"].as_str().context("a path")?;
     ensure!(std::fs::read(path)? == notes, "the bytes differ");
+
+    // Page to page: a second page gets the first page's file (its first
+    // holder), through a relay circuit.
+    let other = ChatPage::open(&driver, &url, Some("ws"))?;
+    let got = fetch_on_page(&other, &sha256, "notes.bin", 300_000)?;
+    ensure!(
+        got["hex"] == sha256.as_str() && got["size"] == 300_000,
+        "{got}"
+    );
     Ok(())
+}
+
+/// Clicks the download button of the card of `sha256` (checking its name
+/// and size), waits until the file is ready, and returns what the page
+/// holds: the SHA-256 of the linked bytes as the browser computes it, their
+/// size, whether the image preview and progress bar show, the link's name.
+fn fetch_on_page(
+    page: &ChatPage,
+    sha256: &str,
+    name: &str,
+    size: u64,
+) -> Result<serde_json::Value> {
+    let card = format!("[data-testid=file][data-sha256=\"{sha256}\"]");
+    page.session.wait_for(
+        "the file card and its download button",
+        WAIT,
+        &format!(
+            "const c = document.querySelector('{card}'); \
+             if (!c || c.dataset.name !== '{name}' || c.dataset.size !== '{size}') return null; \
+             const b = c.querySelector('[data-testid=file-download]'); if (!b) return null; \
+             b.click(); return true;"
+        ),
+    )?;
+    page.session.wait_for(
+        "the fetched file's link",
+        WAIT,
+        &format!(
+            "const c = document.querySelector('{card}'); \
+             if (!c || c.dataset.state !== 'ready') return null; \
+             const a = c.querySelector('[data-testid=file-link]'); \
+             const img = c.querySelector('[data-testid=file-preview]'); \
+             const progress = c.querySelector('[data-testid=file-progress]'); \
+             return (async () => {{ \
+               const bytes = await (await fetch(a.href)).arrayBuffer(); \
+               const digest = await crypto.subtle.digest('SHA-256', bytes); \
+               const hex = [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join(''); \
+               return {{ hex, size: bytes.byteLength, preview: img ? img.src === a.href : false, \
+                        name: a.getAttribute('download'), progress: progress !== null }}; \
+             }})();"
+        ),
+    )
 }
 
 /// The SHA-256 of a file, hex.
