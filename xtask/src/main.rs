@@ -119,6 +119,7 @@ fn test() -> Result<()> {
     let relay = relay::TestRelay::start()?;
     web::wasm_pack_test(&wasm, &relay.env())?;
     drop(relay);
+    remove_stale_test_dirs();
     step("unit, property, end-to-end and browser tests");
     cargo(&[
         "test",
@@ -129,6 +130,35 @@ fn test() -> Result<()> {
     ])
     .run()?;
     Ok(())
+}
+
+/// The end-to-end tests leave their data in `$TMPDIR/meshtalk-test-*`
+/// (kept for looking into a failure); those more than an hour old belong
+/// to no running test and go, so runs do not fill the disk.
+fn remove_stale_test_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("meshtalk-test-")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+        if stale && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        step(&format!(
+            "removed {removed} test directories older than an hour"
+        ));
+    }
 }
 
 fn bench(args: &[String]) -> Result<()> {
