@@ -484,51 +484,42 @@ async fn serve(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .get(&sha256)
         .cloned();
-    let answer = async |stream: &mut Stream, response: FileResponse| {
-        within(SILENCE, async {
-            write_message(stream, &response.encode_to_vec())
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
+    // The file, its size, and a reader at the offset; or why not.
+    let opened = async {
+        let source = source.ok_or_else(|| format!("{sha256} is not shared here"))?;
+        let size = source
+            .size()
+            .await
+            .map_err(|e| format!("cannot read the file: {e}"))?;
+        let reader = source
+            .reader(offset.min(size))
+            .map_err(|e| format!("cannot read the file: {e}"))?;
+        Ok::<_, String>((size, reader))
+    }
+    .await;
+    let response = match &opened {
+        Ok((size, _)) => FileResponse {
+            size: Some(*size),
+            error: None,
+        },
+        Err(error) => FileResponse {
+            size: None,
+            error: Some(error.clone()),
+        },
     };
-    let Some(source) = source else {
-        let error = format!("{sha256} is not shared here");
-        answer(
-            &mut stream,
-            FileResponse {
-                size: None,
-                error: Some(error.clone()),
-            },
-        )
-        .await?;
-        let _ = stream.close().await;
-        return Err(error);
-    };
-    let size = source.size().await.map_err(|e| e.to_string())?;
-    let mut reader = match source.reader(offset.min(size)) {
-        Ok(reader) => reader,
-        Err(e) => {
-            let error = format!("cannot read the file: {e}");
-            answer(
-                &mut stream,
-                FileResponse {
-                    size: None,
-                    error: Some(error.clone()),
-                },
-            )
-            .await?;
+    within(SILENCE, async {
+        write_message(&mut stream, &response.encode_to_vec())
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let (_, mut reader) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = stream.close().await;
             return Err(error);
         }
     };
-    answer(
-        &mut stream,
-        FileResponse {
-            size: Some(size),
-            error: None,
-        },
-    )
-    .await?;
     let mut sent = 0u64;
     loop {
         let data = reader.read(CHUNK - 16).await.map_err(|e| e.to_string())?;
