@@ -11,7 +11,6 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     io,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Result;
@@ -21,6 +20,7 @@ use meshtalk_protocol::{
     files::{FileHash, size_text},
     libp2p::PeerId,
     rooms::Room,
+    validate::now_ms,
 };
 use ratatui::{
     Frame, Terminal,
@@ -181,12 +181,6 @@ fn clock(ms: i64) -> String {
         minutes.div_euclid(60).rem_euclid(24),
         minutes.rem_euclid(60)
     )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl App {
