@@ -111,24 +111,28 @@ pub enum LineKind {
         id: String,
     },
     /// A file offered in the room (the line's text is its name).
-    File {
-        /// Its SHA-256, hex: the key of its [`FileState`].
-        sha256: String,
-        /// Size in bytes.
-        size: u64,
-        /// Media type.
-        media_type: String,
-        /// Whether it is an image the page previews once fetched.
-        image: bool,
-        /// Who offered it.
-        from: String,
-        /// Their nickname when known.
-        nick: Option<String>,
-        /// Ours.
-        mine: bool,
-    },
+    File(FileLine),
     /// Something the page says (a nickname change, a rejected command).
     Notice,
+}
+
+/// A file offered in a room, as its card shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileLine {
+    /// Its SHA-256, hex: the key of its [`FileState`].
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Media type.
+    pub media_type: String,
+    /// Whether it is an image the page previews once fetched.
+    pub image: bool,
+    /// Who offered it.
+    pub from: String,
+    /// Their nickname when known.
+    pub nick: Option<String>,
+    /// Ours.
+    pub mine: bool,
 }
 
 /// Where a file offered in a room stands for this page.

@@ -31,7 +31,7 @@ use web_time::Instant;
 
 use crate::{
     identity,
-    model::{FileState, LineKind, Model, PeerRow, Status, short_id},
+    model::{FileLine, FileState, LineKind, Model, PeerRow, Status, short_id},
     page,
     params::{Params, candidates},
     saved,
@@ -732,7 +732,7 @@ impl Net {
         }
         self.model.push(
             room,
-            LineKind::File {
+            LineKind::File(FileLine {
                 sha256,
                 size: offer.size,
                 media_type: offer.media_type.clone(),
@@ -740,7 +740,7 @@ impl Net {
                 from,
                 nick,
                 mine,
-            },
+            }),
             page::clock(page_now()),
             offer.name.clone(),
         );

@@ -10,7 +10,9 @@ use send_wrapper::SendWrapper;
 use wasm_bindgen::JsCast;
 
 use crate::{
-    model::{DmLine, DmState, FileState, Line, LineKind, Model, PeerRow, direct_text, short_id},
+    model::{
+        DmLine, DmState, FileLine, FileState, Line, LineKind, Model, PeerRow, direct_text, short_id,
+    },
     net::{Action, Actions},
 };
 
@@ -115,17 +117,7 @@ fn line(model: Model, actions: &Actions, line: Line) -> AnyView {
             </li>
         }
         .into_any(),
-        LineKind::File {
-            sha256,
-            size,
-            media_type,
-            image,
-            from,
-            nick,
-            mine,
-        } => file_card(
-            model, actions, time, text, sha256, size, media_type, image, from, nick, mine,
-        ),
+        LineKind::File(file) => file_card(model, actions, time, text, file),
         LineKind::Message {
             from,
             nick,
@@ -166,20 +158,22 @@ fn line(model: Model, actions: &Actions, line: Line) -> AnyView {
 /// A file offered in the room: name, size, who; a download button, a
 /// progress bar while it comes, then a link to save it and, for an image,
 /// the image.
-#[allow(clippy::too_many_arguments)]
 fn file_card(
     model: Model,
     actions: &Actions,
     time: String,
     name: String,
-    sha256: String,
-    size: u64,
-    media_type: String,
-    image: bool,
-    from: String,
-    nick: Option<String>,
-    mine: bool,
+    file: FileLine,
 ) -> AnyView {
+    let FileLine {
+        sha256,
+        size,
+        media_type,
+        image,
+        from,
+        nick,
+        mine,
+    } = file;
     let peer = from.clone();
     let who = move || nick.clone().unwrap_or_else(|| model.name_of(&peer));
     let key = sha256.clone();
