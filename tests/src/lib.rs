@@ -55,6 +55,30 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// `len` bytes that compress badly (xorshift), different for each `seed`:
+/// the contents of test and benchmark files.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The SHA-256 of a file, hex, as an offer of it names it.
+pub fn sha256_of(path: &Path) -> Result<String> {
+    let offer = futures::executor::block_on(meshtalk_protocol::files::describe(
+        &meshtalk_protocol::arch::files::FileSource::path(path),
+        "x",
+        "application/octet-stream",
+    ))?;
+    Ok(offer.sha256.to_string())
+}
+
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -27,8 +27,8 @@ use meshtalk_protocol::{
     transport::Transport,
 };
 use meshtalk_tests::{
-    ChatPeer, Relay, WAIT, page::ChatPage, peer, relay_network, temp_dir, web_dir,
-    webdriver::Driver,
+    ChatPeer, Relay, WAIT, noise, page::ChatPage, peer, relay_network, sha256_of, temp_dir,
+    web_dir, webdriver::Driver,
 };
 
 /// One browser test at a time: each runs a relay and several Chromium
@@ -671,14 +671,12 @@ fn files_between_a_page_and_a_terminal() -> Result<()> {
     page.wait_member(&cli.peer_id)?;
 
     // Terminal to page.
-    let photo: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let photo = noise(300_000, 1);
     let photo_path = dir.join("photo.png");
     std::fs::write(&photo_path, &photo)?;
     cli.proc
         .send_line(&format!("/send {}", photo_path.display()))?;
-    let sha256 = hex_sha256(&photo_path)?;
+    let sha256 = sha256_of(&photo_path)?;
     let got = fetch_on_page(&page, &sha256, "photo.png", 300_000)?;
     ensure!(
         got["hex"] == sha256.as_str()
@@ -690,9 +688,7 @@ fn files_between_a_page_and_a_terminal() -> Result<()> {
     );
 
     // Page to terminal.
-    let notes: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
-        .collect();
+    let notes = noise(300_000, 2);
     let notes_path = temp_dir("browser-files-page").join("notes.bin");
     std::fs::create_dir_all(notes_path.parent().context("a directory")?)?;
     std::fs::write(&notes_path, &notes)?;
@@ -766,16 +762,6 @@ fn fetch_on_page(
              }})();"
         ),
     )
-}
-
-/// The SHA-256 of a file, hex.
-fn hex_sha256(path: &std::path::Path) -> Result<String> {
-    let offer = futures::executor::block_on(meshtalk_protocol::files::describe(
-        &meshtalk_protocol::arch::files::FileSource::path(path),
-        "x",
-        "application/octet-stream",
-    ))?;
-    Ok(offer.sha256.to_string())
 }
 
 /// Two relays in one network; the page comes from the first. When that

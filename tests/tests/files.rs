@@ -4,7 +4,7 @@
 //! name that tries to leave the download directory is cut down to its
 //! last component.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 use meshtalk_protocol::{
@@ -14,21 +14,8 @@ use meshtalk_protocol::{
     rooms::Room,
     transport::Transport,
 };
-use meshtalk_tests::{ChatPeer, Relay, WAIT, peer, temp_dir};
+use meshtalk_tests::{ChatPeer, Relay, WAIT, noise, peer, sha256_of, temp_dir};
 use serde_json::Value;
-
-/// Bytes that compress badly, different for each `seed`.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A chat peer that saves files into a directory of its own.
 fn peer_with_downloads(name: &str, relay: &Relay, room: &str) -> Result<(ChatPeer, PathBuf)> {
@@ -64,15 +51,6 @@ fn wait_outcome(peer: &mut ChatPeer, sha256: &str) -> Result<Value> {
             ((v["type"] == "file_saved" || v["type"] == "file_failed") && v["sha256"] == sha256)
                 .then(|| v.clone())
         })
-}
-
-fn sha256_of(path: &Path) -> Result<String> {
-    let described = futures::executor::block_on(files::describe(
-        &FileSource::path(path),
-        "x",
-        "application/octet-stream",
-    ))?;
-    Ok(described.sha256.to_string())
 }
 
 #[test]

@@ -27,6 +27,7 @@ use meshtalk_protocol::{
 use meshtalk_tests::{
     Relay, WAIT,
     load::relay_only,
+    noise,
     page::ChatPage,
     peer::{self, Node},
     stats::{machine, percentile, summary},
@@ -60,15 +61,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("payload.bin");
     let size = args.mib * 1024 * 1024;
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let bytes: Vec<u8> = (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let bytes = noise(size as usize, 7);
     std::fs::write(&file, &bytes)?;
     drop(bytes);
 
