@@ -88,11 +88,6 @@ impl Engine {
             .pending_dms
             .get(&id)
             .is_some_and(|p| self.swarm.is_connected(&p.to));
-        let addrs = self
-            .pending_dms
-            .get(&id)
-            .map(|p| self.circuits_to(p.to))
-            .unwrap_or_default();
         let Some(pending) = self.pending_dms.get_mut(&id) else {
             return;
         };
@@ -104,18 +99,25 @@ impl Engine {
         }
         pending.stage = Stage::Dialing(Instant::now());
         let to = pending.to;
-        let opts = DialOpts::peer_id(to)
-            .addresses(addrs)
+        self.dial_through_relays(to, "direct message");
+    }
+
+    /// Dials `peer` unless connected or dialing: the addresses the swarm
+    /// knows, and a circuit through each relay we are connected to. `what`
+    /// names the reason in the log.
+    pub(super) fn dial_through_relays(&mut self, peer: PeerId, what: &str) {
+        let opts = DialOpts::peer_id(peer)
+            .addresses(self.circuits_to(peer))
             .extend_addresses_through_behaviour()
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
         if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%to, error = %e, "direct message: no new dial");
+            tracing::debug!(%peer, error = %e, "{what}: no new dial");
         }
     }
 
     /// A circuit to `peer` through each relay we are connected to directly.
-    pub(super) fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
+    fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
         let mut addrs: Vec<Multiaddr> = self
             .connections
             .values()

@@ -13,11 +13,7 @@ use std::collections::HashMap;
 
 use web_time::{Duration, Instant};
 
-use libp2p::{
-    PeerId,
-    gossipsub::MessageAcceptance,
-    swarm::dial_opts::{DialOpts, PeerCondition},
-};
+use libp2p::{PeerId, gossipsub::MessageAcceptance};
 
 use super::{CommandError, Engine, Event, Outgoing};
 use crate::{
@@ -189,14 +185,7 @@ impl Engine {
             .filter(|p| !self.swarm.is_connected(p))
             .collect();
         for holder in away {
-            let opts = DialOpts::peer_id(holder)
-                .addresses(self.circuits_to(holder))
-                .extend_addresses_through_behaviour()
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%holder, error = %e, "file: no new dial");
-            }
+            self.dial_through_relays(holder, "file");
         }
         let download = self
             .file_config
