@@ -24,6 +24,7 @@ use meshtalk_protocol::{
 };
 use serde_json::Value;
 
+pub mod foreign;
 pub mod hostile;
 pub mod load;
 pub mod netns;

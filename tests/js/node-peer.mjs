@@ -1,0 +1,173 @@
+// A js-libp2p peer in Node.js for meshtalk's interop tests
+// (tests/tests/interop_node.rs). It speaks what PROTOCOL.md asks of another
+// implementation and nothing of meshtalk's code: TCP, WebSocket and
+// WebRTC-direct with Noise and Yamux, gossipsub (or floodsub) with strict
+// signing, and room messages encoded and decoded by protobufjs from
+// crates/protocol/proto/meshtalk.proto.
+//
+//   node node-peer.mjs --room R --nick N [--dial ADDR]... [--listen ADDR]...
+//                      [--pubsub gossipsub|floodsub]
+//
+// stdout, one JSON object a line:
+//   {"type":"ready","peer":ID,"addrs":[...]}      once listening
+//   {"type":"connected","peer":ID,"addr":A}        a connection opened
+//   {"type":"message","from":ID,"nick":N,"text":T} a room line (nick may be null)
+//   {"type":"nick","from":ID,"nick":N}             an UPDATE_PEER
+//   {"type":"rejected","from":ID,"error":E}        a room message that did not decode
+//   {"type":"error","error":E}                     a command failed
+// stdin, one line a command: `/nick NAME`, `/dial ADDR`, or text to say.
+
+// js-libp2p 3 uses Promise.withResolvers (Node.js 22); Debian's Node.js is
+// 20, so it is provided here before js-libp2p loads.
+Promise.withResolvers ??= function () {
+  let resolve, reject
+  const promise = new Promise((yes, no) => { resolve = yes; reject = no })
+  return { promise, resolve, reject }
+}
+
+const { createInterface } = await import('node:readline')
+const { fileURLToPath } = await import('node:url')
+const { noise } = await import('@chainsafe/libp2p-noise')
+const { yamux } = await import('@chainsafe/libp2p-yamux')
+const { floodsub } = await import('@libp2p/floodsub')
+const { gossipsub } = await import('@libp2p/gossipsub')
+const { identify } = await import('@libp2p/identify')
+const { ping } = await import('@libp2p/ping')
+const { tcp } = await import('@libp2p/tcp')
+const { webRTCDirect } = await import('@libp2p/webrtc')
+const { webSockets } = await import('@libp2p/websockets')
+const { multiaddr } = await import('@multiformats/multiaddr')
+const { createLibp2p } = await import('libp2p')
+const { default: protobuf } = await import('protobufjs')
+
+const args = { dial: [], listen: [], room: 'lobby', nick: '', pubsub: 'gossipsub' }
+for (let i = 2; i < process.argv.length; i += 2) {
+  const key = process.argv[i].replace(/^--/, '')
+  const value = process.argv[i + 1]
+  if (!(key in args) || value === undefined) {
+    console.error(`node-peer: unknown or incomplete option ${process.argv[i]}`)
+    process.exit(2)
+  }
+  if (Array.isArray(args[key])) args[key].push(value)
+  else args[key] = value
+}
+
+const emit = event => process.stdout.write(JSON.stringify(event) + '\n')
+
+const proto = await protobuf.load(
+  fileURLToPath(new URL('../../crates/protocol/proto/meshtalk.proto', import.meta.url))
+)
+const Request = proto.lookupType('meshtalk.Request')
+const Type = proto.lookupEnum('meshtalk.Request.Type').values
+const topic = `meshtalk/room/${args.room}`
+
+const pubsub = args.pubsub === 'floodsub'
+  ? floodsub()
+  : gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true })
+
+const node = await createLibp2p({
+  addresses: { listen: args.listen },
+  transports: [tcp(), webSockets(), webRTCDirect({ rtcConfiguration: { iceServers: [] } })],
+  connectionEncrypters: [noise()],
+  streamMuxers: [yamux()],
+  // Tests live on loopback, which js-libp2p would otherwise not dial.
+  connectionGater: { denyDialMultiaddr: () => false },
+  services: { identify: identify(), ping: ping(), pubsub }
+})
+
+const nicks = new Map()
+const members = new Set()
+let lastAnnounce = 0
+let announceLater = null
+
+/** Publishes `request` (a plain object of meshtalk.Request) in the room. */
+async function publish (request) {
+  const bytes = Request.encode(Request.fromObject(request)).finish()
+  await node.services.pubsub.publish(topic, bytes)
+}
+
+/** UPDATE_PEER with our nickname: on joining, and when a member appears. */
+async function announce () {
+  lastAnnounce = Date.now()
+  const handle = new TextEncoder().encode(args.nick)
+  await publish({ type: Type.UPDATE_PEER, updatePeer: { userHandle: handle } })
+}
+
+node.addEventListener('connection:open', e => {
+  emit({ type: 'connected', peer: e.detail.remotePeer.toString(), addr: e.detail.remoteAddr.toString() })
+})
+
+/** Announces again for a newcomer: at most once per 2 s, as PROTOCOL.md asks. */
+function announceSoon () {
+  if (announceLater !== null) return
+  const wait = Math.max(0, lastAnnounce + 2000 - Date.now())
+  announceLater = setTimeout(() => {
+    announceLater = null
+    announce().catch(fail)
+  }, wait)
+}
+
+node.services.pubsub.addEventListener('subscription-change', announceSoon)
+
+node.services.pubsub.addEventListener('message', e => {
+  const m = e.detail
+  if (m.topic !== topic) return
+  const from = m.type === 'signed' ? m.from.toString() : null
+  if (from !== null && !members.has(from)) {
+    members.add(from)
+    announceSoon()
+  }
+  let request
+  try {
+    request = Request.toObject(Request.decode(m.data), { enums: String })
+  } catch (err) {
+    emit({ type: 'rejected', from, error: err.message })
+    return
+  }
+  const text = bytes => new TextDecoder().decode(bytes)
+  if (request.type === 'UPDATE_PEER') {
+    const nick = text(request.updatePeer?.userHandle ?? new Uint8Array())
+    nicks.set(from, nick)
+    emit({ type: 'nick', from, nick })
+  } else if (request.type === 'SEND_MESSAGE') {
+    emit({ type: 'message', from, nick: nicks.get(from) ?? null, text: text(request.sendMessage.data) })
+  }
+})
+
+function fail (err) {
+  emit({ type: 'error', error: err.message })
+}
+
+node.services.pubsub.subscribe(topic)
+for (const addr of args.dial) {
+  await node.dial(multiaddr(addr), { signal: AbortSignal.timeout(30000) })
+}
+emit({
+  type: 'ready',
+  peer: node.peerId.toString(),
+  addrs: node.getMultiaddrs().map(a => a.toString())
+})
+announce().catch(fail)
+
+const lines = createInterface({ input: process.stdin })
+lines.on('line', line => {
+  if (line.startsWith('/nick ')) {
+    args.nick = line.slice(6)
+    announce().catch(fail)
+  } else if (line.startsWith('/dial ')) {
+    node.dial(multiaddr(line.slice(6)), { signal: AbortSignal.timeout(30000) }).catch(fail)
+  } else if (line !== '') {
+    publish({
+      type: Type.SEND_MESSAGE,
+      sendMessage: {
+        data: new TextEncoder().encode(line),
+        created: Date.now(),
+        id: crypto.getRandomValues(new Uint8Array(16))
+      }
+    }).catch(fail)
+  }
+})
+lines.on('close', async () => {
+  await node.stop()
+  process.exit(0)
+})
