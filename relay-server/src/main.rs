@@ -93,6 +93,8 @@ async fn run(args: Args) -> Result<()> {
         role: Role::Relay,
         sources: discovery.sources.clone(),
         limits: settings.limits.clone(),
+        // Relays run gossipsub, which serves floodsub peers as well.
+        ..BehaviourConfig::default()
     };
     let transport = TransportConfig {
         webrtc_certificate: Some(certificate),

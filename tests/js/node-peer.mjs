@@ -14,8 +14,10 @@
 //   {"type":"message","from":ID,"nick":N,"text":T} a room line (nick may be null)
 //   {"type":"nick","from":ID,"nick":N}             an UPDATE_PEER
 //   {"type":"rejected","from":ID,"error":E}        a room message that did not decode
+//   {"type":"protocols","peer":ID,"protocols":[...]} the answer to /protocols
 //   {"type":"error","error":E}                     a command failed
-// stdin, one line a command: `/nick NAME`, `/dial ADDR`, or text to say.
+// stdin, one line a command: `/nick NAME`, `/dial ADDR`, `/protocols PEER`
+// (what identify learnt PEER speaks), or text to say.
 
 // js-libp2p 3 uses Promise.withResolvers (Node.js 22); Debian's Node.js is
 // 20, so it is provided here before js-libp2p loads.
@@ -154,6 +156,13 @@ lines.on('line', line => {
   if (line.startsWith('/nick ')) {
     args.nick = line.slice(6)
     announce().catch(fail)
+  } else if (line.startsWith('/protocols ')) {
+    // What identify learnt the peer speaks.
+    const peer = node.getConnections().map(c => c.remotePeer).find(p => p.toString() === line.slice(11))
+    if (peer === undefined) return fail(new Error(`not connected to ${line.slice(11)}`))
+    node.peerStore.get(peer)
+      .then(p => emit({ type: 'protocols', peer: peer.toString(), protocols: p.protocols }))
+      .catch(fail)
   } else if (line.startsWith('/dial ')) {
     node.dial(multiaddr(line.slice(6)), { signal: AbortSignal.timeout(30000) }).catch(fail)
   } else if (line !== '') {

@@ -33,67 +33,129 @@ fn chat_both_ways(ada: &mut ChatPeer, foreign: &mut ForeignPeer, what: &str) -> 
     let text = format!("hello to {what}");
     ada.proc.send_line(&text)?;
     let got = foreign.wait_message(&ada.peer_id, &text)?;
-    ensure!(got.as_deref() == Some("ada"), "{what}: attributed to {got:?}");
+    ensure!(
+        got.as_deref() == Some("ada"),
+        "{what}: attributed to {got:?}"
+    );
     Ok(())
 }
 
 /// The foreign peer dials a relay over `transport`; `meshtalk chat` is on
-/// the same relay over TCP.
-fn through_a_relay(implementation: Implementation, transport: Transport) -> Result<()> {
+/// the same relay over TCP. `foreign_args` and `meshtalk_args` go on their
+/// command lines (`--pubsub floodsub`).
+fn through_a_relay(
+    implementation: Implementation,
+    transport: Transport,
+    foreign_args: &[&str],
+    meshtalk_args: &[&str],
+) -> Result<()> {
     let relay = Relay::start(&temp_dir("interop"))?;
     let dial = [relay.addr(transport)?.to_string()];
-    let mut foreign = ForeignPeer::start(implementation, "interop", "tess", &dial, &[], &[])?;
-    let mut ada = ChatPeer::start(
-        "ada",
-        &relay.addr(Transport::Tcp)?,
-        "interop",
-        &["--nick", "ada"],
-    )?;
+    let mut foreign =
+        ForeignPeer::start(implementation, "interop", "tess", &dial, &[], foreign_args)?;
+    let mut args = vec!["--nick", "ada"];
+    args.extend_from_slice(meshtalk_args);
+    let mut ada = ChatPeer::start("ada", &relay.addr(Transport::Tcp)?, "interop", &args)?;
     chat_both_ways(
         &mut ada,
         &mut foreign,
-        &format!("{implementation} over {transport} through a relay"),
+        &format!("{implementation} {foreign_args:?} over {transport} through a relay"),
     )
 }
 
 /// The foreign peer listens on `listen`; `meshtalk chat` dials it there,
 /// with no relay anywhere.
-fn meshtalk_dials(implementation: Implementation, listen: &str) -> Result<()> {
-    let mut foreign = ForeignPeer::start(implementation, "interop", "tess", &[], &[listen], &[])?;
+fn meshtalk_dials(
+    implementation: Implementation,
+    listen: &str,
+    foreign_args: &[&str],
+    meshtalk_args: &[&str],
+) -> Result<(ChatPeer, ForeignPeer)> {
+    let mut foreign = ForeignPeer::start(
+        implementation,
+        "interop",
+        "tess",
+        &[],
+        &[listen],
+        foreign_args,
+    )?;
     let addr = foreign
         .addrs
         .first()
         .ok_or_else(|| anyhow::anyhow!("{implementation} listens nowhere"))?
         .parse()?;
-    let mut ada = ChatPeer::start("ada", &addr, "interop", &["--nick", "ada"])?;
+    let mut args = vec!["--nick", "ada"];
+    args.extend_from_slice(meshtalk_args);
+    let mut ada = ChatPeer::start("ada", &addr, "interop", &args)?;
     chat_both_ways(
         &mut ada,
         &mut foreign,
-        &format!("{implementation} dialed by meshtalk at {addr}"),
-    )
+        &format!(
+            "{implementation} {foreign_args:?} dialed by meshtalk {meshtalk_args:?} at {addr}"
+        ),
+    )?;
+    Ok((ada, foreign))
 }
+
+const FLOODSUB: &[&str] = &["--pubsub", "floodsub"];
 
 #[test]
 fn js_libp2p_over_tcp_through_a_relay() -> Result<()> {
-    through_a_relay(Implementation::Js, Transport::Tcp)
+    through_a_relay(Implementation::Js, Transport::Tcp, &[], &[])
 }
 
 #[test]
 fn js_libp2p_over_websocket_through_a_relay() -> Result<()> {
-    through_a_relay(Implementation::Js, Transport::WebSocket)
+    through_a_relay(Implementation::Js, Transport::WebSocket, &[], &[])
 }
 
 #[test]
 fn js_libp2p_over_webrtc_direct_through_a_relay() -> Result<()> {
-    through_a_relay(Implementation::Js, Transport::WebRtcDirect)
+    through_a_relay(Implementation::Js, Transport::WebRtcDirect, &[], &[])
 }
 
 #[test]
 fn meshtalk_dials_js_libp2p_over_tcp() -> Result<()> {
-    meshtalk_dials(Implementation::Js, "/ip4/127.0.0.1/tcp/0")
+    meshtalk_dials(Implementation::Js, "/ip4/127.0.0.1/tcp/0", &[], &[]).map(drop)
 }
 
 #[test]
 fn meshtalk_dials_js_libp2p_over_websocket() -> Result<()> {
-    meshtalk_dials(Implementation::Js, "/ip4/127.0.0.1/tcp/0/ws")
+    meshtalk_dials(Implementation::Js, "/ip4/127.0.0.1/tcp/0/ws", &[], &[]).map(drop)
+}
+
+/// A js-libp2p floodsub peer and a meshtalk floodsub peer share a room
+/// through a relay, which runs gossipsub (and floodsub with them).
+#[test]
+fn js_libp2p_floodsub_and_meshtalk_floodsub_through_a_relay() -> Result<()> {
+    through_a_relay(Implementation::Js, Transport::Tcp, FLOODSUB, FLOODSUB)
+}
+
+/// `meshtalk chat --pubsub floodsub` and js-libp2p's floodsub, with nothing
+/// in between; the js peer's identify shows that meshtalk offered no
+/// gossipsub protocol at all.
+#[test]
+fn meshtalk_floodsub_dials_js_libp2p_floodsub() -> Result<()> {
+    let (ada, mut js) = meshtalk_dials(
+        Implementation::Js,
+        "/ip4/127.0.0.1/tcp/0",
+        FLOODSUB,
+        FLOODSUB,
+    )?;
+    js.proc.send_line(&format!("/protocols {}", ada.peer_id))?;
+    let protocols: Vec<String> = js.proc.wait_json("meshtalk's protocols", |v| {
+        (v["type"] == "protocols").then(|| serde_json::from_value(v["protocols"].clone()).ok())?
+    })?;
+    ensure!(
+        protocols.iter().any(|p| p == "/floodsub/1.0.0")
+            && !protocols.iter().any(|p| p.starts_with("/meshsub/")),
+        "meshtalk --pubsub floodsub offered {protocols:?}"
+    );
+    Ok(())
+}
+
+/// A gossipsub meshtalk peer talks to a floodsub-only peer directly too.
+#[test]
+fn meshtalk_gossipsub_dials_js_libp2p_floodsub() -> Result<()> {
+    meshtalk_dials(Implementation::Js, "/ip4/127.0.0.1/tcp/0", FLOODSUB, &[]).map(drop)
 }

@@ -6,10 +6,11 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use meshtalk::node::{Node, listen_addrs};
 use meshtalk_protocol::{
+    behaviour::Pubsub,
     discovery::{Discovery, Source, Sources, Watermarks},
     engine::EngineConfig,
     keyfile,
-    libp2p::{Multiaddr, PeerId},
+    libp2p::{Multiaddr, PeerId, identity::Keypair},
     rooms::Room,
 };
 
@@ -99,6 +100,12 @@ pub struct NetArgs {
     /// id twice.
     #[arg(long, value_name = "FILE", env = "MESHTALK_IDENTITY")]
     pub identity: Option<PathBuf>,
+
+    /// Pubsub router: gossipsub (a few mesh links per room, gossip for the
+    /// rest) or floodsub (every message to every connected member).
+    /// Relays speak both, so the two kinds share rooms.
+    #[arg(long, value_name = "ROUTER", default_value = "gossipsub")]
+    pub pubsub: Pubsub,
 }
 
 impl NetArgs {
@@ -110,13 +117,11 @@ impl NetArgs {
             ..engine
         };
         let listen = listen_addrs(&self.connect, &self.listen);
-        match &self.identity {
-            Some(path) => {
-                let keypair = keyfile::load_or_create_identity(path)?;
-                Node::start_as(keypair, engine, &listen).await
-            }
-            None => Node::start(engine, &listen).await,
-        }
+        let keypair = match &self.identity {
+            Some(path) => keyfile::load_or_create_identity(path)?,
+            None => Keypair::generate_ed25519(),
+        };
+        Node::start_as(keypair, engine, self.pubsub, &listen).await
     }
 
     /// The discovery settings these flags ask for.

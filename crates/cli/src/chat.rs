@@ -9,6 +9,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use meshtalk_protocol::{
     arch::files::Downloads,
+    behaviour::Pubsub,
     engine::{EngineConfig, Event, FileConfig, HistoryConfig},
     keyfile,
     libp2p::Multiaddr,
@@ -222,7 +223,7 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
     let mut node = match &args.identity {
         Some(path) => {
             let keypair = keyfile::load_or_create_identity(path)?;
-            Node::start_as(keypair, engine, &listen).await?
+            Node::start_as(keypair, engine, Pubsub::default(), &listen).await?
         }
         None => Node::start(engine, &listen).await?,
     };

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
-    behaviour::{BehaviourConfig, Role},
+    behaviour::{BehaviourConfig, Pubsub, Role},
     engine::{Engine, EngineConfig, EngineHandle, Event},
     libp2p::{Multiaddr, PeerId, identity::Keypair},
 };
@@ -28,21 +28,30 @@ pub struct Node {
 }
 
 impl Node {
-    /// Builds the swarm (with the discovery sources `engine` names), starts
-    /// the engine and the listeners.
+    /// Builds the swarm (with the discovery sources `engine` names, and
+    /// gossipsub), starts the engine and the listeners.
     pub async fn start(engine: EngineConfig, listen: &[Multiaddr]) -> Result<Self> {
-        Self::start_as(Keypair::generate_ed25519(), engine, listen).await
+        Self::start_as(
+            Keypair::generate_ed25519(),
+            engine,
+            Pubsub::default(),
+            listen,
+        )
+        .await
     }
 
-    /// [`Node::start`] with an identity of our own (`--identity`).
+    /// [`Node::start`] with an identity of our own (`--identity`) and a
+    /// pubsub router of our choice (`--pubsub`).
     pub async fn start_as(
         keypair: Keypair,
         engine: EngineConfig,
+        pubsub: Pubsub,
         listen: &[Multiaddr],
     ) -> Result<Self> {
         let behaviour = BehaviourConfig {
             role: Role::Peer,
             sources: engine.discovery.sources.clone(),
+            pubsub,
             ..BehaviourConfig::default()
         };
         let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)

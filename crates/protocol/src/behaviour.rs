@@ -1,6 +1,6 @@
 //! The libp2p behaviour every meshtalk peer runs, browser, CLI and relay alike.
 
-use std::time::Duration;
+use std::{fmt, str::FromStr, time::Duration};
 
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, dcutr,
@@ -57,6 +57,47 @@ pub enum Role {
     Relay,
 }
 
+/// Which pubsub router a peer runs. Both sign every message and validate
+/// room messages alike; they differ in whom a message is sent to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pubsub {
+    /// Gossipsub (`/meshsub/1.x`): a message goes to a few mesh peers per
+    /// topic, and the others hear of it through gossip. It speaks floodsub
+    /// too, with peers that only speak that.
+    #[default]
+    Gossipsub,
+    /// Floodsub (`/floodsub/1.0.0`): every message goes to every connected
+    /// peer subscribed to its topic.
+    Floodsub,
+}
+
+impl FromStr for Pubsub {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gossipsub" => Ok(Self::Gossipsub),
+            "floodsub" => Ok(Self::Floodsub),
+            other => Err(format!(
+                "unknown pubsub router {other:?} (use gossipsub or floodsub)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Pubsub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Gossipsub => "gossipsub",
+            Self::Floodsub => "floodsub",
+        })
+    }
+}
+
+/// The protocol a floodsub peer's router lists in place of gossipsub's,
+/// which rust-libp2p's gossipsub cannot drop, only replace: no peer speaks
+/// it, so floodsub is the one negotiated with everybody.
+pub const NO_MESHSUB_PROTOCOL: &str = "/meshtalk/no-meshsub/1.0.0";
+
 /// Connection and relay limits; defaults are safe for a public relay.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -110,6 +151,9 @@ pub struct BehaviourConfig {
     pub sources: Sources,
     /// Connection and relay limits.
     pub limits: Limits,
+    /// The pubsub router (relays always run gossipsub, which serves
+    /// floodsub peers too).
+    pub pubsub: Pubsub,
 }
 
 impl Default for BehaviourConfig {
@@ -118,6 +162,7 @@ impl Default for BehaviourConfig {
             role: Role::Peer,
             sources: Sources::default(),
             limits: Limits::default(),
+            pubsub: Pubsub::default(),
         }
     }
 }
@@ -227,8 +272,14 @@ impl Behaviour {
 
         let mesh_max = relay_role.then_some(l.room_mesh_max);
         let tap = Tap::new(keypair);
+        let pubsub = if relay_role {
+            Pubsub::Gossipsub
+        } else {
+            config.pubsub
+        };
         let gossipsub = gossipsub(
             keypair,
+            pubsub,
             mesh_max,
             config.sources.has(Source::PeerExchange),
             tap.clone(),
@@ -322,8 +373,14 @@ pub fn agent_version(role: Role) -> String {
 /// would get messages only through lazy gossip, late or not at all. An
 /// operator may cap it lower to spare the relay; the pruned peers then
 /// link to each other through the members peer exchange names.
+///
+/// Gossipsub serves floodsub peers too: it floods every message to them.
+/// [`Pubsub::Floodsub`] is that router with floodsub as its only protocol
+/// (see [`NO_MESHSUB_PROTOCOL`]), so it floods to everybody and grafts,
+/// prunes and gossips with nobody.
 fn gossipsub(
     keypair: &Keypair,
+    pubsub: Pubsub,
     relay_mesh_max: Option<usize>,
     peer_exchange: bool,
     tap: Tap,
@@ -335,6 +392,10 @@ fn gossipsub(
         .validate_messages()
         .max_transmit_size(MAX_TRANSMIT_SIZE)
         .heartbeat_interval(Duration::from_millis(700));
+    if pubsub == Pubsub::Floodsub {
+        builder.protocol_id(NO_MESHSUB_PROTOCOL, gossipsub::Version::V1_0);
+    }
+    builder.support_floodsub();
     if let Some(max) = relay_mesh_max {
         // Gossipsub needs D_out <= D_lo <= D <= D_hi and 2 * D_out <= D;
         // its defaults are 2, 5, 6 and 12.
