@@ -139,10 +139,9 @@ impl ForeignPeer {
     /// Waits for the line `text` from `from` and returns the nickname it
     /// was attributed to.
     pub fn wait_message(&mut self, from: &str, text: &str) -> Result<Option<String>> {
-        self.proc
-            .wait_json(&format!("{text:?} from {from}"), |v| {
-                (v["type"] == "message" && v["from"] == from && v["text"] == text)
-                    .then(|| v["nick"].as_str().map(str::to_owned))
-            })
+        self.proc.wait_json(&format!("{text:?} from {from}"), |v| {
+            (v["type"] == "message" && v["from"] == from && v["text"] == text)
+                .then(|| v["nick"].as_str().map(str::to_owned))
+        })
     }
 }

@@ -112,6 +112,42 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
     Ok(())
 }
 
+/// A page with `?pubsub=floodsub` chats with a gossipsub terminal and a
+/// floodsub terminal through one relay, which speaks both.
+#[test]
+fn a_floodsub_page_chats_with_gossipsub_and_floodsub_terminals() -> Result<()> {
+    let _scene = one_at_a_time();
+    let relay = Relay::start_with(
+        &temp_dir("browser-floodsub"),
+        &["--web-dir", &web_dir()?.display().to_string()],
+    )?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?transport=ws&room=flood&pubsub=floodsub", relay.http);
+    let page = ChatPage::open(&driver, &url, Some("ws"))?;
+    let tcp = relay.addr(Transport::Tcp)?;
+    let mut gossip = ChatPeer::start("gossip", &tcp, "flood", &["--nick", "gossip"])?;
+    let mut flood = ChatPeer::start(
+        "flood",
+        &tcp,
+        "flood",
+        &["--nick", "flood", "--pubsub", "floodsub"],
+    )?;
+    for cli in [&mut gossip, &mut flood] {
+        cli.wait_joined(&page.peer_id)?;
+    }
+    page.send("hello from a floodsub page")?;
+    for cli in [&mut gossip, &mut flood] {
+        let got = cli.wait_message("hello from a floodsub page")?;
+        ensure!(got["from"] == page.peer_id.as_str(), "from {}", got["from"]);
+    }
+    for cli in [&mut gossip, &mut flood] {
+        let text = format!("hello from {}", cli.proc.name);
+        cli.proc.send_line(&text)?;
+        page.wait_message_nick(&text, &cli.proc.name)?;
+    }
+    Ok(())
+}
+
 /// `from` sends `text`; `to` shows it as from `from`, and the terminal gets it.
 fn page_to_others(from: &ChatPage, to: &ChatPage, cli: &mut ChatPeer, text: &str) -> Result<()> {
     from.send(text)?;

@@ -159,6 +159,7 @@ async fn run(
     let behaviour = BehaviourConfig {
         role: Role::Peer,
         sources: sources.clone(),
+        pubsub: params.pubsub,
         ..BehaviourConfig::default()
     };
     let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)

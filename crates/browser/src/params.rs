@@ -1,11 +1,12 @@
 //! What the page was asked to do: the query parameters `?relay=`, `?nick=`,
-//! `?transport=`, `?room=`, `?direct=` and `?log=`, and which relay
+//! `?transport=`, `?room=`, `?direct=`, `?pubsub=` and `?log=`, and which relay
 //! addresses to try in which order.
 
 use std::{fmt, str::FromStr};
 
 use meshtalk_protocol::{
-    libp2p::Multiaddr, rooms::Room, transport::Transport, validate, wire::Payload,
+    behaviour::Pubsub, libp2p::Multiaddr, rooms::Room, transport::Transport, validate,
+    wire::Payload,
 };
 
 /// Which browser transport to use.
@@ -75,6 +76,8 @@ pub struct Params {
     /// would learn this browser's IP addresses; everything goes through
     /// the relay. `?direct=on` is the default.
     pub no_direct: bool,
+    /// `?pubsub=floodsub`: floodsub instead of gossipsub.
+    pub pubsub: Pubsub,
     /// Parameters that could not be read, one line each; the page shows
     /// them and uses the default instead.
     pub problems: Vec<String>,
@@ -119,6 +122,10 @@ impl Params {
                     other => params
                         .problems
                         .push(format!("?direct={other}: use on or off")),
+                },
+                "pubsub" => match value.parse() {
+                    Ok(pubsub) => params.pubsub = pubsub,
+                    Err(e) => params.problems.push(format!("?pubsub: {e}")),
                 },
                 "log" => match value.parse() {
                     Ok(level) => params.log = Some(level),

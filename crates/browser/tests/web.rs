@@ -17,7 +17,7 @@ use futures_timer::Delay;
 use meshtalk_browser::params::{Params, TransportChoice, candidates};
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
-    behaviour::{Behaviour, BehaviourConfig, Role},
+    behaviour::{Behaviour, BehaviourConfig, Pubsub, Role},
     engine::{Engine, EngineConfig, Event},
     libp2p::{Multiaddr, Swarm, identity::Keypair},
     rooms::Room,
@@ -100,6 +100,12 @@ fn page_parameters_parse_and_report_problems() {
     let typo = Params::parse("?direct=of");
     assert!(!typo.no_direct);
     assert_eq!(typo.problems, ["?direct=of: use on or off"]);
+
+    assert_eq!(p.pubsub, Pubsub::Gossipsub, "gossipsub by default");
+    assert_eq!(Params::parse("?pubsub=floodsub").pubsub, Pubsub::Floodsub);
+    let typo = Params::parse("?pubsub=flood");
+    assert_eq!(typo.pubsub, Pubsub::Gossipsub);
+    assert_eq!(typo.problems.len(), 1, "{:?}", typo.problems);
 }
 
 #[wasm_bindgen_test]
