@@ -116,7 +116,7 @@ async fn run(args: Args) -> Result<()> {
     );
 
     let mut registry = Registry::default();
-    let metrics = Arc::new(RelayMetrics::new(&mut registry));
+    let metrics = Arc::new(RelayMetrics::new(&mut registry, handle.clone()));
     let observer_metrics = Arc::clone(&metrics);
     engine.observe(Box::new(move |event| observer_metrics.record_swarm(event)));
 

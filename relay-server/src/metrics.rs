@@ -1,10 +1,13 @@
 //! Prometheus metrics: libp2p's own (connections by protocol stack,
 //! gossipsub, identify, ping, Kademlia, relay) plus meshtalk's (connections
-//! by transport, chat messages, rejected messages by reason).
+//! by transport, chat messages, rejected messages by reason, pubsub message
+//! copies received).
+
+use std::fmt;
 
 use meshtalk_protocol::{
     behaviour::{BehaviourEvent, GossipEvent},
-    engine::Event,
+    engine::{EngineHandle, Event},
     libp2p::{
         metrics::{Metrics, Recorder},
         swarm::SwarmEvent,
@@ -13,7 +16,14 @@ use meshtalk_protocol::{
     validate::Rejection,
 };
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{
+        TypedMetric,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::Gauge,
+    },
     registry::Registry,
 };
 
@@ -30,10 +40,12 @@ pub struct RelayMetrics {
 }
 
 impl RelayMetrics {
-    /// Registers the metrics in `registry`.
-    pub fn new(registry: &mut Registry) -> Self {
+    /// Registers the metrics in `registry`; `engine` is read at each
+    /// scrape for the counts the engine keeps itself.
+    pub fn new(registry: &mut Registry, engine: EngineHandle) -> Self {
         let libp2p = Metrics::new(registry);
         let meshtalk = registry.sub_registry_with_prefix("meshtalk");
+        meshtalk.register_collector(Box::new(PubsubCopies(engine)));
         let connections = Family::default();
         meshtalk.register(
             "connections",
@@ -116,5 +128,29 @@ impl RelayMetrics {
             }
             _ => {}
         }
+    }
+}
+
+/// `meshtalk_pubsub_copies_received_total`: pubsub message copies that
+/// arrived, duplicates included, read from the engine at each scrape. Next
+/// to `meshtalk_messages_total` it shows what the pubsub router costs.
+struct PubsubCopies(EngineHandle);
+
+impl fmt::Debug for PubsubCopies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PubsubCopies")
+    }
+}
+
+impl Collector for PubsubCopies {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let counter = ConstCounter::new(self.0.pubsub_copies_received());
+        let metric = encoder.encode_descriptor(
+            "pubsub_copies_received",
+            "Pubsub message copies received, duplicates included.",
+            None,
+            ConstCounter::<u64>::TYPE,
+        )?;
+        counter.encode(metric)
     }
 }

@@ -5,14 +5,25 @@ use anyhow::{Result, bail};
 use futures::StreamExt;
 pub use meshtalk::node::Node;
 use meshtalk_protocol::{
+    behaviour::Pubsub,
     engine::{EngineConfig, Event},
-    libp2p::Multiaddr,
+    libp2p::{Multiaddr, identity::Keypair},
 };
 
 /// Starts a peer on the current tokio runtime and connects it to every
 /// address in turn.
 pub async fn connect(config: EngineConfig, addrs: &[Multiaddr]) -> Result<Node> {
-    let mut node = Node::start(config, &[]).await?;
+    connect_with(config, Pubsub::default(), addrs).await
+}
+
+/// [`connect`] with the pubsub router of our choice.
+pub async fn connect_with(
+    config: EngineConfig,
+    pubsub: Pubsub,
+    addrs: &[Multiaddr],
+) -> Result<Node> {
+    let keypair = Keypair::generate_ed25519();
+    let mut node = Node::start_as(keypair, config, pubsub, &[]).await?;
     for addr in addrs {
         node.connect(std::slice::from_ref(addr), crate::WAIT)
             .await?;

@@ -180,7 +180,9 @@ fn bench(args: &[String]) -> Result<()> {
     cmd::Cmd::new(cmd::workspace_root().join("target/release/bench"))
         .args(args)
         .run()?;
-    step("multi-relay benchmark: 3 relays, 30 peers, delivery, latency, connections");
+    step(
+        "multi-relay benchmark: 3 relays, 30 peers, gossipsub and floodsub: delivery, latency, copies on the wire, connections",
+    );
     cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_mesh")).run()?;
     step("browser benchmark: page weight, load to connected, browser latency");
     cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_browser")).run()?;

@@ -37,7 +37,7 @@ use crate::{
     discovery::{Discovery, Neighbours, Source},
     dm::Dms,
     files::{FileHash, Files, Offer},
-    history::{store::Store, sync::HistorySync},
+    history::{Tap, store::Store, sync::HistorySync},
     peer_record,
     ping::{PingEvent, Pinger},
     rooms::{Members, Room},
@@ -449,6 +449,7 @@ type Request = (Command, oneshot::Sender<Result<(), CommandError>>);
 pub struct EngineHandle {
     tx: mpsc::UnboundedSender<Request>,
     streams: libp2p_stream::Control,
+    tap: Tap,
 }
 
 impl EngineHandle {
@@ -458,6 +459,12 @@ impl EngineHandle {
     /// it is not connected.
     pub fn streams(&self) -> libp2p_stream::Control {
         self.streams.clone()
+    }
+
+    /// Pubsub message copies this peer has received, duplicates included
+    /// (see [`Tap::copies_received`]).
+    pub fn pubsub_copies_received(&self) -> u64 {
+        self.tap.copies_received()
     }
 
     async fn call(&self, command: Command) -> Result<(), CommandError> {
@@ -758,7 +765,8 @@ impl Engine {
             close_at: Vec::new(),
         };
         let streams = engine.swarm.behaviour().streams.new_control();
-        (engine, EngineHandle { tx, streams }, events_rx)
+        let tap = engine.swarm.behaviour().gossipsub.tap().clone();
+        (engine, EngineHandle { tx, streams, tap }, events_rx)
     }
 
     /// Lets `observer` see every swarm event before the engine handles it.

@@ -21,7 +21,10 @@ pub mod sync;
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use libp2p::{
@@ -201,6 +204,8 @@ pub struct Tap(Arc<TapShared>);
 struct TapShared {
     keypair: Keypair,
     inner: Mutex<TapInner>,
+    /// Message copies received, duplicates included.
+    copies: AtomicU64,
 }
 
 /// A message's signature, and its key when not inlined in the peer id.
@@ -218,12 +223,19 @@ impl Tap {
         Self(Arc::new(TapShared {
             keypair: keypair.clone(),
             inner: Mutex::default(),
+            copies: AtomicU64::new(0),
         }))
     }
 
     /// The record of a message we publish on `topic` with `seqno`.
     pub fn sign(&self, topic: &TopicHash, data: &[u8], seqno: u64) -> SignedMessage {
         sign(&self.0.keypair, topic, data, seqno)
+    }
+
+    /// How many pubsub message copies have arrived, duplicates included:
+    /// what pubsub costs on the wire, next to what it delivers.
+    pub fn copies_received(&self) -> u64 {
+        self.0.copies.load(Ordering::Relaxed)
     }
 
     /// The signature and key of the message `source` sent with `seqno`,
@@ -275,6 +287,8 @@ impl Tap {
 
 impl DataTransform for Tap {
     fn inbound_transform(&self, raw: RawMessage) -> Result<gossipsub::Message, std::io::Error> {
+        // Gossipsub transforms every copy before it looks for duplicates.
+        self.0.copies.fetch_add(1, Ordering::Relaxed);
         self.keep(&raw);
         Ok(gossipsub::Message {
             source: raw.source,

@@ -5,7 +5,13 @@
 //! management (default watermarks). The peers take turns publishing to one
 //! room, 10 messages/s in all for 60 s. Reports the delivery ratio (every
 //! message to every other peer), publish-to-delivery latency p50/p99, and
-//! each peer's connection count against the watermarks. Writes
+//! each peer's connection count against the watermarks, and the pubsub
+//! message copies that crossed the wire (every peer's and relay's count of
+//! copies received, duplicates included) per delivered message.
+//!
+//! It runs the network once with gossipsub and once with floodsub (the
+//! peers' router; relays always run gossipsub, which floods to floodsub
+//! peers), the course's "gossipsub or floodsub?" as data. Writes
 //! `target/bench/mesh.json`.
 
 use std::{
@@ -18,14 +24,15 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
+    behaviour::Pubsub,
     discovery::{Discovery, Watermarks},
-    engine::{EngineConfig, Event},
+    engine::{EngineConfig, EngineHandle, Event},
     libp2p::PeerId,
     rooms::Room,
     transport::Transport,
 };
 use meshtalk_tests::{
-    peer, relay_network,
+    Relay, peer, relay_network,
     stats::{machine, percentile},
 };
 use serde_json::json;
@@ -46,6 +53,9 @@ struct Args {
     /// Seconds of publishing.
     #[arg(long, default_value = "60")]
     secs: u64,
+    /// Pubsub routers to compare, one network each, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "gossipsub,floodsub")]
+    pubsub: Vec<Pubsub>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/mesh.json")]
     out: PathBuf,
@@ -68,11 +78,59 @@ fn main() -> Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
-    tokio::runtime::Runtime::new()?.block_on(run(args))
+    let runtime = tokio::runtime::Runtime::new()?;
+    let machine = machine();
+    let mut results = Vec::new();
+    for &pubsub in &args.pubsub {
+        results.push(runtime.block_on(run(&args, pubsub, &machine))?);
+    }
+    if results.len() > 1 {
+        println!("\n| router | deliveries | p50 | p99 | copies on the wire per delivery |");
+        println!("|---|---|---|---|---|");
+        for r in &results {
+            println!(
+                "| {} | {:.2} % | {:.2} ms | {:.2} ms | {:.2} |",
+                r["pubsub"].as_str().unwrap_or_default(),
+                r["deliveries"]["ratio"].as_f64().unwrap_or_default() * 100.0,
+                r["latency_ms"]["p50"].as_f64().unwrap_or_default(),
+                r["latency_ms"]["p99"].as_f64().unwrap_or_default(),
+                r["wire"]["copies_per_delivery"]
+                    .as_f64()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = json!({"machine": machine, "runs": results});
+    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("results written to {}", args.out.display());
+    Ok(())
 }
 
-async fn run(args: Args) -> Result<()> {
-    eprintln!("bench: mesh: {} relays, {} peers", args.relays, args.peers);
+/// Pubsub message copies every relay has received so far.
+fn relay_copies(relays: &[Relay]) -> Result<u64> {
+    let mut total = 0;
+    for relay in relays {
+        let metrics = relay.get("/metrics")?;
+        total += metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("meshtalk_pubsub_copies_received_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .context("the relay's /metrics has no meshtalk_pubsub_copies_received_total")?;
+    }
+    Ok(total)
+}
+
+/// One network of `args.relays` relays and `args.peers` peers running
+/// `pubsub`; returns its results.
+async fn run(args: &Args, pubsub: Pubsub, machine: &str) -> Result<serde_json::Value> {
+    eprintln!(
+        "bench: mesh: {} relays, {} {pubsub} peers",
+        args.relays, args.peers
+    );
     let relays = relay_network(args.relays, &[])?;
     let room = Room::new("mesh")?;
     let watermarks = Watermarks::default();
@@ -90,7 +148,7 @@ async fn run(args: Args) -> Result<()> {
             },
             ..EngineConfig::default()
         };
-        let mut node = peer::connect(config, std::slice::from_ref(&addr)).await?;
+        let mut node = peer::connect_with(config, pubsub, std::slice::from_ref(&addr)).await?;
         handles.push(node.handle.clone());
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -141,6 +199,17 @@ async fn run(args: Args) -> Result<()> {
         args.secs
     );
 
+    // What crossed the wire before publishing (announcements) is not
+    // counted.
+    let copies = |handles: &[EngineHandle]| -> Result<u64> {
+        let peers: u64 = handles
+            .iter()
+            .map(EngineHandle::pubsub_copies_received)
+            .sum();
+        Ok(peers + relay_copies(&relays)?)
+    };
+    let copies_before = copies(&handles)?;
+
     let total = (args.rate * args.secs) as usize;
     let mut got = vec![vec![false; n]; total];
     let mut latencies = Vec::with_capacity(total * (n - 1));
@@ -179,6 +248,7 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     }
+    let wire = copies(&handles)? - copies_before;
     // Where deliveries went missing: by receiver, and by second of sending.
     let mut lost_by_receiver = vec![0usize; n];
     let mut lost_by_second = vec![0usize; args.secs as usize];
@@ -202,8 +272,8 @@ async fn run(args: Args) -> Result<()> {
         .count();
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
 
-    let machine = machine();
-    println!("\nmeshtalk multi-relay benchmark on {machine}");
+    let per_delivery = wire as f64 / delivered.max(1) as f64;
+    println!("\nmeshtalk multi-relay benchmark on {machine}, {pubsub}");
     println!(
         "{} relays, {n} peers, {} msg/s for {} s: {delivered}/{expected} deliveries ({:.2} %)",
         args.relays,
@@ -212,6 +282,7 @@ async fn run(args: Args) -> Result<()> {
         ratio * 100.0
     );
     println!("latency p50 {p50:.2} ms, p99 {p99:.2} ms");
+    println!("pubsub copies on the wire: {wire} ({per_delivery:.2} per delivered message)");
     println!(
         "connections per peer: min {}, median {}, max {}; {within}/{n} within the watermarks {}..={}",
         counts.first().copied().unwrap_or(0),
@@ -226,8 +297,9 @@ async fn run(args: Args) -> Result<()> {
     }
     println!("target: 100 % delivery");
 
-    let json = json!({
-        "machine": machine,
+    drop(relays);
+    Ok(json!({
+        "pubsub": pubsub.to_string(),
         "relays": args.relays,
         "peers": n,
         "rate_per_s": args.rate,
@@ -235,19 +307,12 @@ async fn run(args: Args) -> Result<()> {
         "fully_joined_before_publishing": fully_joined,
         "deliveries": {"expected": expected, "delivered": delivered, "ratio": ratio},
         "latency_ms": {"p50": p50, "p99": p99},
+        "wire": {"copies": wire, "copies_per_delivery": per_delivery},
         "connections_per_peer": counts,
         "watermarks": {"low": watermarks.low, "high": watermarks.high, "peers_within": within},
         "lost_by_receiver": lost_by_receiver,
         "lost_by_second": lost_by_second,
-    });
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("results written to {}", args.out.display());
-    drop(relays);
-    Ok(())
+    }))
 }
 
 fn record(links: &mut [HashSet<PeerId>], joined: &mut [usize], i: usize, seen: Seen) {
