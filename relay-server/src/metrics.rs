@@ -1,7 +1,7 @@
 //! Prometheus metrics: libp2p's own (connections by protocol stack,
 //! gossipsub, identify, ping, Kademlia, relay) plus meshtalk's (connections
 //! by transport, chat messages, rejected messages by reason, pubsub message
-//! copies received).
+//! copies received, peers speaking no pubsub protocol of ours).
 
 use std::fmt;
 
@@ -35,6 +35,7 @@ pub struct RelayMetrics {
     connections: Family<Labels, Gauge>,
     messages: Counter,
     rejected: Family<Labels, Counter>,
+    pubsub_unsupported: Counter,
     /// History records written to disk.
     pub history_saved: Counter,
 }
@@ -64,6 +65,12 @@ impl RelayMetrics {
             "Room history records committed to the database",
             history_saved.clone(),
         );
+        let pubsub_unsupported = Counter::default();
+        meshtalk.register(
+            "pubsub_unsupported_peers",
+            "Peers that connected speaking none of our pubsub protocols",
+            pubsub_unsupported.clone(),
+        );
         let rejected = Family::default();
         meshtalk.register(
             "rejected_messages",
@@ -89,6 +96,7 @@ impl RelayMetrics {
             connections,
             messages,
             rejected,
+            pubsub_unsupported,
             history_saved,
         }
     }
@@ -125,6 +133,9 @@ impl RelayMetrics {
                 self.rejected
                     .get_or_create(&vec![("reason", reason.label().to_owned())])
                     .inc();
+            }
+            Event::PubsubUnsupported { .. } => {
+                self.pubsub_unsupported.inc();
             }
             _ => {}
         }

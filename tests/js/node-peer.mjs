@@ -8,6 +8,12 @@
 //   node node-peer.mjs --room R --nick N [--dial ADDR]... [--listen ADDR]...
 //                      [--pubsub gossipsub|floodsub]
 //
+// and, to play a peer configured unlike meshtalk (the robustness tests):
+//   --sign off          publish unsigned messages (StrictNoSign)
+//   --msg-id content    gossipsub message ids from the content (SHA-256 of
+//                       the data) instead of source and sequence number
+//   --meshsub P[,P]     speak only these pubsub protocols (/meshsub/1.0.0)
+//
 // stdout, one JSON object a line:
 //   {"type":"ready","peer":ID,"addrs":[...]}      once listening
 //   {"type":"connected","peer":ID,"addr":A}        a connection opened
@@ -42,7 +48,16 @@ const { multiaddr } = await import('@multiformats/multiaddr')
 const { createLibp2p } = await import('libp2p')
 const { default: protobuf } = await import('protobufjs')
 
-const args = { dial: [], listen: [], room: 'lobby', nick: '', pubsub: 'gossipsub' }
+const args = {
+  dial: [],
+  listen: [],
+  room: 'lobby',
+  nick: '',
+  pubsub: 'gossipsub',
+  sign: 'on',
+  'msg-id': 'default',
+  meshsub: ''
+}
 for (let i = 2; i < process.argv.length; i += 2) {
   const key = process.argv[i].replace(/^--/, '')
   const value = process.argv[i + 1]
@@ -63,9 +78,14 @@ const Request = proto.lookupType('meshtalk.Request')
 const Type = proto.lookupEnum('meshtalk.Request.Type').values
 const topic = `meshtalk/room/${args.room}`
 
+const globalSignaturePolicy = args.sign === 'off' ? 'StrictNoSign' : 'StrictSign'
+const gossipOptions = { emitSelf: false, allowPublishToZeroTopicPeers: true, globalSignaturePolicy }
+if (args['msg-id'] === 'content') {
+  gossipOptions.msgIdFn = async m => new Uint8Array(await crypto.subtle.digest('SHA-256', m.data))
+}
 const pubsub = args.pubsub === 'floodsub'
-  ? floodsub()
-  : gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true })
+  ? floodsub({ globalSignaturePolicy })
+  : gossipsub(gossipOptions)
 
 const node = await createLibp2p({
   addresses: { listen: args.listen },
@@ -74,8 +94,11 @@ const node = await createLibp2p({
   streamMuxers: [yamux()],
   // Tests live on loopback, which js-libp2p would otherwise not dial.
   connectionGater: { denyDialMultiaddr: () => false },
-  services: { identify: identify(), ping: ping(), pubsub }
+  services: { identify: identify(), ping: ping(), pubsub },
+  start: false
 })
+if (args.meshsub !== '') node.services.pubsub.protocols = args.meshsub.split(',')
+await node.start()
 
 const nicks = new Map()
 const members = new Set()

@@ -36,6 +36,18 @@ pub mod webdriver;
 /// How long any single wait may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// Checks `check` every 100 ms until it holds, for at most [`WAIT`].
+pub fn eventually(what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while !check()? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Path of a workspace binary next to the running test's directory.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the test executable")?;
@@ -405,6 +417,19 @@ impl Relay {
     /// GETs a path of the HTTP API and returns the body.
     pub fn get(&self, path: &str) -> Result<String> {
         http_get(&self.http, path)
+    }
+
+    /// A metric from `/metrics`: the sum of the series whose name (with
+    /// its labels, if given: `name{reason="x"}`) is `series`; 0 when it is
+    /// absent.
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let metrics = self.get("/metrics")?;
+        Ok(metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(series))
+            .filter(|rest| rest.starts_with([' ', '{']))
+            .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum())
     }
 
     /// Its peer id, from `/api/addrs`.

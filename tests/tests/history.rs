@@ -198,12 +198,7 @@ fn forged_history_is_dropped_and_honest_history_still_arrives() -> Result<()> {
 
 /// Records the relay has committed to its database.
 fn saved_on_disk(relay: &Relay) -> Result<u64> {
-    let metrics = relay.get("/metrics")?;
-    Ok(metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("meshtalk_history_records_saved_total "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0))
+    Ok(relay.metric("meshtalk_history_records_saved_total")? as u64)
 }
 
 #[test]

@@ -7,10 +7,10 @@
 //! both sides. (The js-libp2p browser peer linking to the page over
 //! `/webrtc` is `interop_js.rs`.)
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use meshtalk_protocol::transport::Transport;
 use meshtalk_tests::{
-    ChatPeer, Relay,
+    ChatPeer, Relay, eventually,
     foreign::{ForeignPeer, Implementation},
     temp_dir,
 };
@@ -82,7 +82,7 @@ fn meshtalk_dials(
     let addr = foreign
         .addrs
         .first()
-        .ok_or_else(|| anyhow::anyhow!("{implementation} listens nowhere"))?
+        .with_context(|| format!("{implementation} listens nowhere"))?
         .parse()?;
     let mut args = vec!["--nick", "ada"];
     args.extend_from_slice(meshtalk_args);
@@ -158,4 +158,149 @@ fn meshtalk_floodsub_dials_js_libp2p_floodsub() -> Result<()> {
 #[test]
 fn meshtalk_gossipsub_dials_js_libp2p_floodsub() -> Result<()> {
     meshtalk_dials(Implementation::Js, "/ip4/127.0.0.1/tcp/0", FLOODSUB, &[]).map(drop)
+}
+
+// Peers configured unlike meshtalk: each gets a clear log line and a
+// counter, or simply works; never a crash or a silent stall.
+
+/// Unsigned messages (js-libp2p with `StrictNoSign`) are dropped by the
+/// relay with a log line naming the peer and a `bad_signature` count; the
+/// relay goes on serving everybody else.
+#[test]
+fn unsigned_messages_from_js_libp2p_are_refused_with_a_log_line_and_a_counter() -> Result<()> {
+    let mut relay = Relay::start(&temp_dir("interop-unsigned"))?;
+    let dial = [relay.addr(Transport::Tcp)?.to_string()];
+    let mut js = ForeignPeer::start(
+        Implementation::Js,
+        "interop",
+        "tess",
+        &dial,
+        &[],
+        &["--sign", "off"],
+    )?;
+    let mut ada = ChatPeer::start(
+        "ada",
+        &relay.addr(Transport::Tcp)?,
+        "interop",
+        &["--nick", "ada"],
+    )?;
+    let mut bob = ChatPeer::start(
+        "bob",
+        &relay.addr(Transport::Tcp)?,
+        "interop",
+        &["--nick", "bob"],
+    )?;
+    let refused = r#"meshtalk_rejected_messages_total{reason="bad_signature"}"#;
+    eventually("the relay to see js's subscription", || {
+        js.say("unsigned hello")?;
+        Ok(relay.metric(refused)? >= 1.0)
+    })?;
+    let line = format!("from {}: unsigned or badly signed", js.peer_id);
+    ensure!(
+        relay.proc.stderr_lines().iter().any(|l| l.contains(&line)),
+        "no log line {line:?} in {:?}",
+        relay.proc.stderr_lines()
+    );
+    // The others chat on, and never see the unsigned line.
+    ada.proc.send_line("signed hello")?;
+    bob.wait_message("signed hello")?;
+    ensure!(
+        !ada.texts().contains(&"unsigned hello".to_owned()),
+        "an unsigned message was shown"
+    );
+    ensure!(relay.get("/healthz")? == "ok\n");
+    Ok(())
+}
+
+/// js-libp2p with message ids from the content, not from source and
+/// sequence number: ids are each router's own business, and lines flow
+/// both ways. (Nicknames suffer: such a peer cannot repeat its UPDATE_PEER,
+/// the same content being the same id, which its router refuses to
+/// publish twice, and it drops repeats of others'; see PROTOCOL.md.)
+#[test]
+fn js_libp2p_with_content_message_ids_chats() -> Result<()> {
+    let relay = Relay::start(&temp_dir("interop-content-ids"))?;
+    let dial = [relay.addr(Transport::Tcp)?.to_string()];
+    let mut js = ForeignPeer::start(
+        Implementation::Js,
+        "interop",
+        "tess",
+        &dial,
+        &[],
+        &["--msg-id", "content"],
+    )?;
+    let mut ada = ChatPeer::start(
+        "ada",
+        &relay.addr(Transport::Tcp)?,
+        "interop",
+        &["--nick", "ada"],
+    )?;
+    // Lines said before the mesh forms are lost; each try is new content.
+    let mut tries = 0;
+    eventually("a line from js at meshtalk", || {
+        tries += 1;
+        js.say(&format!("content-addressed hello {tries}"))?;
+        ada.proc.drain_for(std::time::Duration::from_millis(400));
+        Ok(ada
+            .texts()
+            .iter()
+            .any(|t| t.starts_with("content-addressed hello")))
+    })?;
+    // Its router takes every copy of ada's (identical) UPDATE_PEERs for one
+    // message, so whether it has her nickname depends on timing; her line
+    // arrives, from her.
+    ada.proc.send_line("hello to a content-addressed peer")?;
+    js.wait_message(&ada.peer_id, "hello to a content-addressed peer")
+        .map(drop)
+}
+
+/// js-libp2p speaking only the oldest gossipsub, /meshsub/1.0.0.
+#[test]
+fn js_libp2p_speaking_only_meshsub_1_0_chats() -> Result<()> {
+    through_a_relay(
+        Implementation::Js,
+        Transport::Tcp,
+        &["--meshsub", "/meshsub/1.0.0"],
+        &[],
+    )
+}
+
+/// A peer whose only pubsub protocol nobody else speaks is reported: by
+/// `meshtalk chat` (an event and a line on stderr) and by the relay (a
+/// counter and a log line).
+#[test]
+fn a_peer_with_no_common_pubsub_protocol_is_reported() -> Result<()> {
+    let mut relay = Relay::start(&temp_dir("interop-no-pubsub"))?;
+    let dial = [relay.addr(Transport::Tcp)?.to_string()];
+    let js = ForeignPeer::start(
+        Implementation::Js,
+        "interop",
+        "tess",
+        &dial,
+        &["/ip4/127.0.0.1/tcp/0"],
+        &["--meshsub", "/meshsub/9.9.9"],
+    )?;
+    let addr = js.addrs.first().context("js listens nowhere")?.parse()?;
+    let mut ada = ChatPeer::start("ada", &addr, "interop", &["--nick", "ada"])?;
+    let id = js.peer_id.clone();
+    ada.proc.wait_json("the pubsub_unsupported event", |v| {
+        (v["type"] == "pubsub_unsupported" && v["peer"] == id.as_str()).then_some(())
+    })?;
+    eventually("the relay's count", || {
+        Ok(relay.metric("meshtalk_pubsub_unsupported_peers_total")? >= 1.0)
+    })?;
+    let speaks_none = |lines: Vec<String>| {
+        lines
+            .iter()
+            .any(|l| l.contains(&id) && l.contains("speaks none of our pubsub protocols"))
+    };
+    ensure!(
+        speaks_none(relay.proc.stderr_lines()),
+        "no log line at the relay"
+    );
+    ensure!(
+        speaks_none(ada.proc.stderr_lines()),
+        "no log line at meshtalk chat"
+    );
+    Ok(())
 }

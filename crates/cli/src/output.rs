@@ -125,6 +125,10 @@ pub fn status_line(event: &Event) -> Option<String> {
             "* [{room}] {lines} earlier lines from {}",
             short_id(peer)
         )),
+        Event::PubsubUnsupported { peer } => Some(format!(
+            "* {} speaks no pubsub protocol of ours: it cannot chat with us",
+            short_id(peer)
+        )),
         Event::HistoryRejected {
             room,
             peer,
@@ -224,6 +228,10 @@ pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
             "room": room.name(),
             "peer": peer.to_string(),
             "lines": lines,
+        }),
+        Event::PubsubUnsupported { peer } => json!({
+            "type": "pubsub_unsupported",
+            "peer": peer.to_string(),
         }),
         Event::HistoryRejected {
             room,

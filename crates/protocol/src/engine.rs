@@ -100,6 +100,11 @@ pub struct EngineConfig {
     pub files: FileConfig,
 }
 
+/// How often refused messages from one peer are logged.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Peers whose last logged refusal is remembered.
+const MAX_REFUSALS_LOGGED: usize = 1024;
+
 /// Ping interval when the config names none.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -278,6 +283,12 @@ pub enum Event {
         from: Option<PeerId>,
         /// The bytes as published.
         data: Vec<u8>,
+    },
+    /// A connected peer speaks none of our pubsub protocols (another
+    /// implementation with other versions): no room message reaches it.
+    PubsubUnsupported {
+        /// The peer.
+        peer: PeerId,
     },
     /// A received message failed validation and was dropped.
     Rejected {
@@ -664,6 +675,8 @@ pub struct Engine {
     file_config: FileConfig,
     /// Peers that served forged history.
     distrusted: HashSet<PeerId>,
+    /// When a refused message from each peer was last logged.
+    refusals_logged: HashMap<PeerId, Instant>,
     /// When each page's peer record last arrived (pages only).
     records_seen: HashMap<PeerId, Instant>,
     /// Relayed connections, by peer.
@@ -754,6 +767,7 @@ impl Engine {
             held_live: HashMap::new(),
             joined_ms: HashMap::new(),
             distrusted: HashSet::new(),
+            refusals_logged: HashMap::new(),
             dms: Dms::new(dm_streams),
             pending_dms: HashMap::new(),
             dm_deadline: dm_deadline.unwrap_or(DM_DEADLINE),
@@ -1277,6 +1291,9 @@ impl Engine {
             BehaviourEvent::Gossipsub(GossipEvent::PeerExchange { from, peer }) => {
                 self.on_peer_exchange(from, peer);
             }
+            BehaviourEvent::Gossipsub(GossipEvent::Refused { via, topic, reason }) => {
+                self.refused(via, &topic, reason);
+            }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 // Only identify-confirmed Kademlia peers enter the routing
                 // table, and only on nodes that use the DHT: Kademlia
@@ -1444,6 +1461,13 @@ impl Engine {
                 self.flush();
             }
             gossipsub::Event::Unsubscribed { peer_id, topic } => self.member_left(&topic, peer_id),
+            gossipsub::Event::GossipsubNotSupported { peer_id } => {
+                tracing::warn!(
+                    peer = %peer_id,
+                    "the peer speaks none of our pubsub protocols (/meshsub/1.0.0 to 1.3.0, /floodsub/1.0.0): it cannot take part in rooms"
+                );
+                self.emit(Event::PubsubUnsupported { peer: peer_id });
+            }
             _ => {}
         }
     }
@@ -1517,6 +1541,27 @@ impl Engine {
             source,
             reason,
         });
+    }
+
+    /// A message gossipsub dropped for its envelope (unsigned, say): a peer
+    /// of another implementation configured differently, or a hostile one.
+    /// Logged once a minute per peer at most, counted always.
+    fn refused(&mut self, via: PeerId, topic: &TopicHash, reason: Rejection) {
+        let now = Instant::now();
+        let due = self
+            .refusals_logged
+            .get(&via)
+            .is_none_or(|last| now.duration_since(*last) >= REFUSAL_LOG_INTERVAL);
+        if due {
+            if self.refusals_logged.len() >= MAX_REFUSALS_LOGGED {
+                self.refusals_logged.clear();
+            }
+            self.refusals_logged.insert(via, now);
+            tracing::warn!(
+                "dropped a message on {topic} from {via}: {reason} (logged once a minute per peer)"
+            );
+        }
+        self.reject(via, None, reason);
     }
 
     fn member_left(&mut self, topic: &TopicHash, peer: PeerId) {

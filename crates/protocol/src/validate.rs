@@ -39,11 +39,20 @@ pub enum Rejection {
     /// `created` is further ahead than [`MAX_FUTURE`].
     #[error("created {0} ms in the future, more than 5 minutes")]
     FromTheFuture(i64),
+    /// The pubsub message is unsigned or its signature does not verify:
+    /// meshtalk requires every message signed by its author (libp2p's
+    /// `StrictSign`). Gossipsub drops these before the rules above.
+    #[error("unsigned or badly signed (every message must be signed by its author: StrictSign)")]
+    BadSignature,
+    /// The pubsub envelope is wrong otherwise (sequence number, source
+    /// peer id, size); gossipsub's reason.
+    #[error("malformed pubsub envelope: {0}")]
+    BadEnvelope(&'static str),
 }
 
 impl Rejection {
     /// Every [`Rejection::label`], for metrics that should show zeros.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 10] = [
         "malformed",
         "missing_field",
         "unknown_type",
@@ -52,6 +61,8 @@ impl Rejection {
         "text_too_long",
         "nick_too_long",
         "from_the_future",
+        "bad_signature",
+        "bad_envelope",
     ];
 
     /// A short stable label, for metrics.
@@ -65,6 +76,8 @@ impl Rejection {
             Rejection::TextTooLong(_) => "text_too_long",
             Rejection::NickTooLong(_) => "nick_too_long",
             Rejection::FromTheFuture(_) => "from_the_future",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::BadEnvelope(_) => "bad_envelope",
         }
     }
 }
@@ -160,6 +173,8 @@ mod tests {
             Rejection::TextTooLong(0),
             Rejection::NickTooLong(0),
             Rejection::FromTheFuture(0),
+            Rejection::BadSignature,
+            Rejection::BadEnvelope(""),
         ];
         let labels: Vec<&str> = all.iter().map(Rejection::label).collect();
         assert_eq!(labels, Rejection::LABELS);

@@ -112,16 +112,11 @@ fn main() -> Result<()> {
 
 /// Pubsub message copies every relay has received so far.
 fn relay_copies(relays: &[Relay]) -> Result<u64> {
-    let mut total = 0;
+    let mut total = 0.0;
     for relay in relays {
-        let metrics = relay.get("/metrics")?;
-        total += metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("meshtalk_pubsub_copies_received_total "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .context("the relay's /metrics has no meshtalk_pubsub_copies_received_total")?;
+        total += relay.metric("meshtalk_pubsub_copies_received_total")?;
     }
-    Ok(total)
+    Ok(total as u64)
 }
 
 /// One network of `args.relays` relays and `args.peers` peers running

@@ -9,9 +9,16 @@
 //! watermarks, with backoff, through the relay that named them), and
 //! `meshtalk dht discover` reports them like any other source.
 //!
+//! Gossipsub also drops, before anybody sees them, messages whose envelope
+//! is wrong: unsigned (another implementation configured without
+//! `StrictSign`), badly signed, without a sequence number. [`Gossip`]
+//! reports those as [`GossipEvent::Refused`], so that a mixed network's
+//! operator sees why a peer's messages never arrive.
+//!
 //! Everything else is gossipsub's own: [`Gossip`] dereferences to it.
 
 use std::{
+    collections::VecDeque,
     ops::{Deref, DerefMut},
     task::{Context, Poll},
 };
@@ -26,7 +33,14 @@ use libp2p::{
     },
 };
 
-use crate::history::Tap;
+use crate::{history::Tap, validate::Rejection};
+
+/// Refusals waiting to be reported; beyond this many (a flood within one
+/// poll) the rest go unreported, though gossipsub still drops them.
+const MAX_REFUSALS_QUEUED: usize = 256;
+
+/// What gossipsub's connection handler hands it.
+type HandlerEvent = THandlerOutEvent<gossipsub::Behaviour<Tap>>;
 
 /// Gossipsub whose peer-exchange dials become events.
 pub struct Gossip {
@@ -37,6 +51,7 @@ pub struct Gossip {
     /// a behaviour's events before it hands over the next RPC, so the
     /// dials that follow name peers this one told us about.
     last_sender: Option<PeerId>,
+    refused: VecDeque<GossipEvent>,
 }
 
 /// What [`Gossip`] reports.
@@ -52,6 +67,31 @@ pub enum GossipEvent {
         /// The member it named.
         peer: PeerId,
     },
+    /// `via` sent a message gossipsub dropped for its envelope.
+    Refused {
+        /// The neighbour that sent it.
+        via: PeerId,
+        /// The topic it claimed.
+        topic: gossipsub::TopicHash,
+        /// Why.
+        reason: Rejection,
+    },
+}
+
+/// Our reason for gossipsub's.
+fn rejection(error: gossipsub::ValidationError) -> Rejection {
+    use gossipsub::ValidationError as E;
+    match error {
+        E::InvalidSignature => Rejection::BadSignature,
+        E::EmptySequenceNumber => Rejection::BadEnvelope("no sequence number"),
+        E::InvalidSequenceNumber => Rejection::BadEnvelope("sequence number not 8 bytes"),
+        E::InvalidPeerId => Rejection::BadEnvelope("source is not a peer id"),
+        E::MessageSizeTooLargeForTopic => Rejection::BadEnvelope("too large"),
+        E::TransformFailed => Rejection::BadEnvelope("cannot be read"),
+        E::SignaturePresent | E::SequenceNumberPresent | E::MessageSourcePresent => {
+            Rejection::BadEnvelope("anonymous fields present")
+        }
+    }
 }
 
 impl Gossip {
@@ -61,6 +101,7 @@ impl Gossip {
             inner,
             tap,
             last_sender: None,
+            refused: VecDeque::new(),
         }
     }
 }
@@ -158,11 +199,28 @@ impl NetworkBehaviour for Gossip {
         event: THandlerOutEvent<Self>,
     ) {
         self.last_sender = Some(peer);
+        if let HandlerEvent::Message {
+            invalid_messages, ..
+        } = &event
+        {
+            for (message, error) in invalid_messages {
+                if self.refused.len() < MAX_REFUSALS_QUEUED {
+                    self.refused.push_back(GossipEvent::Refused {
+                        via: peer,
+                        topic: message.topic.clone(),
+                        reason: rejection(*error),
+                    });
+                }
+            }
+        }
         self.inner
             .on_connection_handler_event(peer, connection_id, event);
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<GossipEvent, THandlerInEvent<Self>>> {
+        if let Some(refused) = self.refused.pop_front() {
+            return Poll::Ready(ToSwarm::GenerateEvent(refused));
+        }
         loop {
             return match self.inner.poll(cx) {
                 Poll::Ready(ToSwarm::Dial { opts }) => {
