@@ -1,8 +1,8 @@
 """A py-libp2p peer for meshtalk's interop tests.
 
 It speaks what PROTOCOL.md asks of another implementation and uses nothing
-of meshtalk's code: TCP with Noise and Yamux, gossipsub (or floodsub) with
-strict signing, and room messages encoded and decoded by Python's protobuf
+of meshtalk's code: TCP and WebSocket with Noise and Yamux, gossipsub (or
+floodsub) with strict signing, and room messages encoded and decoded by Python's protobuf
 library from code that protoc generates from
 crates/protocol/proto/meshtalk.proto. It is the Python twin of
 tests/js/node-peer.mjs and takes the same flags and JSON lines:
@@ -18,20 +18,23 @@ stdout, one JSON object a line:
     {"type":"rejected","from":ID,"error":E}         a room message that did not decode
     {"type":"error","error":E}                      a command failed
 stdin, one line a command: `/nick NAME`, `/dial ADDR`, or text to say.
-EOF on stdin stops the peer (exit 0). A bad flag or address, or a failed
---dial, is one line on stderr and exit 1.
+EOF on stdin stops the peer (exit 0). A bad flag or address, a failed
+--listen or --dial, is one line on stderr and exit 1.
 
 The code for meshtalk.proto is generated on first use into $MESHTALK_PY_GEN
 (default: a folder in the system's temp directory), so `pip install -r
-requirements.txt` is the only setup.
+requirements.txt` is the only setup. py-libp2p's own logs are off unless
+LIBP2P_DEBUG is set (e.g. LIBP2P_DEBUG=DEBUG, or pubsub.gossipsub:DEBUG).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 import secrets
@@ -49,7 +52,7 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.host.basic_host import BasicHost
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub import floodsub, gossipsub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -74,6 +77,18 @@ class StartupError(Exception):
     """A failure before the peer is ready: one line on stderr, exit 1."""
 
 
+def reason(err: BaseException) -> str:
+    """What went wrong, from the innermost of the errors py-libp2p wraps
+    one in another (a failed dial: "unable to connect ... (with exceptions)"
+    around "fail to open connection" around the socket's error)."""
+    while True:
+        wrapped = getattr(err, "errors", None) or getattr(err, "exceptions", None) or ()
+        inner = err.__cause__ or next(iter(wrapped), None)
+        if inner is None:
+            return str(err) or type(err).__name__
+        err = inner
+
+
 def emit(event: dict[str, Any]) -> None:
     """Writes one JSON line on stdout."""
     sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
@@ -92,7 +107,8 @@ def load_meshtalk_pb2() -> ModuleType:
     same time never read a half-written file.
     """
     source = PROTO.read_bytes()
-    root = Path(os.environ.get("MESHTALK_PY_GEN") or Path(tempfile.gettempdir()) / "meshtalk-py-gen")
+    default_root = Path(tempfile.gettempdir()) / "meshtalk-py-gen"
+    root = Path(os.environ.get("MESHTALK_PY_GEN") or default_root)
     folder = root / hashlib.sha256(source).hexdigest()[:16]
     module_path = folder / "meshtalk_pb2.py"
     if not module_path.exists():
@@ -145,7 +161,12 @@ def parse_addr(text: str) -> multiaddr.Multiaddr:
 
 
 class ConnectionPrinter(INotifee):
-    """Prints a `connected` line for every connection the swarm opens."""
+    """Prints a `connected` line for every connection the swarm opens.
+
+    The address is null on WebSocket connections: py-libp2p 0.8.1 does not
+    know their remote address (its WebSocket connection's
+    get_remote_address is a stub that returns None).
+    """
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         addrs = conn.get_transport_addresses()
@@ -184,9 +205,13 @@ class RoomPubsub(Pubsub):
     on_subscribe: Any = None
 
     def handle_subscription(self, origin_id: ID, sub_message: rpc_pb2.RPC.SubOpts) -> None:
+        topic = sub_message.topicid
+        # A peer may repeat a subscription (its hello and a later announce);
+        # only the first one is news.
+        known = origin_id in self.peer_topics.get(topic, ())
         super().handle_subscription(origin_id, sub_message)
-        if sub_message.subscribe and self.on_subscribe is not None:
-            self.on_subscribe(origin_id, sub_message.topicid)
+        if sub_message.subscribe and not known and self.on_subscribe is not None:
+            self.on_subscribe(origin_id, topic)
 
 
 def make_router(kind: str) -> gossipsub.GossipSub | floodsub.FloodSub:
@@ -212,14 +237,11 @@ def make_router(kind: str) -> gossipsub.GossipSub | floodsub.FloodSub:
         # gossipsub's spec (meshtalk: 0.7 s).
         heartbeat_interval=1,
         heartbeat_initial_delay=0.1,
-        # py-libp2p extras that assume an Internet of distinct hosts and
-        # polite rates. Every test peer sits on 127.0.0.1 (the eclipse
-        # protection wants mesh peers from 3 IP addresses), and a relay
-        # forwards a whole room's burst (the spam protection drops a
-        # forwarder's 11th message in a second).
-        eclipse_protection_enabled=False,
+        # py-libp2p's spam protection forwards at most 10 messages a second
+        # per topic from one peer, ourselves included: the 11th line typed
+        # within a second would silently never leave, and neither would the
+        # 11th message a second that a relay hands us for our other peers.
         spam_protection_enabled=False,
-        adaptive_gossip_enabled=False,
     )
 
 
@@ -228,7 +250,6 @@ class Room:
 
     def __init__(self, pb2: ModuleType, host: BasicHost, pubsub: RoomPubsub, room: str, nick: str):
         self.pb2 = pb2
-        self.host = host
         self.pubsub = pubsub
         self.topic = f"meshtalk/room/{room}"
         self.nick = nick
@@ -322,9 +343,14 @@ class Room:
         self.announce_pending = True
 
         async def later() -> None:
-            await trio.sleep(max(0.0, self.last_announce + ANNOUNCE_INTERVAL - time.monotonic()))
-            self.announce_pending = False
-            await run_command(self.announce())
+            try:
+                wait = self.last_announce + ANNOUNCE_INTERVAL - time.monotonic()
+                await trio.sleep(max(0.0, wait))
+                await run_command(self.announce())
+            finally:
+                # Only now: a newcomer seen while the announce waited for an
+                # audience hears this one.
+                self.announce_pending = False
 
         self.nursery.start_soon(later)
 
@@ -353,7 +379,8 @@ class Room:
                 emit({"type": "nick", "from": sender, "nick": nick})
             else:
                 text = request.sendMessage.data.decode("utf-8")
-                emit({"type": "message", "from": sender, "nick": self.nicks.get(sender), "text": text})
+                nick = self.nicks.get(sender)
+                emit({"type": "message", "from": sender, "nick": nick, "text": text})
 
 
 async def run_command(work: Any) -> None:
@@ -361,35 +388,56 @@ async def run_command(work: Any) -> None:
     try:
         await work
     except Exception as err:
-        emit({"type": "error", "error": str(err) or type(err).__name__})
+        emit({"type": "error", "error": reason(err)})
+
+
+def peer_info(text: str) -> PeerInfo:
+    """The peer id and address in a multiaddr that ends with /p2p/ID."""
+    addr = parse_addr(text)
+    if addr.get_peer_id() is None:
+        raise ValueError(f"{text} does not end with /p2p/PEER_ID")
+    return info_from_p2p_addr(addr)
 
 
 async def dial(host: BasicHost, text: str) -> None:
-    info = info_from_p2p_addr(parse_addr(text))
-    with trio.fail_after(DIAL_TIMEOUT):
-        await host.connect(info)
+    info = peer_info(text)
+    try:
+        with trio.fail_after(DIAL_TIMEOUT):
+            await host.connect(info)
+    except trio.TooSlowError:
+        raise TimeoutError(f"no connection within {DIAL_TIMEOUT:g} s") from None
 
 
 async def read_commands(room: Room, host: BasicHost, nursery: trio.Nursery) -> None:
-    """Reads stdin until EOF, one command a line."""
+    """Reads stdin until EOF, one command a line.
+
+    Lines are said one after the other, so they go out in the order they
+    were typed (trio runs tasks started together in no fixed order); a dial
+    runs on its own, since it may take a while.
+    """
     async for raw in trio.wrap_file(sys.stdin):
         line = raw.rstrip("\r\n")
         if line.startswith("/nick "):
             room.nick = line[len("/nick "):]
-            nursery.start_soon(run_command, room.announce())
+            await run_command(room.announce())
         elif line.startswith("/dial "):
             nursery.start_soon(run_command, dial(host, line[len("/dial "):]))
         elif line:
-            nursery.start_soon(run_command, room.say(line))
+            await run_command(room.say(line))
 
 
 async def run(args: argparse.Namespace) -> None:
+    if not os.environ.get("LIBP2P_DEBUG"):
+        # With no handler of its own, py-libp2p's warnings and errors (a
+        # refused dial alone logs four) would go to stderr through logging's
+        # last-resort handler.
+        logging.getLogger("libp2p").addHandler(logging.NullHandler())
     pb2 = load_meshtalk_pb2()
     try:
         listen = [parse_addr(a) for a in args.listen]
         # Checked before the host exists, so a typo fails at once.
         for addr in args.dial:
-            info_from_p2p_addr(parse_addr(addr))
+            peer_info(addr)
     except Exception as err:
         raise StartupError(str(err)) from err
 
@@ -400,9 +448,14 @@ async def run(args: argparse.Namespace) -> None:
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     host = new_host(
         key_pair=key_pair,
-        listen_addrs=listen or None,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+        # TCP and WebSocket, for dialing and listening alike. (Given
+        # listen_addrs, new_host would make only the transports those
+        # addresses need, and a /ws address could not be dialed from a peer
+        # that listens on TCP; the addresses go to host.run instead.)
+        enable_tcp=True,
+        enable_websocket=True,
     )
     assert isinstance(host, BasicHost)
     host.get_network().register_notifee(ConnectionPrinter())
@@ -413,25 +466,36 @@ async def run(args: argparse.Namespace) -> None:
     pubsub.on_subscribe = room.on_subscribe
     pubsub.set_topic_validator(room.topic, room.validate, is_async_validator=False)
 
-    async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
-        async with background_trio_service(pubsub), background_trio_service(router):
-            await pubsub.wait_until_ready()
-            subscription = await pubsub.subscribe(room.topic)
-            room.nursery = nursery
-            nursery.start_soon(room.receive, subscription)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(host.run(listen_addrs=[]))
+        # One address at a time: the swarm reports success if any address
+        # worked, and only logs why one failed.
+        for addr in listen:
+            if not await host.get_network().listen(addr):
+                raise StartupError(f"cannot listen on {addr}")
+        await stack.enter_async_context(background_trio_service(pubsub))
+        if isinstance(router, gossipsub.GossipSub):
+            # Gossipsub's heartbeat is a service of its own; floodsub has none.
+            await stack.enter_async_context(background_trio_service(router))
+        nursery = await stack.enter_async_context(trio.open_nursery())
 
-            for addr in args.dial:
-                try:
-                    await dial(host, addr)
-                except Exception as err:
-                    raise StartupError(f"cannot dial {addr}: {err or type(err).__name__}") from err
+        await pubsub.wait_until_ready()
+        subscription = await pubsub.subscribe(room.topic)
+        room.nursery = nursery
+        nursery.start_soon(room.receive, subscription)
 
-            addrs = [str(a) for a in host.get_addrs()] if listen else []
-            emit({"type": "ready", "peer": str(room.me), "addrs": addrs})
-            room.announce_soon()
+        for addr in args.dial:
+            try:
+                await dial(host, addr)
+            except Exception as err:
+                raise StartupError(f"cannot dial {addr}: {reason(err)}") from err
 
-            await read_commands(room, host, nursery)
-            nursery.cancel_scope.cancel()
+        addrs = [str(a) for a in host.get_addrs()] if listen else []
+        emit({"type": "ready", "peer": str(room.me), "addrs": addrs})
+        room.announce_soon()
+
+        await read_commands(room, host, nursery)
+        nursery.cancel_scope.cancel()
 
 
 def startup_error(exc: BaseException) -> StartupError | None:
@@ -447,6 +511,9 @@ def startup_error(exc: BaseException) -> StartupError | None:
 
 
 def main() -> int:
+    # UTF-8 both ways whatever the locale (the tests may run with LANG=C).
+    sys.stdin.reconfigure(encoding="utf-8", errors="replace")  # type: ignore[union-attr]
+    sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]
     try:
         trio.run(run, parse_args(sys.argv[1:]))
     except KeyboardInterrupt:

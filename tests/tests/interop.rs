@@ -2,8 +2,9 @@
 //! and of dialing: a js-libp2p peer in Node.js and a py-libp2p peer
 //! (`meshtalk_tests::foreign`), each encoding the course's messages with
 //! its own protobuf library, chat with `meshtalk chat` through a meshtalk
-//! relay over each transport they have, and directly when meshtalk dials
-//! them. Nicknames (UPDATE_PEER) must be attributed to the right peer on
+//! relay over each transport they have (js: TCP, WebSocket, WebRTC-direct;
+//! py: TCP, WebSocket), and directly when meshtalk dials them; with
+//! gossipsub and with floodsub. Nicknames (UPDATE_PEER) must be attributed to the right peer on
 //! both sides. (The js-libp2p browser peer linking to the page over
 //! `/webrtc` is `interop_js.rs`.)
 
@@ -158,6 +159,32 @@ fn meshtalk_floodsub_dials_js_libp2p_floodsub() -> Result<()> {
 #[test]
 fn meshtalk_gossipsub_dials_js_libp2p_floodsub() -> Result<()> {
     meshtalk_dials(Implementation::Js, "/ip4/127.0.0.1/tcp/0", FLOODSUB, &[]).map(drop)
+}
+
+#[test]
+fn py_libp2p_over_tcp_through_a_relay() -> Result<()> {
+    through_a_relay(Implementation::Py, Transport::Tcp, &[], &[])
+}
+
+#[test]
+fn py_libp2p_over_websocket_through_a_relay() -> Result<()> {
+    through_a_relay(Implementation::Py, Transport::WebSocket, &[], &[])
+}
+
+#[test]
+fn meshtalk_dials_py_libp2p_over_tcp() -> Result<()> {
+    meshtalk_dials(Implementation::Py, "/ip4/127.0.0.1/tcp/0", &[], &[]).map(drop)
+}
+
+#[test]
+fn meshtalk_dials_py_libp2p_over_websocket() -> Result<()> {
+    meshtalk_dials(Implementation::Py, "/ip4/127.0.0.1/tcp/0/ws", &[], &[]).map(drop)
+}
+
+/// py-libp2p's floodsub and a floodsub meshtalk peer, through a relay.
+#[test]
+fn py_libp2p_floodsub_and_meshtalk_floodsub_through_a_relay() -> Result<()> {
+    through_a_relay(Implementation::Py, Transport::Tcp, FLOODSUB, FLOODSUB)
 }
 
 // Peers configured unlike meshtalk: each gets a clear log line and a

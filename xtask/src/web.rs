@@ -84,8 +84,9 @@ pub fn build_tools() -> Result<()> {
 }
 
 /// Installs what the browser tests need on top: wasm-pack, Chromium and
-/// chromedriver (unless `$CHROME` and `$CHROMEDRIVER` name others); and
-/// tmux, for the terminal UI's test.
+/// chromedriver (unless `$CHROME` and `$CHROMEDRIVER` name others); tmux,
+/// for the terminal UI's test; and the js-libp2p and py-libp2p peers of
+/// the interop tests.
 pub fn test_tools() -> Result<()> {
     build_tools()?;
     ensure_tool("wasm-pack", "wasm-pack", WASM_PACK_VERSION, false)?;
@@ -101,7 +102,8 @@ pub fn test_tools() -> Result<()> {
         step("installing tmux");
         toolchain::apt_install(&["tmux"])?;
     }
-    js_peer()
+    js_peer()?;
+    py_peer()
 }
 
 /// The js-libp2p peer of the interop test (`tests/js`): Node.js and npm
@@ -124,6 +126,46 @@ fn js_peer() -> Result<()> {
     Cmd::new("npm")
         .args(["run", "build", "--prefix", "tests/js", "--silent"])
         .run()
+}
+
+/// The py-libp2p peer of the interop tests (`tests/py`): a venv in
+/// `target/interop-py` with the packages `requirements.txt` pins (again
+/// when it changes); Python, venv and GMP's headers (one of py-libp2p's
+/// dependencies builds against them) from Debian when missing.
+fn py_peer() -> Result<()> {
+    let root = workspace_root();
+    let venv = root.join("target/interop-py");
+    let requirements = root.join("tests/py/requirements.txt");
+    let installed = venv.join(".installed");
+    let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&installed).is_some() && modified(&installed) >= modified(&requirements) {
+        return Ok(());
+    }
+    let has_venv = Cmd::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_some();
+    if !has_venv {
+        step("installing Python 3 and venv (for the py-libp2p interop peer)");
+        toolchain::apt_install(&["python3", "python3-venv"])?;
+    }
+    let gmp = ["/usr/include/gmp.h", "/usr/include/x86_64-linux-gnu/gmp.h"];
+    if !gmp.iter().any(|p| Path::new(p).exists()) {
+        step("installing libgmp-dev (py-libp2p's fastecdsa builds against it)");
+        toolchain::apt_install(&["libgmp-dev"])?;
+    }
+    step("installing the py-libp2p interop peer's packages (venv in target/interop-py)");
+    let _ = fs::remove_dir_all(&venv);
+    Cmd::new("python3")
+        .args(["-m", "venv"])
+        .args([&venv])
+        .run()?;
+    Cmd::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .args([&requirements])
+        .run()?;
+    fs::write(&installed, "")?;
+    Ok(())
 }
 
 /// Environment for building the page: the wasm toolchain's, a release
