@@ -25,6 +25,11 @@ pub enum Implementation {
     Js,
     /// py-libp2p on CPython.
     Py,
+    /// js-libp2p on Node.js, configured as universal-connectivity's js
+    /// peer (`tests/js/uc-peer.mjs`: its topics, message ids and direct
+    /// messages; no meshtalk protocol, no nicknames; ignores `--room`,
+    /// `--nick` and the other extras).
+    JsUc,
 }
 
 impl fmt::Display for Implementation {
@@ -32,6 +37,7 @@ impl fmt::Display for Implementation {
         f.write_str(match self {
             Self::Js => "js-libp2p",
             Self::Py => "py-libp2p",
+            Self::JsUc => "js-libp2p (universal-connectivity)",
         })
     }
 }
@@ -56,6 +62,11 @@ impl Implementation {
                 tests_dir().join("js/node-peer.mjs"),
                 "js/node_modules",
             ),
+            Self::JsUc => (
+                PathBuf::from("node"),
+                tests_dir().join("js/uc-peer.mjs"),
+                "js/node_modules",
+            ),
             Self::Py => (
                 py_venv().join("bin/python"),
                 tests_dir().join("py/peer.py"),
@@ -70,7 +81,7 @@ impl Implementation {
             );
         }
         let mut args = Vec::new();
-        if self == Self::Js {
+        if matches!(self, Self::Js | Self::JsUc) {
             args.push("--experimental-websocket".to_owned());
             args.push("--no-warnings".to_owned());
         }
@@ -102,7 +113,9 @@ impl ForeignPeer {
         extra: &[&str],
     ) -> Result<Self> {
         let (program, mut args) = implementation.command()?;
-        args.extend(["--room", room, "--nick", nick].map(String::from));
+        if implementation != Implementation::JsUc {
+            args.extend(["--room", room, "--nick", nick].map(String::from));
+        }
         for addr in dial {
             args.extend(["--dial".to_owned(), addr.clone()]);
         }

@@ -331,3 +331,65 @@ fn a_peer_with_no_common_pubsub_protocol_is_reported() -> Result<()> {
     );
     Ok(())
 }
+
+/// `meshtalk chat --compat uc` and a js-libp2p peer set up as
+/// universal-connectivity's: chat both ways through a relay (which needs
+/// no flag), and direct messages both ways on its protocol (which its
+/// peers send over direct connections: meshtalk dials it as well).
+#[test]
+fn meshtalk_chats_with_a_universal_connectivity_peer() -> Result<()> {
+    let relay = Relay::start(&temp_dir("interop-uc"))?;
+    let dial = [relay.addr(Transport::Tcp)?.to_string()];
+    let mut uc = ForeignPeer::start(
+        Implementation::JsUc,
+        "",
+        "",
+        &dial,
+        &["/ip4/127.0.0.1/tcp/0"],
+        &[],
+    )?;
+    let direct = uc.addrs.first().context("the uc peer listens nowhere")?;
+    let mut ada = ChatPeer::start(
+        "ada",
+        &relay.addr(Transport::Tcp)?,
+        "lobby",
+        &["--compat", "uc", "--connect", direct],
+    )?;
+    // Lines said before the mesh forms are lost; each try is a new line.
+    let mut tries = 0;
+    eventually("a line from the universal-connectivity peer", || {
+        tries += 1;
+        uc.say(&format!("hello from universal-connectivity {tries}"))?;
+        ada.proc.drain_for(std::time::Duration::from_millis(400));
+        Ok(ada.proc.seen.iter().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["type"] == "message"
+                    && v["room"] == "universal-connectivity"
+                    && v["from"] == uc.peer_id.as_str()
+            })
+        }))
+    })?;
+    ada.proc.send_line("hello from meshtalk")?;
+    let nick = uc.wait_message(&ada.peer_id, "hello from meshtalk")?;
+    ensure!(nick.is_none(), "universal-connectivity has no nicknames");
+
+    // Direct messages, on its protocol, both ways.
+    ada.proc
+        .send_line(&format!("/msg {} a direct hello", uc.peer_id))?;
+    let id = ada.peer_id.clone();
+    uc.proc.wait_json("the DM at the uc peer", |v| {
+        (v["type"] == "dm" && v["from"] == id.as_str() && v["text"] == "a direct hello")
+            .then_some(())
+    })?;
+    ada.proc
+        .wait_json("dm_sent", |v| (v["type"] == "dm_sent").then_some(()))?;
+    uc.say(&format!("/dm {} a direct answer", ada.peer_id))?;
+    let from = uc.peer_id.clone();
+    ada.proc.wait_json("the DM at meshtalk", |v| {
+        (v["type"] == "dm" && v["from"] == from.as_str() && v["text"] == "a direct answer")
+            .then_some(())
+    })?;
+    uc.proc
+        .wait_json("its dm_sent", |v| (v["type"] == "dm_sent").then_some(()))?;
+    Ok(())
+}

@@ -192,6 +192,12 @@ pub struct ChatArgs {
     /// never overwriting).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub download_dir: PathBuf,
+
+    /// Chat with another application's peers: `uc` is libp2p's
+    /// universal-connectivity demo (its chat topic, plain-text lines, its
+    /// direct messages). The room is then `universal-connectivity`.
+    #[arg(long, value_name = "APP", value_parser = ["uc"])]
+    pub compat: Option<String>,
 }
 
 /// A size in bytes: `300000`, `64K`, `100M`, `2G`.

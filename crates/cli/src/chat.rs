@@ -14,6 +14,7 @@ use meshtalk_protocol::{
     keyfile,
     libp2p::Multiaddr,
     rooms::Room,
+    uc,
     validate::{self},
     wire::Payload,
 };
@@ -72,10 +73,13 @@ pub async fn run(args: ChatArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid --nick: {e}"))?;
     }
     let connect = args.net.connect.clone();
+    let uc = args.compat.as_deref() == Some("uc");
+    let room = if uc { uc::room() } else { args.room.clone() };
     let mut node = args
         .net
         .start(EngineConfig {
-            rooms: vec![args.room.clone()],
+            rooms: if uc { Vec::new() } else { vec![room.clone()] },
+            uc,
             nick: args.nick.clone(),
             history: HistoryConfig {
                 fetch: !args.no_history,
@@ -102,17 +106,17 @@ pub async fn run(args: ChatArgs) -> Result<()> {
     // A person at a terminal gets the terminal UI; programs and pipes get
     // lines.
     if !args.json && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        return tui::run(node, args.room.clone(), args.nick.clone(), early).await;
+        return tui::run(node, room, args.nick.clone(), early).await;
     }
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"type": "ready", "peer": node.peer_id.to_string(), "room": args.room.name()})
+            serde_json::json!({"type": "ready", "peer": node.peer_id.to_string(), "room": room.name()})
         );
     } else {
-        eprintln!("* you are {} in room {}", node.peer_id, args.room);
+        eprintln!("* you are {} in room {room}", node.peer_id);
     }
-    let mut room = args.room.clone();
+    let mut room = room;
     let mut peers = Peers::default();
     for event in early {
         peers.on_event(&event);

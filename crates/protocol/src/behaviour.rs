@@ -391,6 +391,8 @@ fn gossipsub(
         .validation_mode(ValidationMode::Strict)
         .validate_messages()
         .max_transmit_size(MAX_TRANSMIT_SIZE)
+        // Gossipsub's default ids, but universal-connectivity's on its topics.
+        .message_id_fn(crate::uc::message_id)
         .heartbeat_interval(Duration::from_millis(700));
     if pubsub == Pubsub::Floodsub {
         builder.protocol_id(NO_MESHSUB_PROTOCOL, gossipsub::Version::V1_0);

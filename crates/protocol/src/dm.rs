@@ -17,17 +17,24 @@
 //! connection's authenticated peer.
 //!
 //! [`Dms`] drives the streams for the engine; the engine decides when to
-//! dial, retries, and reports.
+//! dial, retries, and reports. It also speaks universal-connectivity's
+//! direct messages ([`crate::uc::DM_PROTOCOL`]): it receives them always,
+//! and sends them for `--compat uc`.
 
 use std::time::Duration;
 
-use futures::{AsyncWriteExt, FutureExt, future::BoxFuture, stream::FuturesUnordered};
+use futures::{
+    AsyncWriteExt, FutureExt, StreamExt,
+    future::{BoxFuture, Either, select},
+    stream::FuturesUnordered,
+};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
 use prost::Message as _;
 
 use crate::{
     framing::{Next, PerMinute, next_of, read_message, within, write_message},
+    uc,
     validate::{self, MAX_NICK_BYTES, Rejection},
     wire::{ChatMessage, MESSAGE_ID_LEN, MessageId, Payload},
 };
@@ -102,6 +109,16 @@ impl DirectMessage {
     }
 }
 
+/// A direct message as it goes on the wire: ours, or
+/// universal-connectivity's (which carries only the text).
+#[derive(Clone)]
+pub(crate) enum DmWire {
+    /// `/meshtalk/dm/1.0.0`.
+    Meshtalk(DirectMessage),
+    /// `/universal-connectivity/dm/1.0.0`.
+    Uc(uc::DirectMessageRequest),
+}
+
 /// What the direct-message streams did.
 pub(crate) enum DmEvent {
     /// A peer sent us a line (acknowledged).
@@ -126,53 +143,61 @@ pub(crate) enum DmEvent {
 pub(crate) struct Dms {
     control: Control,
     incoming: Option<IncomingStreams>,
+    uc_incoming: Option<IncomingStreams>,
     tasks: FuturesUnordered<BoxFuture<'static, DmEvent>>,
     received: PerMinute,
 }
 
+/// Takes over `protocol` on `control`.
+fn accept(control: &mut Control, protocol: StreamProtocol) -> Option<IncomingStreams> {
+    match control.accept(protocol.clone()) {
+        Ok(incoming) => Some(incoming),
+        Err(e) => {
+            tracing::warn!(error = %e, %protocol, "direct-message protocol already taken");
+            None
+        }
+    }
+}
+
+/// The next stream a peer opens on `incoming`; pending forever without one.
+async fn next_inbound(incoming: &mut Option<IncomingStreams>) -> (PeerId, Stream) {
+    match incoming.as_mut() {
+        Some(listener) => match listener.next().await {
+            Some(inbound) => inbound,
+            None => futures::future::pending().await,
+        },
+        None => futures::future::pending().await,
+    }
+}
+
 impl Dms {
-    /// Takes over the protocol on `control`.
+    /// Takes over both protocols on `control`.
     pub(crate) fn new(mut control: Control) -> Self {
-        let incoming = match control.accept(DM_PROTOCOL) {
-            Ok(incoming) => Some(incoming),
-            Err(e) => {
-                tracing::warn!(error = %e, "direct-message protocol already taken");
-                None
-            }
-        };
+        let incoming = accept(&mut control, DM_PROTOCOL);
+        let uc_incoming = accept(&mut control, uc::DM_PROTOCOL);
         Self {
             control,
             incoming,
+            uc_incoming,
             tasks: FuturesUnordered::new(),
             received: PerMinute::new(DMS_PER_MINUTE),
         }
     }
 
-    /// Sends `message` to `to` (connected, or reachable by libp2p-stream's
+    /// Sends `wire` to `to` (connected, or reachable by libp2p-stream's
     /// own dial) and waits for the acknowledgement.
-    pub(crate) fn send(&mut self, to: PeerId, message: DirectMessage, id: MessageId) {
-        let mut control = self.control.clone();
-        let exchange = async move {
-            let mut stream = control
-                .open_stream(to, DM_PROTOCOL)
-                .await
-                .map_err(|e| e.to_string())?;
-            write_message(&mut stream, &message.encode_to_vec())
-                .await
-                .map_err(|e| e.to_string())?;
-            let bytes = read_message(&mut stream, 256)
-                .await
-                .map_err(|e| format!("no acknowledgement: {e}"))?;
-            let _ = stream.close().await;
-            let ack = DmAck::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
-            if ack.id.as_deref() == Some(id.0.as_slice()) {
-                Ok(())
-            } else {
-                Err("acknowledged another message".to_owned())
-            }
-        };
+    pub(crate) fn send(&mut self, to: PeerId, wire: DmWire, id: MessageId) {
+        let control = self.control.clone();
         let task = async move {
-            match within(EXCHANGE_TIMEOUT, exchange).await {
+            let result = match wire {
+                DmWire::Meshtalk(message) => {
+                    within(EXCHANGE_TIMEOUT, send_meshtalk(control, to, message, id)).await
+                }
+                DmWire::Uc(request) => {
+                    within(EXCHANGE_TIMEOUT, send_uc(control, to, request)).await
+                }
+            };
+            match result {
                 Ok(()) => DmEvent::Acked { to, id },
                 Err(error) => DmEvent::Failed { to, id, error },
             }
@@ -210,25 +235,133 @@ impl Dms {
         self.tasks.push(task.boxed());
     }
 
+    fn receive_uc(&mut self, from: PeerId, mut stream: Stream) {
+        let task = async move {
+            match within(EXCHANGE_TIMEOUT, receive_uc(&mut stream)).await {
+                Ok(message) => DmEvent::Received {
+                    from,
+                    message,
+                    nick: None,
+                },
+                Err(reason) => DmEvent::Refused { from, reason },
+            }
+        };
+        self.tasks.push(task.boxed());
+    }
+
     /// The next thing that happened. Pending forever when there is nothing
     /// to do, so it can sit in a `select!`.
     pub(crate) async fn next(&mut self) -> DmEvent {
         loop {
-            match next_of(&mut self.incoming, &mut self.tasks).await {
-                Next::Inbound(peer, stream) if self.received.allow(peer) => {
-                    self.receive(peer, *stream);
+            let next = {
+                let ours = next_of(&mut self.incoming, &mut self.tasks);
+                let theirs = next_inbound(&mut self.uc_incoming);
+                match select(std::pin::pin!(ours), std::pin::pin!(theirs)).await {
+                    Either::Left((next, _)) => Either::Left(next),
+                    Either::Right((inbound, _)) => Either::Right(inbound),
                 }
-                Next::Inbound(peer, stream) => {
-                    drop(stream);
-                    return DmEvent::Refused {
-                        from: peer,
-                        reason: "too many direct messages".into(),
-                    };
-                }
-                Next::Done(event) => return event,
+            };
+            let (peer, stream, uc) = match next {
+                Either::Left(Next::Done(event)) => return event,
+                Either::Left(Next::Inbound(peer, stream)) => (peer, *stream, false),
+                Either::Right((peer, stream)) => (peer, stream, true),
+            };
+            if !self.received.allow(peer) {
+                drop(stream);
+                return DmEvent::Refused {
+                    from: peer,
+                    reason: "too many direct messages".into(),
+                };
+            }
+            if uc {
+                self.receive_uc(peer, stream);
+            } else {
+                self.receive(peer, stream);
             }
         }
     }
+}
+
+/// One `/meshtalk/dm/1.0.0` exchange: the line, then its acknowledgement.
+async fn send_meshtalk(
+    mut control: Control,
+    to: PeerId,
+    message: DirectMessage,
+    id: MessageId,
+) -> Result<(), String> {
+    let mut stream = control
+        .open_stream(to, DM_PROTOCOL)
+        .await
+        .map_err(|e| e.to_string())?;
+    write_message(&mut stream, &message.encode_to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = read_message(&mut stream, 256)
+        .await
+        .map_err(|e| format!("no acknowledgement: {e}"))?;
+    let _ = stream.close().await;
+    let ack = DmAck::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+    if ack.id.as_deref() == Some(id.0.as_slice()) {
+        Ok(())
+    } else {
+        Err("acknowledged another message".to_owned())
+    }
+}
+
+/// One universal-connectivity exchange: the request, then a response that
+/// must say 200.
+async fn send_uc(
+    mut control: Control,
+    to: PeerId,
+    request: uc::DirectMessageRequest,
+) -> Result<(), String> {
+    let mut stream = control
+        .open_stream(to, uc::DM_PROTOCOL)
+        .await
+        .map_err(|e| e.to_string())?;
+    write_message(&mut stream, &request.encode_to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    let bytes = read_message(&mut stream, MAX_DM)
+        .await
+        .map_err(|e| format!("no response: {e}"))?;
+    let _ = stream.close().await;
+    let response =
+        uc::DirectMessageResponse::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+    if response.status == uc::STATUS_OK {
+        Ok(())
+    } else {
+        Err(format!(
+            "refused with status {}{}",
+            response.status,
+            response
+                .status_text
+                .map(|t| format!(": {t}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+/// Reads a universal-connectivity direct message and answers it.
+async fn receive_uc(stream: &mut Stream) -> Result<ChatMessage, String> {
+    let bytes = read_message(stream, MAX_DM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = uc::DirectMessageRequest::decode(bytes.as_slice())
+        .map_err(|e| format!("undecodable: {e}"))?;
+    let checked = request
+        .check()
+        .map(str::to_owned)
+        .map_err(|e| e.to_string());
+    let answer =
+        uc::DirectMessageResponse::answer(checked.as_ref().map(drop).map_err(Clone::clone));
+    write_message(stream, &answer.encode_to_vec())
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.close().await;
+    let text = checked?;
+    // Its timestamp is the sender's clock; ours orders our screen.
+    Ok(ChatMessage::new(text))
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use crate::{
     ping::{PingEvent, Pinger},
     rooms::{Members, Room},
     transport::Transport,
+    uc,
     validate::{self, Rejection},
     wire::{self, ChatMessage, MessageId, Payload},
 };
@@ -98,6 +99,10 @@ pub struct EngineConfig {
     pub dm_deadline: Option<Duration>,
     /// Largest file fetched, and where fetched files go.
     pub files: FileConfig,
+    /// Universal-connectivity compatibility ([`crate::uc`]): chat on its
+    /// topic (shown as the room [`crate::uc::room`]) and direct messages
+    /// with its protocol. Rooms of our own may be joined as well.
+    pub uc: bool,
 }
 
 /// How often refused messages from one peer are logged.
@@ -677,6 +682,8 @@ pub struct Engine {
     distrusted: HashSet<PeerId>,
     /// When a refused message from each peer was last logged.
     refusals_logged: HashMap<PeerId, Instant>,
+    /// Universal-connectivity compatibility (see [`EngineConfig::uc`]).
+    uc: bool,
     /// When each page's peer record last arrived (pages only).
     records_seen: HashMap<PeerId, Instant>,
     /// Relayed connections, by peer.
@@ -717,6 +724,7 @@ impl Engine {
         let history = Arc::new(Mutex::new(Store::new(config.history.limits)));
         let history_config = config.history;
         let dm_deadline = config.dm_deadline;
+        let uc = config.uc;
         let swarm_streams = swarm.behaviour().streams.new_control();
         let dm_streams = swarm.behaviour().streams.new_control();
         let file_streams = swarm.behaviour().streams.new_control();
@@ -768,6 +776,7 @@ impl Engine {
             joined_ms: HashMap::new(),
             distrusted: HashSet::new(),
             refusals_logged: HashMap::new(),
+            uc,
             dms: Dms::new(dm_streams),
             pending_dms: HashMap::new(),
             dm_deadline: dm_deadline.unwrap_or(DM_DEADLINE),
@@ -865,6 +874,9 @@ impl Engine {
         for room in config.rooms {
             self.on_command(Command::Join(room))?;
         }
+        if self.uc {
+            self.on_command(Command::SubscribeRaw(uc::CHAT_TOPIC.to_owned()))?;
+        }
         self.listen_direct();
         Ok(())
     }
@@ -919,6 +931,16 @@ impl Engine {
                 self.last_created = message.created_ms;
                 let payload = Payload::Message(message.clone());
                 validate::check(&payload, message.created_ms)?;
+                if self.uc && room == uc::room() {
+                    // Universal-connectivity's chat: the text, as it is.
+                    self.queue(Outgoing {
+                        topic: IdentTopic::new(uc::CHAT_TOPIC).hash(),
+                        data: message.text.into_bytes(),
+                        id: Some(message.id),
+                        announce: false,
+                    });
+                    return Ok(());
+                }
                 if !self.rooms.contains_key(&room.topic().hash()) {
                     self.join(room.clone())?;
                 }
@@ -1518,6 +1540,8 @@ impl Engine {
             self.on_record(&room, message.source, &message.data)
         } else if let Some(room) = crate::files::room_of(&message.topic) {
             self.on_offer(&room, message.source, &message.data)
+        } else if message.topic.as_str() == uc::CHAT_TOPIC {
+            self.on_uc_chat(via, &id, message)
         } else if self.raw_topics.contains(&message.topic) {
             self.emit(Event::Raw {
                 topic: message.topic.to_string(),
@@ -1541,6 +1565,64 @@ impl Engine {
             source,
             reason,
         });
+    }
+
+    /// A line on universal-connectivity's chat topic: checked like ours
+    /// (by relays too, which forward it); shown with `--compat uc`, handed
+    /// on as it is to `meshtalk subscribe --topic universal-connectivity`.
+    fn on_uc_chat(
+        &mut self,
+        via: PeerId,
+        id: &gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) -> MessageAcceptance {
+        let (text, from) = match (uc::check_chat(&message.data), message.source) {
+            (Ok(text), Some(from)) => (text.to_owned(), from),
+            (Ok(_), None) => {
+                self.reject(via, None, Rejection::MissingField("gossipsub source"));
+                return MessageAcceptance::Reject;
+            }
+            (Err(reason), source) => {
+                self.reject(via, source, reason);
+                return MessageAcceptance::Reject;
+            }
+        };
+        // Its message id (a SHA-256) names the line.
+        let mut line_id = [0; wire::MESSAGE_ID_LEN];
+        for (to, from) in line_id.iter_mut().zip(&id.0) {
+            *to = *from;
+        }
+        let line = ChatMessage {
+            text,
+            created_ms: validate::now_ms(),
+            id: wire::MessageId(line_id),
+        };
+        if self.uc || self.role == Role::Relay {
+            let room = uc::room();
+            if self.role == Role::Peer {
+                let topic = message.topic.clone();
+                if self.members.heard(&topic, from, Instant::now()).new {
+                    self.emit(Event::PeerJoined {
+                        room: room.clone(),
+                        peer: from,
+                    });
+                }
+            }
+            self.emit(Event::Message {
+                room,
+                from,
+                nick: None,
+                message: line,
+                history: false,
+            });
+        } else if self.raw_topics.contains(&message.topic) {
+            self.emit(Event::Raw {
+                topic: message.topic.to_string(),
+                from: Some(from),
+                data: message.data,
+            });
+        }
+        MessageAcceptance::Accept
     }
 
     /// A message gossipsub dropped for its envelope (unsigned, say): a peer

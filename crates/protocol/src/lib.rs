@@ -46,6 +46,7 @@ pub mod peer_record;
 pub mod ping;
 pub mod rooms;
 pub mod transport;
+pub mod uc;
 pub mod validate;
 pub mod wire;
 

@@ -18,9 +18,9 @@ use web_time::{Duration, Instant};
 
 use super::{CommandError, Engine, Event, neighbourhood::circuit_prefix};
 use crate::{
-    dm::{DirectMessage, DmEvent},
+    dm::{DirectMessage, DmEvent, DmWire},
     transport::Transport,
-    validate,
+    uc, validate,
     wire::{ChatMessage, MessageId, Payload},
 };
 
@@ -46,7 +46,7 @@ enum Stage {
 /// A direct message not yet acknowledged.
 pub(super) struct PendingDm {
     to: PeerId,
-    wire: DirectMessage,
+    wire: DmWire,
     since: Instant,
     attempts: u32,
     stage: Stage,
@@ -67,7 +67,11 @@ impl Engine {
         self.last_created = message.created_ms;
         validate::check(&Payload::Message(message.clone()), message.created_ms)?;
         let id = message.id;
-        let wire = DirectMessage::new(&message, self.nick.as_deref());
+        let wire = if self.uc {
+            DmWire::Uc(uc::DirectMessageRequest::new(&message.text))
+        } else {
+            DmWire::Meshtalk(DirectMessage::new(&message, self.nick.as_deref()))
+        };
         self.pending_dms.insert(
             id,
             PendingDm {

@@ -1,0 +1,148 @@
+// A js-libp2p peer in Node.js configured as universal-connectivity's js peer
+// is (github.com/libp2p/universal-connectivity, js-peer/src/lib): chat as
+// raw UTF-8 on the topic `universal-connectivity`, gossipsub message ids
+// that are the SHA-256 of the decimal sequence number, and direct messages
+// on `/universal-connectivity/dm/1.0.0` (one varint-length-prefixed request
+// and response, from crates/protocol/proto/uc_direct_message.proto, by
+// protobufjs). It knows nothing of meshtalk's protocols. For
+// tests/tests/interop.rs (`meshtalk chat --compat uc`).
+//
+//   node uc-peer.mjs [--dial ADDR]... [--listen ADDR]...
+//
+// stdout, one JSON object a line:
+//   {"type":"ready","peer":ID,"addrs":[...]}
+//   {"type":"message","from":ID,"nick":null,"text":T}  a chat line
+//   {"type":"dm","from":ID,"text":T}                   a direct message (answered 200)
+//   {"type":"dm_sent","to":ID}                         ours was answered 200
+//   {"type":"error","error":E}
+// stdin: `/dm PEER TEXT` sends a direct message; any other line is said.
+
+// js-libp2p 3 uses Promise.withResolvers (Node.js 22); Debian's Node.js is
+// 20, so it is provided here before js-libp2p loads.
+Promise.withResolvers ??= function () {
+  let resolve, reject
+  const promise = new Promise((yes, no) => { resolve = yes; reject = no })
+  return { promise, resolve, reject }
+}
+
+const { createInterface } = await import('node:readline')
+const { createHash } = await import('node:crypto')
+const { fileURLToPath } = await import('node:url')
+const { noise } = await import('@chainsafe/libp2p-noise')
+const { yamux } = await import('@chainsafe/libp2p-yamux')
+const { gossipsub } = await import('@libp2p/gossipsub')
+const { identify } = await import('@libp2p/identify')
+const { peerIdFromString } = await import('@libp2p/peer-id')
+const { tcp } = await import('@libp2p/tcp')
+const { webSockets } = await import('@libp2p/websockets')
+const { multiaddr } = await import('@multiformats/multiaddr')
+const { createLibp2p } = await import('libp2p')
+const { pbStream } = await import('@libp2p/utils')
+const { default: protobuf } = await import('protobufjs')
+
+const CHAT_TOPIC = 'universal-connectivity'
+const CHAT_FILE_TOPIC = 'universal-connectivity-file'
+const DM_PROTOCOL = '/universal-connectivity/dm/1.0.0'
+
+const args = { dial: [], listen: [] }
+for (let i = 2; i < process.argv.length; i += 2) {
+  const key = process.argv[i].replace(/^--/, '')
+  if (!(key in args) || process.argv[i + 1] === undefined) {
+    console.error(`uc-peer: unknown or incomplete option ${process.argv[i]}`)
+    process.exit(2)
+  }
+  args[key].push(process.argv[i + 1])
+}
+
+const emit = event => process.stdout.write(JSON.stringify(event) + '\n')
+const fail = err => emit({ type: 'error', error: err.message })
+
+const proto = await protobuf.load(
+  fileURLToPath(new URL('../../crates/protocol/proto/uc_direct_message.proto', import.meta.url))
+)
+/** A protobufjs type as the codec pbStream expects. */
+const codec = type => ({
+  encode: m => type.encode(type.fromObject(m)).finish(),
+  decode: bytes => type.toObject(type.decode(bytes.subarray()), { longs: Number, enums: Number })
+})
+const Request = codec(proto.lookupType('dm.DirectMessageRequest'))
+const Response = codec(proto.lookupType('dm.DirectMessageResponse'))
+const OK = 200
+const metadata = () => ({ clientVersion: '0.0.1', timestamp: Date.now() })
+
+const node = await createLibp2p({
+  addresses: { listen: args.listen },
+  transports: [tcp(), webSockets()],
+  connectionEncrypters: [noise()],
+  streamMuxers: [yamux()],
+  connectionGater: { denyDialMultiaddr: () => false },
+  services: {
+    identify: identify(),
+    pubsub: gossipsub({
+      allowPublishToZeroTopicPeers: true,
+      ignoreDuplicatePublishError: true,
+      // universal-connectivity's message id: SHA-256 of the sequence
+      // number in decimal.
+      msgIdFn: msg => new Uint8Array(
+        createHash('sha256').update(msg.sequenceNumber.toString()).digest()
+      )
+    })
+  }
+})
+
+node.services.pubsub.subscribe(CHAT_TOPIC)
+node.services.pubsub.subscribe(CHAT_FILE_TOPIC)
+node.services.pubsub.addEventListener('message', e => {
+  const m = e.detail
+  // Like its peer: signed lines on the chat topic only.
+  if (m.topic !== CHAT_TOPIC || m.type !== 'signed') return
+  emit({ type: 'message', from: m.from.toString(), nick: null, text: new TextDecoder().decode(m.data) })
+})
+
+// (js-libp2p 3 hands a handler the stream and the connection; the version
+// universal-connectivity pins hands it one object holding both.)
+await node.handle(DM_PROTOCOL, async (stream, connection) => {
+  try {
+    const pb = pbStream(stream)
+    const signal = AbortSignal.timeout(5000)
+    const request = await pb.read(Request, { signal })
+    await pb.write({ status: OK, metadata: metadata() }, Response, { signal })
+    await stream.close()
+    emit({ type: 'dm', from: connection.remotePeer.toString(), text: request.content })
+  } catch (err) {
+    stream.abort(err)
+    fail(err)
+  }
+})
+
+/** Sends a direct message as its peer does, and checks the answer. */
+async function sendDm (to, text) {
+  const peer = peerIdFromString(to)
+  const stream = await node.dialProtocol(peer, DM_PROTOCOL, { signal: AbortSignal.timeout(10000) })
+  const pb = pbStream(stream)
+  const signal = AbortSignal.timeout(5000)
+  await pb.write({ content: text, type: 'text/plain', metadata: metadata() }, Request, { signal })
+  const response = await pb.read(Response, { signal })
+  await stream.close()
+  if (response.status !== OK) throw new Error(`status ${response.status}`)
+  emit({ type: 'dm_sent', to })
+}
+
+for (const addr of args.dial) {
+  await node.dial(multiaddr(addr), { signal: AbortSignal.timeout(30000) })
+}
+emit({ type: 'ready', peer: node.peerId.toString(), addrs: node.getMultiaddrs().map(a => a.toString()) })
+
+const lines = createInterface({ input: process.stdin })
+lines.on('line', line => {
+  const dm = line.match(/^\/dm (\S+) (.+)$/)
+  if (dm !== null) {
+    sendDm(dm[1], dm[2]).catch(fail)
+  } else if (line !== '') {
+    node.services.pubsub.publish(CHAT_TOPIC, new TextEncoder().encode(line)).catch(fail)
+  }
+})
+lines.on('close', async () => {
+  await node.stop()
+  process.exit(0)
+})
