@@ -1,9 +1,10 @@
 """A py-libp2p peer for meshtalk's interop tests.
 
 It speaks what PROTOCOL.md asks of another implementation and uses nothing
-of meshtalk's code: TCP and WebSocket with Noise and Yamux, gossipsub (or
-floodsub) with strict signing, and room messages encoded and decoded by Python's protobuf
-library from code that protoc generates from
+of meshtalk's code: TCP and WebSocket with Noise and Yamux, QUIC v1 and
+WebRTC-direct, gossipsub (or floodsub) with strict signing, and room
+messages encoded and decoded by Python's protobuf library from code that
+protoc generates from
 crates/protocol/proto/meshtalk.proto. It is the Python twin of
 tests/js/node-peer.mjs and takes the same flags and JSON lines:
 
@@ -165,7 +166,8 @@ class ConnectionPrinter(INotifee):
 
     The address is null on WebSocket connections: py-libp2p 0.8.1 does not
     know their remote address (its WebSocket connection's
-    get_remote_address is a stub that returns None).
+    get_remote_address is a stub that returns None), nor on a
+    WebRTC-direct connection it accepts.
     """
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
@@ -450,12 +452,16 @@ async def run(args: argparse.Namespace) -> None:
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
-        # TCP and WebSocket, for dialing and listening alike. (Given
-        # listen_addrs, new_host would make only the transports those
-        # addresses need, and a /ws address could not be dialed from a peer
-        # that listens on TCP; the addresses go to host.run instead.)
+        # TCP, WebSocket, QUIC v1 and WebRTC-direct, for dialing and
+        # listening alike. (Given listen_addrs, new_host would make only the
+        # transports those addresses need, and a /ws address could not be
+        # dialed from a peer that listens on TCP; the addresses go to
+        # host.run instead.) QUIC brings its own libp2p TLS, not the Noise
+        # above; WebRTC-direct needs aiortc (libp2p's `webrtc` extra).
         enable_tcp=True,
         enable_websocket=True,
+        enable_quic=True,
+        enable_webrtc=True,
     )
     assert isinstance(host, BasicHost)
     host.get_network().register_notifee(ConnectionPrinter())

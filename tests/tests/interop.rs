@@ -3,10 +3,11 @@
 //! (`meshtalk_tests::foreign`), each encoding the course's messages with
 //! its own protobuf library, chat with `meshtalk chat` through a meshtalk
 //! relay over each transport they have (js: TCP, WebSocket, WebRTC-direct;
-//! py: TCP, WebSocket), and directly when meshtalk dials them; with
-//! gossipsub and with floodsub. Nicknames (UPDATE_PEER) must be attributed to the right peer on
-//! both sides. (The js-libp2p browser peer linking to the page over
-//! `/webrtc` is `interop_js.rs`.)
+//! py: TCP, WebSocket, QUIC, WebRTC-direct), and directly when meshtalk
+//! dials them; with gossipsub and with floodsub. Nicknames (UPDATE_PEER)
+//! must be attributed to the right peer on both sides. Then peers set up
+//! unlike meshtalk, and universal-connectivity's js peer. (The js-libp2p
+//! browser peer linking to the page over `/webrtc` is `interop_js.rs`.)
 
 use anyhow::{Context, Result, ensure};
 use meshtalk_protocol::transport::Transport;
@@ -169,6 +170,16 @@ fn py_libp2p_over_tcp_through_a_relay() -> Result<()> {
 #[test]
 fn py_libp2p_over_websocket_through_a_relay() -> Result<()> {
     through_a_relay(Implementation::Py, Transport::WebSocket, &[], &[])
+}
+
+#[test]
+fn py_libp2p_over_quic_through_a_relay() -> Result<()> {
+    through_a_relay(Implementation::Py, Transport::Quic, &[], &[])
+}
+
+#[test]
+fn py_libp2p_over_webrtc_direct_through_a_relay() -> Result<()> {
+    through_a_relay(Implementation::Py, Transport::WebRtcDirect, &[], &[])
 }
 
 #[test]

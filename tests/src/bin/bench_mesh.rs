@@ -53,6 +53,12 @@ struct Args {
     /// Seconds of publishing.
     #[arg(long, default_value = "60")]
     secs: u64,
+    /// Each peer's low watermark (dial below it).
+    #[arg(long, default_value_t = Watermarks::default().low)]
+    min_peers: usize,
+    /// Each peer's high watermark (prune above it).
+    #[arg(long, default_value_t = Watermarks::default().high)]
+    max_peers: usize,
     /// Pubsub routers to compare, one network each, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "gossipsub,floodsub")]
     pubsub: Vec<Pubsub>,
@@ -128,7 +134,10 @@ async fn run(args: &Args, pubsub: Pubsub, machine: &str) -> Result<serde_json::V
     );
     let relays = relay_network(args.relays, &[])?;
     let room = Room::new("mesh")?;
-    let watermarks = Watermarks::default();
+    let watermarks = Watermarks {
+        low: args.min_peers,
+        high: args.max_peers,
+    };
     let base = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Seen)>();
     let mut handles = Vec::new();
