@@ -27,8 +27,12 @@ use meshtalk_protocol::{
     transport::Transport,
 };
 use meshtalk_tests::{
-    ChatPeer, Relay, WAIT, noise, page::ChatPage, peer, relay_network, sha256_of, temp_dir,
-    web_dir, webdriver::Driver,
+    ChatPeer, Relay, WAIT, eventually,
+    foreign::{ForeignPeer, Implementation},
+    noise,
+    page::ChatPage,
+    peer, relay_network, sha256_of, temp_dir, web_dir,
+    webdriver::Driver,
 };
 
 /// One browser test at a time: each runs a relay and several Chromium
@@ -146,6 +150,36 @@ fn a_floodsub_page_chats_with_gossipsub_and_floodsub_terminals() -> Result<()> {
         page.wait_message_nick(&text, &cli.proc.name)?;
     }
     Ok(())
+}
+
+/// A page with `?compat=uc` and a js-libp2p peer set up as
+/// universal-connectivity's chat through a relay.
+#[test]
+fn a_uc_page_chats_with_a_universal_connectivity_peer() -> Result<()> {
+    let _scene = one_at_a_time();
+    let relay = Relay::start_with(
+        &temp_dir("browser-uc"),
+        &["--web-dir", &web_dir()?.display().to_string()],
+    )?;
+    let dial = [relay.addr(Transport::Tcp)?.to_string()];
+    let mut uc = ForeignPeer::start(Implementation::JsUc, "", "", &dial, &[], &[])?;
+    let driver = Driver::start()?;
+    let url = format!("{}/?transport=ws&compat=uc", relay.http);
+    let page = ChatPage::open(&driver, &url, Some("ws"))?;
+    // Lines said before the mesh forms are lost; each try is a new line.
+    let mut tries = 0;
+    eventually("a line from the universal-connectivity peer", || {
+        tries += 1;
+        uc.say(&format!("hello page {tries}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        Ok(page
+            .messages()?
+            .iter()
+            .any(|m| m.from == uc.peer_id && m.text.starts_with("hello page")))
+    })?;
+    page.send("hello from a meshtalk page")?;
+    uc.wait_message(&page.peer_id, "hello from a meshtalk page")
+        .map(drop)
 }
 
 /// `from` sends `text`; `to` shows it as from `from`, and the terminal gets it.

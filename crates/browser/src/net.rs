@@ -167,7 +167,12 @@ async fn run(
         .map_err(|e| format!("cannot start the libp2p node: {e}"))?;
     let nick = model.nick.get_untracked();
     let config = EngineConfig {
-        rooms: vec![params.room.clone()],
+        rooms: if params.uc {
+            Vec::new()
+        } else {
+            vec![params.room.clone()]
+        },
+        uc: params.uc,
         nick: (!nick.is_empty()).then_some(nick),
         ping_interval: Some(PING_INTERVAL),
         // The page keeps its one link to a relay itself (`Link` below); the

@@ -1,11 +1,11 @@
 //! What the page was asked to do: the query parameters `?relay=`, `?nick=`,
-//! `?transport=`, `?room=`, `?direct=`, `?pubsub=` and `?log=`, and which relay
+//! `?transport=`, `?room=`, `?direct=`, `?pubsub=`, `?compat=` and `?log=`, and which relay
 //! addresses to try in which order.
 
 use std::{fmt, str::FromStr};
 
 use meshtalk_protocol::{
-    behaviour::Pubsub, libp2p::Multiaddr, rooms::Room, transport::Transport, validate,
+    behaviour::Pubsub, libp2p::Multiaddr, rooms::Room, transport::Transport, uc, validate,
     wire::Payload,
 };
 
@@ -78,6 +78,10 @@ pub struct Params {
     pub no_direct: bool,
     /// `?pubsub=floodsub`: floodsub instead of gossipsub.
     pub pubsub: Pubsub,
+    /// `?compat=uc`: chat with universal-connectivity's peers (its chat
+    /// topic, shown as the room `universal-connectivity`, and its direct
+    /// messages) instead of in a meshtalk room.
+    pub uc: bool,
     /// Parameters that could not be read, one line each; the page shows
     /// them and uses the default instead.
     pub problems: Vec<String>,
@@ -123,6 +127,13 @@ impl Params {
                         .problems
                         .push(format!("?direct={other}: use on or off")),
                 },
+                "compat" => match value.as_str() {
+                    "uc" => params.uc = true,
+                    "" | "none" => params.uc = false,
+                    other => params
+                        .problems
+                        .push(format!("?compat={other}: use uc (universal-connectivity)")),
+                },
                 "pubsub" => match value.parse() {
                     Ok(pubsub) => params.pubsub = pubsub,
                     Err(e) => params.problems.push(format!("?pubsub: {e}")),
@@ -135,6 +146,9 @@ impl Params {
                 },
                 _ => {}
             }
+        }
+        if params.uc {
+            params.room = uc::room();
         }
         params
     }

@@ -106,6 +106,11 @@ fn page_parameters_parse_and_report_problems() {
     let typo = Params::parse("?pubsub=flood");
     assert_eq!(typo.pubsub, Pubsub::Gossipsub);
     assert_eq!(typo.problems.len(), 1, "{:?}", typo.problems);
+
+    let uc = Params::parse("?compat=uc&room=dev");
+    assert!(uc.uc);
+    assert_eq!(uc.room.name(), "universal-connectivity");
+    assert_eq!(Params::parse("?compat=irc").problems.len(), 1);
 }
 
 #[wasm_bindgen_test]

@@ -1478,6 +1478,11 @@ impl Engine {
                         peer: peer_id,
                     });
                     self.ask_history(peer_id, &topic);
+                } else if self.uc && topic.as_str() == uc::CHAT_TOPIC {
+                    self.emit(Event::Subscribed {
+                        room: uc::room(),
+                        peer: peer_id,
+                    });
                 }
                 // Held messages may now have someone to go to.
                 self.flush();
