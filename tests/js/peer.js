@@ -6,7 +6,9 @@
 // from meshtalk.proto by hand. The test drives it through `window.__*`.
 //
 // URL parameters: relay (the relay's WebSocket multiaddr), room,
-// announce (1: publish our record on meshtalk/peers/<room>).
+// announce (1: publish our record on meshtalk/peers/<room>), topic (the
+// discovery topic instead of meshtalk/peers/<room>: universal-connectivity's
+// browser peer discovery topic, say).
 
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -42,7 +44,7 @@ const node = await createLibp2p({
   peerDiscovery: [
     pubsubPeerDiscovery({
       interval: 2000,
-      topics: [`meshtalk/peers/${room}`],
+      topics: [params.get('topic') ?? `meshtalk/peers/${room}`],
       listenOnly: params.get('announce') !== '1'
     })
   ],

@@ -153,7 +153,8 @@ fn a_floodsub_page_chats_with_gossipsub_and_floodsub_terminals() -> Result<()> {
 }
 
 /// A page with `?compat=uc` and a js-libp2p peer set up as
-/// universal-connectivity's chat through a relay.
+/// universal-connectivity's chat through a relay; two such pages link
+/// directly through its browser peer discovery topic.
 #[test]
 fn a_uc_page_chats_with_a_universal_connectivity_peer() -> Result<()> {
     let _scene = one_at_a_time();
@@ -178,8 +179,12 @@ fn a_uc_page_chats_with_a_universal_connectivity_peer() -> Result<()> {
             .any(|m| m.from == uc.peer_id && m.text.starts_with("hello page")))
     })?;
     page.send("hello from a meshtalk page")?;
-    uc.wait_message(&page.peer_id, "hello from a meshtalk page")
-        .map(drop)
+    uc.wait_message(&page.peer_id, "hello from a meshtalk page")?;
+
+    // Two such pages find each other on universal-connectivity's browser
+    // peer discovery topic and link directly.
+    let other = ChatPage::open(&driver, &url, Some("ws"))?;
+    page.wait_direct(&other.peer_id, WAIT)
 }
 
 /// `from` sends `text`; `to` shows it as from `from`, and the terminal gets it.

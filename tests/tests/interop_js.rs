@@ -83,9 +83,23 @@ impl<'a> JsPeer<'a> {
         room: &str,
         announce: bool,
     ) -> Result<Self> {
+        Self::open_on(driver, base, relay, room, announce, None)
+    }
+
+    /// [`JsPeer::open`] with its records on `topic` instead of the room's
+    /// peers topic.
+    fn open_on(
+        driver: &'a Driver,
+        base: &str,
+        relay: &str,
+        room: &str,
+        announce: bool,
+        topic: Option<&str>,
+    ) -> Result<Self> {
         let session = driver.session()?;
+        let topic = topic.map(|t| format!("&topic={t}")).unwrap_or_default();
         session.open(&format!(
-            "{base}/?relay={relay}&room={room}&announce={}",
+            "{base}/?relay={relay}&room={room}&announce={}{topic}",
             u8::from(announce)
         ))?;
         let id = session.wait_for(
@@ -122,29 +136,53 @@ impl<'a> JsPeer<'a> {
     }
 }
 
+/// The scene: the js peer's files served, a relay serving the page, its
+/// WebSocket address, and Chromium.
+struct Scene {
+    js: String,
+    relay: Relay,
+    ws: String,
+    driver: Driver,
+}
+
+impl Scene {
+    fn start(name: &str) -> Result<Self> {
+        let js = serve(js_dir()?)?;
+        let relay = Relay::start_with(
+            &temp_dir(name),
+            &["--web-dir", &web_dir()?.display().to_string()],
+        )?;
+        let ws = relay.addr(Transport::WebSocket)?.to_string();
+        let driver = Driver::start()?;
+        Ok(Self {
+            js,
+            relay,
+            ws,
+            driver,
+        })
+    }
+
+    /// A meshtalk page on the relay, over WebSocket, with `query`.
+    fn page(&self, query: &str) -> Result<ChatPage<'_>> {
+        let url = format!("{}/?transport=ws&{query}", self.relay.http);
+        ChatPage::open(&self.driver, &url, Some("ws"))
+    }
+}
+
 #[test]
 fn js_libp2p_peers_and_a_page_link_over_webrtc_both_ways_and_chat() -> Result<()> {
-    let js = serve(js_dir()?)?;
-    let relay = Relay::start_with(
-        &temp_dir("interop-js"),
-        &["--web-dir", &web_dir()?.display().to_string()],
-    )?;
-    let ws = relay.addr(Transport::WebSocket)?.to_string();
-    let driver = Driver::start()?;
-    let page = ChatPage::open(
-        &driver,
-        &format!("{}/?transport=ws&room=interop", relay.http),
-        Some("ws"),
-    )?;
+    let scene = Scene::start("interop-js")?;
+    let Scene { js, ws, driver, .. } = &scene;
+    let page = scene.page("room=interop")?;
 
     // meshtalk dials js: the page reads the js peer's pubsub-peer-discovery
     // record on the room's peers topic and links to it.
-    let announced = JsPeer::open(&driver, &js, &ws, "interop", true)?;
+    let announced = JsPeer::open(driver, js, ws, "interop", true)?;
     page.wait_direct(&announced.id, WAIT)?;
 
     // js dials meshtalk: a quiet js peer dials the page's /webrtc address
     // and pings it over the new connection.
-    let dialer = JsPeer::open(&driver, &js, &ws, "interop", false)?;
+    let dialer = JsPeer::open(driver, js, ws, "interop", false)?;
     let page_addr = format!("{ws}/p2p-circuit/webrtc/p2p/{}", page.peer_id);
     let dialed = dialer.call(
         "the js dial",
@@ -169,4 +207,23 @@ fn js_libp2p_peers_and_a_page_link_over_webrtc_both_ways_and_chat() -> Result<()
     announced.wait_message(&page.peer_id, "hello from meshtalk")?;
     dialer.wait_message(&page.peer_id, "hello from meshtalk")?;
     Ok(())
+}
+
+/// A `?compat=uc` page reads a js-libp2p browser peer's record on
+/// universal-connectivity's browser peer discovery topic (where its
+/// browser peers announce themselves) and links to it over `/webrtc`.
+#[test]
+fn a_uc_page_links_to_a_js_peer_announced_on_universal_connectivitys_discovery_topic() -> Result<()>
+{
+    let scene = Scene::start("interop-js-uc")?;
+    let page = scene.page("compat=uc")?;
+    let announced = JsPeer::open_on(
+        &scene.driver,
+        &scene.js,
+        &scene.ws,
+        "unused",
+        true,
+        Some(meshtalk_protocol::uc::BROWSER_DISCOVERY_TOPIC),
+    )?;
+    page.wait_direct(&announced.id, WAIT)
 }

@@ -876,6 +876,7 @@ impl Engine {
         }
         if self.uc {
             self.on_command(Command::SubscribeRaw(uc::CHAT_TOPIC.to_owned()))?;
+            self.peers_topic(&uc::room(), true);
         }
         self.listen_direct();
         Ok(())
@@ -1499,6 +1500,12 @@ impl Engine {
         }
     }
 
+    /// Whether `topic` is the topic of a room we are in: one of ours, or
+    /// universal-connectivity's chat with `--compat uc`.
+    fn is_room_topic(&self, topic: &TopicHash) -> bool {
+        self.rooms.contains_key(topic) || (self.uc && topic.as_str() == uc::CHAT_TOPIC)
+    }
+
     fn is_subscribed(&self, topic: &TopicHash) -> bool {
         self.rooms.contains_key(topic) || self.raw_topics.contains(topic)
     }
@@ -1547,6 +1554,8 @@ impl Engine {
             self.on_offer(&room, message.source, &message.data)
         } else if message.topic.as_str() == uc::CHAT_TOPIC {
             self.on_uc_chat(via, &id, message)
+        } else if message.topic.as_str() == uc::BROWSER_DISCOVERY_TOPIC {
+            self.on_record(&uc::room(), message.source, &message.data)
         } else if self.raw_topics.contains(&message.topic) {
             self.emit(Event::Raw {
                 topic: message.topic.to_string(),

@@ -11,8 +11,12 @@
 //!   [`DirectMessageRequest`] answered by one [`DirectMessageResponse`]
 //!   with status 200 (proto3, `proto/uc_direct_message.proto`).
 //!
-//! Files (`universal-connectivity-file`) and its browser peer discovery
-//! topic are not spoken yet.
+//! - Browser peer discovery: pages with `?compat=uc` publish and read
+//!   their peer records (js-libp2p's pubsub-peer-discovery format, which
+//!   meshtalk's pages use anyway) on [`BROWSER_DISCOVERY_TOPIC`], and link
+//!   directly (`/webrtc`) to the browsers they find there.
+//!
+//! Its files (`universal-connectivity-file`) are not spoken yet.
 
 use libp2p::{PeerId, StreamProtocol, gossipsub};
 use sha2::{Digest, Sha256};
@@ -26,7 +30,7 @@ use crate::{
 pub const CHAT_TOPIC: &str = "universal-connectivity";
 /// The topic on which files are announced (not spoken yet).
 pub const FILE_TOPIC: &str = "universal-connectivity-file";
-/// The browser peers' pubsub-peer-discovery topic (not spoken yet).
+/// The browser peers' pubsub-peer-discovery topic.
 pub const BROWSER_DISCOVERY_TOPIC: &str = "universal-connectivity-browser-peer-discovery";
 /// The direct-message protocol.
 pub const DM_PROTOCOL: StreamProtocol = StreamProtocol::new("/universal-connectivity/dm/1.0.0");

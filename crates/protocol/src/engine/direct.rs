@@ -12,7 +12,7 @@
 
 use libp2p::{
     Multiaddr, PeerId,
-    gossipsub::{MessageAcceptance, TopicHash},
+    gossipsub::{IdentTopic, MessageAcceptance, TopicHash},
     multiaddr::Protocol,
     swarm::ConnectionId,
 };
@@ -20,7 +20,7 @@ use web_time::{Duration, Instant};
 
 use super::Engine;
 use crate::{
-    arch, behaviour::Role, discovery::Source, peer_record, rooms::Room, transport::Transport,
+    arch, behaviour::Role, discovery::Source, peer_record, rooms::Room, transport::Transport, uc,
 };
 
 /// How often a page announces its `/webrtc` addresses to its rooms.
@@ -52,12 +52,33 @@ impl Engine {
         }
     }
 
+    /// Where a room's peer records go: its peers topic, or, for
+    /// universal-connectivity's chat (`--compat uc`), its browser peer
+    /// discovery topic, whose records have the same format.
+    fn records_topic(&self, room: &Room) -> IdentTopic {
+        if self.uc && *room == uc::room() {
+            IdentTopic::new(uc::BROWSER_DISCOVERY_TOPIC)
+        } else {
+            peer_record::topic(room)
+        }
+    }
+
+    /// The topic of the room whose record this is, for the neighbour
+    /// manager (which links members sharing a topic with us).
+    fn record_room_topic(&self, room: &Room) -> TopicHash {
+        if self.uc && *room == uc::room() {
+            IdentTopic::new(uc::CHAT_TOPIC).hash()
+        } else {
+            room.topic().hash()
+        }
+    }
+
     /// Joins (or leaves) the peers topic of a room we join (or leave).
     pub(super) fn peers_topic(&mut self, room: &Room, join: bool) {
         if !self.links_directly() {
             return;
         }
-        let topic = peer_record::topic(room);
+        let topic = self.records_topic(room);
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         if join {
             if let Err(e) = gossipsub.subscribe(&topic) {
@@ -111,13 +132,17 @@ impl Engine {
             return;
         };
         let record = peer_record::encode(key, &self.webrtc_addrs);
-        let rooms: Vec<Room> = self.rooms.values().cloned().collect();
+        let mut rooms: Vec<Room> = self.rooms.values().cloned().collect();
+        if self.uc {
+            rooms.push(uc::room());
+        }
         for room in rooms {
+            let topic = self.records_topic(&room);
             if let Err(e) = self
                 .swarm
                 .behaviour_mut()
                 .gossipsub
-                .publish(peer_record::topic(&room), record.clone())
+                .publish(topic, record.clone())
             {
                 tracing::debug!(%room, error = %e, "peer record not published");
             }
@@ -146,7 +171,7 @@ impl Engine {
             && author != self.local_peer_id()
             && let Some(addr) = self.best_webrtc_addr(&addrs)
         {
-            let topic: TopicHash = room.topic().hash();
+            let topic = self.record_room_topic(room);
             self.records_seen.insert(author, Instant::now());
             self.member_found(author, vec![addr], [topic], Source::Rooms);
         }

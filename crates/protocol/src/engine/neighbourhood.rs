@@ -165,7 +165,7 @@ impl Engine {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mut useful: HashMap<PeerId, u32> = HashMap::new();
         for (peer, topics) in gossipsub.all_peers() {
-            let shared = topics.iter().filter(|t| self.rooms.contains_key(t)).count();
+            let shared = topics.iter().filter(|t| self.is_room_topic(t)).count();
             useful.insert(*peer, SHARES_A_ROOM * shared as u32);
         }
         for peer in gossipsub.all_mesh_peers() {
@@ -344,7 +344,7 @@ impl Engine {
     ) {
         let mut first = false;
         for topic in topics {
-            if self.rooms.contains_key(&topic) {
+            if self.is_room_topic(&topic) {
                 first |= self.neighbours.room_member(peer, &addrs, topic, source);
             }
         }
