@@ -33,7 +33,7 @@ use libp2p_stream::{Control, IncomingStreams};
 use prost::Message as _;
 
 use crate::{
-    framing::{Next, PerMinute, next_of, read_message, within, write_message},
+    framing::{Next, PerMinute, ask, next_of, read_message, within, write_message},
     uc,
     validate::{self, MAX_NICK_BYTES, Rejection},
     wire::{ChatMessage, MESSAGE_ID_LEN, MessageId, Payload},
@@ -284,22 +284,21 @@ impl Dms {
 
 /// One `/meshtalk/dm/1.0.0` exchange: the line, then its acknowledgement.
 async fn send_meshtalk(
-    mut control: Control,
+    control: Control,
     to: PeerId,
     message: DirectMessage,
     id: MessageId,
 ) -> Result<(), String> {
-    let mut stream = control
-        .open_stream(to, DM_PROTOCOL)
-        .await
-        .map_err(|e| e.to_string())?;
-    write_message(&mut stream, &message.encode_to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
-    let bytes = read_message(&mut stream, 256)
-        .await
-        .map_err(|e| format!("no acknowledgement: {e}"))?;
-    let _ = stream.close().await;
+    let request = message.encode_to_vec();
+    let bytes = ask(
+        control,
+        to,
+        DM_PROTOCOL,
+        &request,
+        256,
+        "no acknowledgement: ",
+    )
+    .await?;
     let ack = DmAck::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
     if ack.id.as_deref() == Some(id.0.as_slice()) {
         Ok(())
@@ -311,21 +310,20 @@ async fn send_meshtalk(
 /// One universal-connectivity exchange: the request, then a response that
 /// must say 200.
 async fn send_uc(
-    mut control: Control,
+    control: Control,
     to: PeerId,
     request: uc::DirectMessageRequest,
 ) -> Result<(), String> {
-    let mut stream = control
-        .open_stream(to, uc::DM_PROTOCOL)
-        .await
-        .map_err(|e| e.to_string())?;
-    write_message(&mut stream, &request.encode_to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
-    let bytes = read_message(&mut stream, MAX_DM)
-        .await
-        .map_err(|e| format!("no response: {e}"))?;
-    let _ = stream.close().await;
+    let request = request.encode_to_vec();
+    let bytes = ask(
+        control,
+        to,
+        uc::DM_PROTOCOL,
+        &request,
+        MAX_DM,
+        "no response: ",
+    )
+    .await?;
     let response =
         uc::DirectMessageResponse::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
     if response.status == uc::STATUS_OK {

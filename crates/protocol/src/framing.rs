@@ -1,8 +1,9 @@
 //! What meshtalk's own stream protocols (history, direct messages) share:
 //! messages framed as an unsigned-varint length then that many bytes (a
-//! protobuf), as libp2p protocols usually frame them; a time limit per
-//! exchange; a per-peer rate; and the loop that waits for a peer's stream
-//! or for one of our exchanges to end.
+//! protobuf), as libp2p protocols usually frame them; one request and its
+//! answer on a stream of its own; a time limit per exchange; a per-peer
+//! rate; and the loop that waits for a peer's stream or for one of our
+//! exchanges to end.
 
 use std::{collections::HashMap, io, time::Duration};
 
@@ -12,8 +13,8 @@ use futures::{
     stream::FuturesUnordered,
 };
 use futures_timer::Delay;
-use libp2p::{PeerId, Stream};
-use libp2p_stream::IncomingStreams;
+use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p_stream::{Control, IncomingStreams};
 use web_time::Instant;
 
 /// Peers remembered by a [`PerMinute`] before the quiet ones are forgotten.
@@ -105,6 +106,32 @@ pub async fn within<T>(
         result = work.fuse() => result,
         () = Delay::new(limit).fuse() => Err("timed out".into()),
     }
+}
+
+/// One request and its answer: opens a stream of `protocol` to `peer`,
+/// writes `request`, reads one answer of at most `max` bytes and closes
+/// the stream. A failure to read the answer is `no_answer` followed by
+/// the reason (empty: the reason alone).
+pub(crate) async fn ask(
+    mut control: Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    request: &[u8],
+    max: usize,
+    no_answer: &str,
+) -> Result<Vec<u8>, String> {
+    let mut stream = control
+        .open_stream(peer, protocol)
+        .await
+        .map_err(|e| e.to_string())?;
+    write_message(&mut stream, request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = read_message(&mut stream, max)
+        .await
+        .map_err(|e| format!("{no_answer}{e}"))?;
+    let _ = stream.close().await;
+    Ok(answer)
 }
 
 /// Writes `bytes` with an unsigned-varint length prefix.

@@ -34,7 +34,7 @@ use super::{
     store::{Cursor, MAX_ANSWER_BYTES, MAX_ANSWER_RECORDS, Store},
 };
 use crate::{
-    framing::{Next, PerMinute, next_of, read_message, within, write_message},
+    framing::{Next, PerMinute, ask, next_of, read_message, within, write_message},
     wire::MESSAGE_ID_LEN,
 };
 
@@ -150,19 +150,10 @@ impl HistorySync {
             after_id: after.map(|(_, id)| id.to_vec()),
             limit: Some(MAX_ANSWER_RECORDS as u32),
         };
-        let mut control = self.control.clone();
+        let control = self.control.clone();
         let exchange = async move {
-            let mut stream = control
-                .open_stream(peer, HISTORY_PROTOCOL)
-                .await
-                .map_err(|e| e.to_string())?;
-            write_message(&mut stream, &request.encode_to_vec())
-                .await
-                .map_err(|e| e.to_string())?;
-            let bytes = read_message(&mut stream, MAX_ANSWER)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = stream.close().await;
+            let request = request.encode_to_vec();
+            let bytes = ask(control, peer, HISTORY_PROTOCOL, &request, MAX_ANSWER, "").await?;
             HistoryAnswer::decode(bytes.as_slice()).map_err(|e| format!("undecodable answer: {e}"))
         };
         let task = async move {
