@@ -10,7 +10,7 @@ use meshtalk_protocol::{
     discovery::{Discovery, Source, Sources, Watermarks},
     engine::EngineConfig,
     keyfile,
-    libp2p::{Multiaddr, PeerId, identity::Keypair},
+    libp2p::{Multiaddr, PeerId},
     rooms::Room,
 };
 
@@ -117,10 +117,7 @@ impl NetArgs {
             ..engine
         };
         let listen = listen_addrs(&self.connect, &self.listen);
-        let keypair = match &self.identity {
-            Some(path) => keyfile::load_or_create_identity(path)?,
-            None => Keypair::generate_ed25519(),
-        };
+        let keypair = keyfile::identity(self.identity.as_deref())?;
         Node::start_as(keypair, engine, self.pubsub, &listen).await
     }
 

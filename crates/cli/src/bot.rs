@@ -26,7 +26,7 @@ use meshtalk_protocol::{
     behaviour::{BehaviourConfig, Role},
     discovery::Discovery,
     engine::{Engine, EngineConfig, EngineHandle, Event},
-    libp2p::{PeerId, identity::Keypair},
+    libp2p::PeerId,
     rooms::Room,
     transport::Transport,
 };
@@ -54,10 +54,7 @@ struct Links {
 /// Runs the bot until interrupted.
 pub async fn run(args: BotArgs) -> Result<()> {
     // 1. A swarm with every transport, and the engine that drives it.
-    let keypair = match &args.identity {
-        Some(path) => meshtalk_protocol::keyfile::load_or_create_identity(path)?,
-        None => Keypair::generate_ed25519(),
-    };
+    let keypair = meshtalk_protocol::keyfile::identity(args.identity.as_deref())?;
     // The relays given are the bootstrap list: the engine keeps them
     // connected, dialing again after a loss.
     let discovery = Discovery {

@@ -224,13 +224,8 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
         rooms: vec![args.room],
         ..EngineConfig::default()
     };
-    let mut node = match &args.identity {
-        Some(path) => {
-            let keypair = keyfile::load_or_create_identity(path)?;
-            Node::start_as(keypair, engine, Pubsub::default(), &listen).await?
-        }
-        None => Node::start(engine, &listen).await?,
-    };
+    let keypair = keyfile::identity(args.identity.as_deref())?;
+    let mut node = Node::start_as(keypair, engine, Pubsub::default(), &listen).await?;
     let mut printer = Printer {
         json: false,
         held: HashMap::new(),

@@ -33,6 +33,15 @@ pub enum KeyError {
     },
 }
 
+/// The identity kept in `path` ([`load_or_create_identity`]), or, without
+/// a file, a new Ed25519 one for this run only.
+pub fn identity(path: Option<&Path>) -> Result<Keypair, KeyError> {
+    match path {
+        Some(path) => load_or_create_identity(path),
+        None => Ok(Keypair::generate_ed25519()),
+    }
+}
+
 /// Loads the identity key (a protobuf-encoded libp2p keypair) from
 /// `path`, creating it (Ed25519) when the file does not exist.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, KeyError> {
