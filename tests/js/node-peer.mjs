@@ -25,30 +25,23 @@
 // stdin, one line a command: `/nick NAME`, `/dial ADDR`, `/protocols PEER`
 // (what identify learnt PEER speaks), or text to say.
 
-// js-libp2p 3 uses Promise.withResolvers (Node.js 22); Debian's Node.js is
-// 20, so it is provided here before js-libp2p loads.
-Promise.withResolvers ??= function () {
-  let resolve, reject
-  const promise = new Promise((yes, no) => { resolve = yes; reject = no })
-  return { promise, resolve, reject }
-}
+import { emit, fail, parseArgs } from './node-common.mjs'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { floodsub } from '@libp2p/floodsub'
+import { gossipsub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { webRTCDirect } from '@libp2p/webrtc'
+import { webSockets } from '@libp2p/websockets'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import protobuf from 'protobufjs'
 
-const { createInterface } = await import('node:readline')
-const { fileURLToPath } = await import('node:url')
-const { noise } = await import('@chainsafe/libp2p-noise')
-const { yamux } = await import('@chainsafe/libp2p-yamux')
-const { floodsub } = await import('@libp2p/floodsub')
-const { gossipsub } = await import('@libp2p/gossipsub')
-const { identify } = await import('@libp2p/identify')
-const { ping } = await import('@libp2p/ping')
-const { tcp } = await import('@libp2p/tcp')
-const { webRTCDirect } = await import('@libp2p/webrtc')
-const { webSockets } = await import('@libp2p/websockets')
-const { multiaddr } = await import('@multiformats/multiaddr')
-const { createLibp2p } = await import('libp2p')
-const { default: protobuf } = await import('protobufjs')
-
-const args = {
+const args = parseArgs('node-peer', {
   dial: [],
   listen: [],
   room: 'lobby',
@@ -57,19 +50,7 @@ const args = {
   sign: 'on',
   'msg-id': 'default',
   meshsub: ''
-}
-for (let i = 2; i < process.argv.length; i += 2) {
-  const key = process.argv[i].replace(/^--/, '')
-  const value = process.argv[i + 1]
-  if (!(key in args) || value === undefined) {
-    console.error(`node-peer: unknown or incomplete option ${process.argv[i]}`)
-    process.exit(2)
-  }
-  if (Array.isArray(args[key])) args[key].push(value)
-  else args[key] = value
-}
-
-const emit = event => process.stdout.write(JSON.stringify(event) + '\n')
+})
 
 const proto = await protobuf.load(
   fileURLToPath(new URL('../../crates/protocol/proto/meshtalk.proto', import.meta.url))
@@ -158,10 +139,6 @@ node.services.pubsub.addEventListener('message', e => {
     emit({ type: 'message', from, nick: nicks.get(from) ?? null, text: text(request.sendMessage.data) })
   }
 })
-
-function fail (err) {
-  emit({ type: 'error', error: err.message })
-}
 
 node.services.pubsub.subscribe(topic)
 for (const addr of args.dial) {

@@ -17,45 +17,27 @@
 //   {"type":"error","error":E}
 // stdin: `/dm PEER TEXT` sends a direct message; any other line is said.
 
-// js-libp2p 3 uses Promise.withResolvers (Node.js 22); Debian's Node.js is
-// 20, so it is provided here before js-libp2p loads.
-Promise.withResolvers ??= function () {
-  let resolve, reject
-  const promise = new Promise((yes, no) => { resolve = yes; reject = no })
-  return { promise, resolve, reject }
-}
-
-const { createInterface } = await import('node:readline')
-const { createHash } = await import('node:crypto')
-const { fileURLToPath } = await import('node:url')
-const { noise } = await import('@chainsafe/libp2p-noise')
-const { yamux } = await import('@chainsafe/libp2p-yamux')
-const { gossipsub } = await import('@libp2p/gossipsub')
-const { identify } = await import('@libp2p/identify')
-const { peerIdFromString } = await import('@libp2p/peer-id')
-const { tcp } = await import('@libp2p/tcp')
-const { webSockets } = await import('@libp2p/websockets')
-const { multiaddr } = await import('@multiformats/multiaddr')
-const { createLibp2p } = await import('libp2p')
-const { pbStream } = await import('@libp2p/utils')
-const { default: protobuf } = await import('protobufjs')
+import { emit, fail, parseArgs } from './node-common.mjs'
+import { createHash } from 'node:crypto'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { tcp } from '@libp2p/tcp'
+import { pbStream } from '@libp2p/utils'
+import { webSockets } from '@libp2p/websockets'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+import protobuf from 'protobufjs'
 
 const CHAT_TOPIC = 'universal-connectivity'
 const CHAT_FILE_TOPIC = 'universal-connectivity-file'
 const DM_PROTOCOL = '/universal-connectivity/dm/1.0.0'
 
-const args = { dial: [], listen: [] }
-for (let i = 2; i < process.argv.length; i += 2) {
-  const key = process.argv[i].replace(/^--/, '')
-  if (!(key in args) || process.argv[i + 1] === undefined) {
-    console.error(`uc-peer: unknown or incomplete option ${process.argv[i]}`)
-    process.exit(2)
-  }
-  args[key].push(process.argv[i + 1])
-}
-
-const emit = event => process.stdout.write(JSON.stringify(event) + '\n')
-const fail = err => emit({ type: 'error', error: err.message })
+const args = parseArgs('uc-peer', { dial: [], listen: [] })
 
 const proto = await protobuf.load(
   fileURLToPath(new URL('../../crates/protocol/proto/uc_direct_message.proto', import.meta.url))

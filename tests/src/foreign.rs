@@ -54,34 +54,34 @@ pub fn py_venv() -> PathBuf {
 impl Implementation {
     /// The program and the arguments before the peer's own flags.
     fn command(self) -> Result<(PathBuf, Vec<String>)> {
+        let node_modules = tests_dir().join("js/node_modules");
         let (program, script, setup) = match self {
-            // Node.js 20 has WebSocket only behind this flag (22 has it
-            // always); @libp2p/websockets dials with it.
             Self::Js => (
-                PathBuf::from("node"),
+                "node".into(),
                 tests_dir().join("js/node-peer.mjs"),
-                "js/node_modules",
+                node_modules,
             ),
             Self::JsUc => (
-                PathBuf::from("node"),
+                "node".into(),
                 tests_dir().join("js/uc-peer.mjs"),
-                "js/node_modules",
+                node_modules,
             ),
             Self::Py => (
                 py_venv().join("bin/python"),
                 tests_dir().join("py/peer.py"),
-                "../target/interop-py",
+                py_venv(),
             ),
         };
-        if !tests_dir().join(setup).exists() {
+        if !setup.exists() {
             bail!(
-                "{} is not set up ({} is missing): `cargo xtask test` installs it",
-                self,
-                tests_dir().join(setup).display()
+                "{self} is not set up ({} is missing): `cargo xtask test` installs it",
+                setup.display()
             );
         }
         let mut args = Vec::new();
         if matches!(self, Self::Js | Self::JsUc) {
+            // Node.js 20 has WebSocket only behind this flag (22 has it
+            // always); @libp2p/websockets dials with it.
             args.push("--experimental-websocket".to_owned());
             args.push("--no-warnings".to_owned());
         }

@@ -9,6 +9,8 @@
 //! unlike meshtalk, and universal-connectivity's js peer. (The js-libp2p
 //! browser peer linking to the page over `/webrtc` is `interop_js.rs`.)
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, ensure};
 use meshtalk_protocol::transport::Transport;
 use meshtalk_tests::{
@@ -16,6 +18,7 @@ use meshtalk_tests::{
     foreign::{ForeignPeer, Implementation},
     temp_dir,
 };
+use serde_json::Value;
 
 /// `meshtalk chat` (nick "ada") and `foreign` learn each other's nickname
 /// and each hears the other's line attributed to it.
@@ -42,6 +45,52 @@ fn chat_both_ways(ada: &mut ChatPeer, foreign: &mut ForeignPeer, what: &str) -> 
     Ok(())
 }
 
+/// A relay (its data in `name`), and a peer of `implementation` that
+/// dials it over `transport`, listens on `listen` and takes `args`.
+fn foreign_on_a_relay(
+    name: &str,
+    implementation: Implementation,
+    transport: Transport,
+    listen: &[&str],
+    args: &[&str],
+) -> Result<(Relay, ForeignPeer)> {
+    let relay = Relay::start(&temp_dir(name))?;
+    let dial = [relay.addr(transport)?.to_string()];
+    let foreign = ForeignPeer::start(implementation, "interop", "tess", &dial, listen, args)?;
+    Ok((relay, foreign))
+}
+
+/// `meshtalk chat` as "ada" on `relay` over TCP, with `args` too.
+fn ada_on(relay: &Relay, args: &[&str]) -> Result<ChatPeer> {
+    let mut all = vec!["--nick", "ada"];
+    all.extend_from_slice(args);
+    ChatPeer::start("ada", &relay.addr(Transport::Tcp)?, "interop", &all)
+}
+
+/// `foreign` says `{prefix} 1`, `{prefix} 2`… until `ada` shows one of
+/// them as its; returns that line's JSON. (Lines said before the mesh
+/// forms are lost, and each try must be new content: some routers refuse
+/// to publish the same bytes twice.)
+fn say_until_heard(foreign: &mut ForeignPeer, ada: &mut ChatPeer, prefix: &str) -> Result<Value> {
+    let mut tries = 0;
+    let mut heard = None;
+    eventually(&format!("{prefix:?} from {}", foreign.peer_id), || {
+        tries += 1;
+        foreign.say(&format!("{prefix} {tries}"))?;
+        ada.proc.drain_for(Duration::from_millis(400));
+        heard = ada.proc.seen.iter().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            let text = v["text"].as_str()?;
+            (v["type"] == "message"
+                && v["from"] == foreign.peer_id.as_str()
+                && text.starts_with(prefix))
+            .then_some(v.clone())
+        });
+        Ok(heard.is_some())
+    })?;
+    heard.context("no line heard")
+}
+
 /// The foreign peer dials a relay over `transport`; `meshtalk chat` is on
 /// the same relay over TCP. `foreign_args` and `meshtalk_args` go on their
 /// command lines (`--pubsub floodsub`).
@@ -51,13 +100,9 @@ fn through_a_relay(
     foreign_args: &[&str],
     meshtalk_args: &[&str],
 ) -> Result<()> {
-    let relay = Relay::start(&temp_dir("interop"))?;
-    let dial = [relay.addr(transport)?.to_string()];
-    let mut foreign =
-        ForeignPeer::start(implementation, "interop", "tess", &dial, &[], foreign_args)?;
-    let mut args = vec!["--nick", "ada"];
-    args.extend_from_slice(meshtalk_args);
-    let mut ada = ChatPeer::start("ada", &relay.addr(Transport::Tcp)?, "interop", &args)?;
+    let (relay, mut foreign) =
+        foreign_on_a_relay("interop", implementation, transport, &[], foreign_args)?;
+    let mut ada = ada_on(&relay, meshtalk_args)?;
     chat_both_ways(
         &mut ada,
         &mut foreign,
@@ -206,22 +251,14 @@ fn py_libp2p_floodsub_and_meshtalk_floodsub_through_a_relay() -> Result<()> {
 /// relay goes on serving everybody else.
 #[test]
 fn unsigned_messages_from_js_libp2p_are_refused_with_a_log_line_and_a_counter() -> Result<()> {
-    let mut relay = Relay::start(&temp_dir("interop-unsigned"))?;
-    let dial = [relay.addr(Transport::Tcp)?.to_string()];
-    let mut js = ForeignPeer::start(
+    let (mut relay, mut js) = foreign_on_a_relay(
+        "interop-unsigned",
         Implementation::Js,
-        "interop",
-        "tess",
-        &dial,
+        Transport::Tcp,
         &[],
         &["--sign", "off"],
     )?;
-    let mut ada = ChatPeer::start(
-        "ada",
-        &relay.addr(Transport::Tcp)?,
-        "interop",
-        &["--nick", "ada"],
-    )?;
+    let mut ada = ada_on(&relay, &[])?;
     let mut bob = ChatPeer::start(
         "bob",
         &relay.addr(Transport::Tcp)?,
@@ -255,33 +292,15 @@ fn unsigned_messages_from_js_libp2p_are_refused_with_a_log_line_and_a_counter() 
 /// publish twice, and it drops repeats of others'; see PROTOCOL.md.)
 #[test]
 fn js_libp2p_with_content_message_ids_chats() -> Result<()> {
-    let relay = Relay::start(&temp_dir("interop-content-ids"))?;
-    let dial = [relay.addr(Transport::Tcp)?.to_string()];
-    let mut js = ForeignPeer::start(
+    let (relay, mut js) = foreign_on_a_relay(
+        "interop-content-ids",
         Implementation::Js,
-        "interop",
-        "tess",
-        &dial,
+        Transport::Tcp,
         &[],
         &["--msg-id", "content"],
     )?;
-    let mut ada = ChatPeer::start(
-        "ada",
-        &relay.addr(Transport::Tcp)?,
-        "interop",
-        &["--nick", "ada"],
-    )?;
-    // Lines said before the mesh forms are lost; each try is new content.
-    let mut tries = 0;
-    eventually("a line from js at meshtalk", || {
-        tries += 1;
-        js.say(&format!("content-addressed hello {tries}"))?;
-        ada.proc.drain_for(std::time::Duration::from_millis(400));
-        Ok(ada
-            .texts()
-            .iter()
-            .any(|t| t.starts_with("content-addressed hello")))
-    })?;
+    let mut ada = ada_on(&relay, &[])?;
+    say_until_heard(&mut js, &mut ada, "content-addressed hello")?;
     // Its router takes every copy of ada's (identical) UPDATE_PEERs for one
     // message, so whether it has her nickname depends on timing; her line
     // arrives, from her.
@@ -306,13 +325,10 @@ fn js_libp2p_speaking_only_meshsub_1_0_chats() -> Result<()> {
 /// counter and a log line).
 #[test]
 fn a_peer_with_no_common_pubsub_protocol_is_reported() -> Result<()> {
-    let mut relay = Relay::start(&temp_dir("interop-no-pubsub"))?;
-    let dial = [relay.addr(Transport::Tcp)?.to_string()];
-    let js = ForeignPeer::start(
+    let (mut relay, js) = foreign_on_a_relay(
+        "interop-no-pubsub",
         Implementation::Js,
-        "interop",
-        "tess",
-        &dial,
+        Transport::Tcp,
         &["/ip4/127.0.0.1/tcp/0"],
         &["--meshsub", "/meshsub/9.9.9"],
     )?;
@@ -345,37 +361,21 @@ fn a_peer_with_no_common_pubsub_protocol_is_reported() -> Result<()> {
 /// peers send over direct connections: meshtalk dials it as well).
 #[test]
 fn meshtalk_chats_with_a_universal_connectivity_peer() -> Result<()> {
-    let relay = Relay::start(&temp_dir("interop-uc"))?;
-    let dial = [relay.addr(Transport::Tcp)?.to_string()];
-    let mut uc = ForeignPeer::start(
+    let (relay, mut uc) = foreign_on_a_relay(
+        "interop-uc",
         Implementation::JsUc,
-        "",
-        "",
-        &dial,
+        Transport::Tcp,
         &["/ip4/127.0.0.1/tcp/0"],
         &[],
     )?;
     let direct = uc.addrs.first().context("the uc peer listens nowhere")?;
-    let mut ada = ChatPeer::start(
-        "ada",
-        &relay.addr(Transport::Tcp)?,
-        "lobby",
-        &["--compat", "uc", "--connect", direct],
-    )?;
-    // Lines said before the mesh forms are lost; each try is a new line.
-    let mut tries = 0;
-    eventually("a line from the universal-connectivity peer", || {
-        tries += 1;
-        uc.say(&format!("hello from universal-connectivity {tries}"))?;
-        ada.proc.drain_for(std::time::Duration::from_millis(400));
-        Ok(ada.proc.seen.iter().any(|l| {
-            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
-                v["type"] == "message"
-                    && v["room"] == "universal-connectivity"
-                    && v["from"] == uc.peer_id.as_str()
-            })
-        }))
-    })?;
+    let mut ada = ada_on(&relay, &["--compat", "uc", "--connect", direct])?;
+    let line = say_until_heard(&mut uc, &mut ada, "hello from universal-connectivity")?;
+    ensure!(
+        line["room"] == "universal-connectivity",
+        "shown in room {}",
+        line["room"]
+    );
     ada.proc.send_line("hello from meshtalk")?;
     let nick = uc.wait_message(&ada.peer_id, "hello from meshtalk")?;
     ensure!(nick.is_none(), "universal-connectivity has no nicknames");
