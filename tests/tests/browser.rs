@@ -153,8 +153,8 @@ fn a_floodsub_page_chats_with_gossipsub_and_floodsub_terminals() -> Result<()> {
 }
 
 /// A page with `?compat=uc` and a js-libp2p peer set up as
-/// universal-connectivity's chat through a relay; two such pages link
-/// directly through its browser peer discovery topic.
+/// universal-connectivity's chat and exchange files through a relay; two
+/// such pages link directly through its browser peer discovery topic.
 #[test]
 fn a_uc_page_chats_with_a_universal_connectivity_peer() -> Result<()> {
     let _scene = one_at_a_time();
@@ -163,7 +163,7 @@ fn a_uc_page_chats_with_a_universal_connectivity_peer() -> Result<()> {
         &["--web-dir", &web_dir()?.display().to_string()],
     )?;
     let dial = [relay.addr(Transport::Tcp)?.to_string()];
-    let mut uc = ForeignPeer::start(Implementation::JsUc, "", "", &dial, &[], &[])?;
+    let mut uc = ForeignPeer::start(Implementation::JsUc, "", "", &dial, &["/p2p-circuit"], &[])?;
     let driver = Driver::start()?;
     let url = format!("{}/?transport=ws&compat=uc", relay.http);
     let page = ChatPage::open(&driver, &url, Some("ws"))?;
@@ -180,6 +180,36 @@ fn a_uc_page_chats_with_a_universal_connectivity_peer() -> Result<()> {
     })?;
     page.send("hello from a meshtalk page")?;
     uc.wait_message(&page.peer_id, "hello from a meshtalk page")?;
+
+    // Files both ways, on its protocol, through the relay (the uc peer
+    // holds a reservation there, as its browser peers do): the page takes
+    // the uc peer's at once and shows it; the uc peer takes the page's.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(noise(200_000, 21));
+    let theirs = temp_dir("browser-uc-theirs").with_extension("png");
+    std::fs::write(&theirs, &png)?;
+    uc.say(&format!("/file {}", theirs.display()))?;
+    let sent = uc.proc.wait_json("file_sent", |v| {
+        (v["type"] == "file_sent").then(|| v.clone())
+    })?;
+    let sha256 = sent["sha256"].as_str().context("a hash")?;
+    let got = file_on_page(&page, sha256)?;
+    ensure!(
+        got["hex"] == sha256 && got["size"] == png.len() && got["preview"] == true,
+        "{got}"
+    );
+    let ours = temp_dir("browser-uc-ours").join("notes.bin");
+    std::fs::create_dir_all(ours.parent().context("a directory")?)?;
+    std::fs::write(&ours, noise(100_000, 22))?;
+    page.session
+        .type_into("[data-testid=file-input]", &ours.display().to_string())?;
+    let got = uc.proc.wait_json("the page's file at the uc peer", |v| {
+        (v["type"] == "file").then(|| v.clone())
+    })?;
+    ensure!(
+        got["sha256"] == sha256_of(&ours)?.as_str() && got["from"] == page.peer_id.as_str(),
+        "{got}"
+    );
 
     // Two such pages find each other on universal-connectivity's browser
     // peer discovery topic and link directly.
@@ -819,6 +849,14 @@ fn fetch_on_page(
              b.click(); return true;"
         ),
     )?;
+    file_on_page(page, sha256)
+}
+
+/// The file `sha256` once the page has it: its bytes' hash and size, as
+/// the page's link gives them, whether it is shown as an image, its name,
+/// whether progress was shown.
+fn file_on_page(page: &ChatPage, sha256: &str) -> Result<serde_json::Value> {
+    let card = format!("[data-testid=file][data-sha256=\"{sha256}\"]");
     page.session.wait_for(
         "the fetched file's link",
         WAIT,

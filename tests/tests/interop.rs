@@ -16,7 +16,7 @@ use meshtalk_protocol::transport::Transport;
 use meshtalk_tests::{
     ChatPeer, Relay, eventually,
     foreign::{ForeignPeer, Implementation},
-    temp_dir,
+    noise, sha256_of, temp_dir,
 };
 use serde_json::Value;
 
@@ -357,10 +357,14 @@ fn a_peer_with_no_common_pubsub_protocol_is_reported() -> Result<()> {
 
 /// `meshtalk chat --compat uc` and a js-libp2p peer set up as
 /// universal-connectivity's: chat both ways through a relay (which needs
-/// no flag), and direct messages both ways on its protocol (which its
-/// peers send over direct connections: meshtalk dials it as well).
+/// no flag); direct messages and files both ways on its protocols (which
+/// its peers use over direct connections: meshtalk dials it as well); a
+/// file larger than its peers take is refused at `/send`.
 #[test]
 fn meshtalk_chats_with_a_universal_connectivity_peer() -> Result<()> {
+    let downloads = temp_dir("interop-uc-files");
+    std::fs::create_dir_all(&downloads)?;
+    let downloads_arg = downloads.display().to_string();
     let (relay, mut uc) = foreign_on_a_relay(
         "interop-uc",
         Implementation::JsUc,
@@ -369,7 +373,17 @@ fn meshtalk_chats_with_a_universal_connectivity_peer() -> Result<()> {
         &[],
     )?;
     let direct = uc.addrs.first().context("the uc peer listens nowhere")?;
-    let mut ada = ada_on(&relay, &["--compat", "uc", "--connect", direct])?;
+    let mut ada = ada_on(
+        &relay,
+        &[
+            "--compat",
+            "uc",
+            "--connect",
+            direct,
+            "--download-dir",
+            &downloads_arg,
+        ],
+    )?;
     let line = say_until_heard(&mut uc, &mut ada, "hello from universal-connectivity")?;
     ensure!(
         line["room"] == "universal-connectivity",
@@ -398,5 +412,61 @@ fn meshtalk_chats_with_a_universal_connectivity_peer() -> Result<()> {
     })?;
     uc.proc
         .wait_json("its dm_sent", |v| (v["type"] == "dm_sent").then_some(()))?;
-    Ok(())
+
+    // A file from the uc peer: announced by a UUID, fetched at once,
+    // saved under it, its type found from its first bytes.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(noise(300_000, 11));
+    let theirs = temp_dir("interop-uc-theirs").with_extension("png");
+    std::fs::write(&theirs, &png)?;
+    uc.say(&format!("/file {}", theirs.display()))?;
+    let sent = uc.proc.wait_json("file_sent", |v| {
+        (v["type"] == "file_sent").then(|| v.clone())
+    })?;
+    let id = sent["id"].as_str().context("an id")?.to_owned();
+    let saved = ada.proc.wait_json("the uc file saved", |v| {
+        (v["type"] == "file_saved" || v["type"] == "file_failed").then(|| v.clone())
+    })?;
+    ensure!(saved["type"] == "file_saved", "{saved}");
+    ensure!(saved["sha256"] == sent["sha256"], "{saved} vs {sent}");
+    let path = std::path::PathBuf::from(saved["path"].as_str().context("a path")?);
+    ensure!(path == downloads.join(&id), "saved as {}", path.display());
+    ensure!(std::fs::read(&path)? == png, "the bytes differ");
+    let offer = ada.proc.seen.iter().find_map(|l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["type"] == "file" && v["sha256"] == sent["sha256"]).then_some(v)
+    });
+    let offer = offer.context("no file line")?;
+    ensure!(
+        offer["from"] == from.as_str() && offer["media_type"] == "image/png",
+        "{offer}"
+    );
+
+    // A file from meshtalk: announced by its SHA-256, fetched by the uc peer.
+    let ours = downloads.join("notes.txt");
+    std::fs::write(&ours, noise(200_000, 12))?;
+    ada.proc.send_line(&format!("/send {}", ours.display()))?;
+    let sha256 = sha256_of(&ours)?;
+    let got = uc.proc.wait_json("the file at the uc peer", |v| {
+        (v["type"] == "file").then(|| v.clone())
+    })?;
+    ensure!(
+        got["sha256"] == sha256.as_str()
+            && got["id"] == sha256.as_str()
+            && got["from"] == ada.peer_id.as_str()
+            && got["size"] == 200_000,
+        "{got}"
+    );
+
+    // Its peers read at most 4 MiB: a larger file is refused at once.
+    let large = downloads.join("large.bin");
+    std::fs::write(&large, noise(4 * 1024 * 1024 + 1, 13))?;
+    ada.proc.send_line(&format!("/send {}", large.display()))?;
+    eventually("the refusal of a file over 4 MiB", || {
+        Ok(ada
+            .proc
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("large.bin") && l.contains("take at most 4.0 MiB")))
+    })
 }

@@ -637,6 +637,10 @@ impl Net {
                 self.model
                     .set_file(&sha256.to_string(), FileState::Failed(error));
             }
+            Event::UcFileFailed { from, id, error } => self.notice(format!(
+                "file {id} from {} not fetched: {error}",
+                short_id(&from.to_string())
+            )),
             Event::DmFailed { to, error, .. } => {
                 let to = to.to_string();
                 self.model.dm_outcome(&to, false);

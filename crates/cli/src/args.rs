@@ -181,18 +181,21 @@ pub struct ChatArgs {
     pub no_history: bool,
 
     /// Largest file `/get` fetches, in bytes (K, M and G suffixes, powers
-    /// of 1024, are accepted: 100M).
+    /// of 1024, are accepted: 100M). With `--compat uc`, also the largest
+    /// file its peers' announcements fetch (4M at most).
     #[arg(long, value_name = "BYTES", default_value = "100M", value_parser = parse_size)]
     pub max_file_size: u64,
 
     /// Directory `/get` saves files into (under their announced names,
-    /// never overwriting).
+    /// never overwriting); with `--compat uc`, also the files its peers
+    /// announce (under their ids).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub download_dir: PathBuf,
 
     /// Chat with another application's peers: `uc` is libp2p's
     /// universal-connectivity demo (its chat topic, plain-text lines, its
-    /// direct messages). The room is then `universal-connectivity`.
+    /// direct messages, its files: fetched at once when announced, as its
+    /// peers do). The room is then `universal-connectivity`.
     #[arg(long, value_name = "APP", value_parser = ["uc"])]
     pub compat: Option<String>,
 }

@@ -121,6 +121,12 @@ pub fn status_line(event: &Event) -> Option<String> {
             &sha256.to_string()[..12],
             sanitize(error)
         )),
+        Event::UcFileFailed { from, id, error } => Some(format!(
+            "* file {} from {} not fetched: {}",
+            sanitize(id),
+            short_id(from),
+            sanitize(error)
+        )),
         Event::HistoryFetched { room, peer, lines } if *lines > 0 => Some(format!(
             "* [{room}] {lines} earlier lines from {}",
             short_id(peer)
@@ -221,6 +227,12 @@ pub fn chat_json(event: &Event) -> Option<serde_json::Value> {
         Event::FileFailed { sha256, error } => json!({
             "type": "file_failed",
             "sha256": sha256.to_string(),
+            "error": error,
+        }),
+        Event::UcFileFailed { from, id, error } => json!({
+            "type": "file_failed",
+            "from": from.to_string(),
+            "id": id,
             "error": error,
         }),
         Event::HistoryFetched { room, peer, lines } => json!({

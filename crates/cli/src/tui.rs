@@ -349,6 +349,12 @@ impl App {
                     sanitize(error)
                 ));
             }
+            Event::UcFileFailed { from, id, error } => self.notice(format!(
+                "file {} from {} not fetched: {}",
+                sanitize(id),
+                short_id(from),
+                sanitize(error)
+            )),
             _ => {}
         }
     }

@@ -24,7 +24,7 @@
 use std::time::Duration;
 
 use futures::{
-    AsyncWriteExt, FutureExt, StreamExt,
+    AsyncWriteExt, FutureExt,
     future::{BoxFuture, Either, select},
     stream::FuturesUnordered,
 };
@@ -33,7 +33,9 @@ use libp2p_stream::{Control, IncomingStreams};
 use prost::Message as _;
 
 use crate::{
-    framing::{Next, PerMinute, ask, next_of, read_message, within, write_message},
+    framing::{
+        Next, PerMinute, accept, ask, next_inbound, next_of, read_message, within, write_message,
+    },
     uc,
     validate::{self, MAX_NICK_BYTES, Rejection},
     wire::{ChatMessage, MESSAGE_ID_LEN, MessageId, Payload},
@@ -146,28 +148,6 @@ pub(crate) struct Dms {
     uc_incoming: Option<IncomingStreams>,
     tasks: FuturesUnordered<BoxFuture<'static, DmEvent>>,
     received: PerMinute,
-}
-
-/// Takes over `protocol` on `control`.
-fn accept(control: &mut Control, protocol: StreamProtocol) -> Option<IncomingStreams> {
-    match control.accept(protocol.clone()) {
-        Ok(incoming) => Some(incoming),
-        Err(e) => {
-            tracing::warn!(error = %e, %protocol, "direct-message protocol already taken");
-            None
-        }
-    }
-}
-
-/// The next stream a peer opens on `incoming`; pending forever without one.
-async fn next_inbound(incoming: &mut Option<IncomingStreams>) -> (PeerId, Stream) {
-    match incoming.as_mut() {
-        Some(listener) => match listener.next().await {
-            Some(inbound) => inbound,
-            None => futures::future::pending().await,
-        },
-        None => futures::future::pending().await,
-    }
 }
 
 impl Dms {

@@ -436,6 +436,17 @@ pub enum Event {
         /// Why, for a person.
         error: String,
     },
+    /// A file a universal-connectivity peer announced was not fetched
+    /// (with `--compat uc`; one that arrives is [`Event::FileOffered`] then
+    /// [`Event::FileSaved`]).
+    UcFileFailed {
+        /// Who announced it.
+        from: PeerId,
+        /// Its id, as announced.
+        id: String,
+        /// Why, for a person.
+        error: String,
+    },
 }
 
 enum Command {
@@ -876,6 +887,7 @@ impl Engine {
         }
         if self.uc {
             self.on_command(Command::SubscribeRaw(uc::CHAT_TOPIC.to_owned()))?;
+            self.subscribe(&uc::file_topic())?;
             self.peers_topic(&uc::room(), true);
         }
         self.listen_direct();
@@ -953,6 +965,9 @@ impl Engine {
                 });
             }
             Command::SendDm(to, text) => self.send_dm(to, text)?,
+            Command::ShareFile(room, offer, source) if self.uc && room == uc::room() => {
+                self.share_uc_file(offer, source)?;
+            }
             Command::ShareFile(room, offer, source) => {
                 if !self.rooms.contains_key(&room.topic().hash()) {
                     return Err(CommandError::File(format!("not in room {room}")));
@@ -1554,6 +1569,8 @@ impl Engine {
             self.on_offer(&room, message.source, &message.data)
         } else if message.topic.as_str() == uc::CHAT_TOPIC {
             self.on_uc_chat(via, &id, message)
+        } else if message.topic.as_str() == uc::FILE_TOPIC {
+            self.on_uc_file(via, message.source, &message.data)
         } else if message.topic.as_str() == uc::BROWSER_DISCOVERY_TOPIC {
             self.on_record(&uc::room(), message.source, &message.data)
         } else if self.raw_topics.contains(&message.topic) {

@@ -27,7 +27,9 @@
 //! whatever the size.
 //!
 //! [`Files`] drives the streams for the engine; the engine keeps the
-//! offers and decides what to fetch from whom.
+//! offers and decides what to fetch from whom. It also speaks
+//! universal-connectivity's file exchange ([`crate::uc::FILE_PROTOCOL`]):
+//! it serves what we announced there and fetches what its peers announce.
 
 use std::{
     collections::HashMap,
@@ -48,8 +50,12 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     arch::files::{Download, FileSource, Saved, Task, task},
-    framing::{Next, PerMinute, next_of, read_message, within, write_message},
+    framing::{
+        Next, PerMinute, accept, next_inbound, next_of, read_length, read_message, within,
+        write_length, write_message,
+    },
     rooms::Room,
+    uc,
     validate::{self, MAX_FUTURE},
 };
 
@@ -264,6 +270,34 @@ pub fn media_type_of(name: &str) -> &'static str {
     }
 }
 
+/// A media type for a file's first bytes, for files announced without one
+/// (universal-connectivity's): the image formats a page shows, PDF, or
+/// `application/octet-stream`.
+pub fn sniff_media_type(head: &[u8]) -> &'static str {
+    match head {
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [0xff, 0xd8, 0xff, ..] => "image/jpeg",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
+        [b'%', b'P', b'D', b'F', ..] => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
 /// A size for people: `292.9 KiB`.
 pub fn size_text(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -347,12 +381,27 @@ pub(crate) enum FileEvent {
     },
     /// A request for a file was not served.
     NotServed { to: PeerId, reason: String },
+    /// A file a universal-connectivity peer announced arrived; `offer`
+    /// describes it as we would have (its name is the sanitised id).
+    UcFetched {
+        from: PeerId,
+        offer: Offer,
+        saved: Saved,
+    },
+    /// A file a universal-connectivity peer announced did not arrive.
+    UcFetchFailed {
+        from: PeerId,
+        id: String,
+        error: String,
+    },
 }
 
 /// Serves the files we offer and fetches others'.
 pub(crate) struct Files {
     control: Control,
     incoming: Option<IncomingStreams>,
+    /// Requests on universal-connectivity's protocol.
+    uc_incoming: Option<IncomingStreams>,
     tasks: FuturesUnordered<Task>,
     reports: SelectAll<mpsc::UnboundedReceiver<FileEvent>>,
     report: mpsc::UnboundedSender<FileEvent>,
@@ -362,21 +411,17 @@ pub(crate) struct Files {
 }
 
 impl Files {
-    /// Takes over the protocol on `control`.
+    /// Takes over both file protocols on `control`.
     pub(crate) fn new(mut control: Control) -> Self {
-        let incoming = match control.accept(FILE_PROTOCOL) {
-            Ok(incoming) => Some(incoming),
-            Err(e) => {
-                tracing::warn!(error = %e, "file protocol already taken");
-                None
-            }
-        };
+        let incoming = accept(&mut control, FILE_PROTOCOL);
+        let uc_incoming = accept(&mut control, uc::FILE_PROTOCOL);
         let (report, reports) = mpsc::unbounded();
         let mut all = SelectAll::new();
         all.push(reports);
         Self {
             control,
             incoming,
+            uc_incoming,
             tasks: FuturesUnordered::new(),
             reports: all,
             report,
@@ -416,11 +461,30 @@ impl Files {
         }));
     }
 
-    fn serve(&mut self, from: PeerId, stream: Stream) {
+    /// Fetches the file `id` that `from` announced on universal-
+    /// connectivity's topic, if it is at most `limit` bytes.
+    pub(crate) fn fetch_uc(&mut self, from: PeerId, id: String, limit: u64, download: Download) {
+        let control = self.control.clone();
+        let report = self.report.clone();
+        self.tasks.push(task(async move {
+            let event = match fetch_uc(control, from, &id, limit, download).await {
+                Ok((offer, saved)) => FileEvent::UcFetched { from, offer, saved },
+                Err(error) => FileEvent::UcFetchFailed { from, id, error },
+            };
+            let _ = report.unbounded_send(event);
+        }));
+    }
+
+    fn serve(&mut self, from: PeerId, stream: Stream, uc: bool) {
         let shared = self.shared.clone();
         let report = self.report.clone();
         self.tasks.push(task(async move {
-            let event = match serve(stream, &shared).await {
+            let served = if uc {
+                serve_uc(stream, &shared).await
+            } else {
+                serve(stream, &shared).await
+            };
+            let event = match served {
                 Ok((sha256, bytes)) => FileEvent::Served {
                     to: from,
                     sha256,
@@ -436,25 +500,26 @@ impl Files {
     /// to do, so it can sit in a `select!`.
     pub(crate) async fn next(&mut self) -> FileEvent {
         loop {
-            let next = {
+            let (peer, stream, uc) = {
                 let transfers = next_of(&mut self.incoming, &mut self.tasks);
+                let uc_asked = next_inbound(&mut self.uc_incoming);
                 futures::select! {
-                    next = transfers.fuse() => Some(next),
+                    next = transfers.fuse() => match next {
+                        Next::Inbound(peer, stream) => (peer, *stream, false),
+                        Next::Done(()) => continue,
+                    },
+                    (peer, stream) = uc_asked.fuse() => (peer, stream, true),
                     event = self.reports.select_next_some() => return event,
                 }
             };
-            match next {
-                Some(Next::Inbound(peer, stream)) if self.asked.allow(peer) => {
-                    self.serve(peer, *stream);
-                }
-                Some(Next::Inbound(peer, stream)) => {
-                    drop(stream);
-                    return FileEvent::NotServed {
-                        to: peer,
-                        reason: "too many file requests".into(),
-                    };
-                }
-                Some(Next::Done(())) | None => {}
+            if self.asked.allow(peer) {
+                self.serve(peer, stream, uc);
+            } else {
+                drop(stream);
+                return FileEvent::NotServed {
+                    to: peer,
+                    reason: "too many file requests".into(),
+                };
             }
         }
     }
@@ -539,6 +604,179 @@ async fn serve(
     Ok((sha256, sent))
 }
 
+/// Answers one request on universal-connectivity's protocol: the id (our
+/// files' SHA-256 in hex), answered by the whole file, length-prefixed.
+/// There is no error answer: a request for anything else is closed
+/// unanswered.
+async fn serve_uc(
+    mut stream: Stream,
+    shared: &Mutex<HashMap<FileHash, FileSource>>,
+) -> Result<(FileHash, u64), String> {
+    let request = within(SILENCE, async {
+        read_message(&mut stream, uc::MAX_FILE_ID)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let found = uc::check_file_id(&request)
+        .map_err(|e| e.to_string())
+        .and_then(|id| id.parse::<FileHash>())
+        .and_then(|sha256| {
+            shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&sha256)
+                .cloned()
+                .map(|source| (sha256, source))
+                .ok_or_else(|| format!("{sha256} is not shared here"))
+        });
+    let (sha256, source) = match found {
+        Ok(found) => found,
+        Err(error) => {
+            let _ = stream.close().await;
+            return Err(error);
+        }
+    };
+    let size = source
+        .size()
+        .await
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if size > uc::MAX_FILE {
+        let _ = stream.close().await;
+        return Err(format!("{sha256} is larger than its peers take"));
+    }
+    let mut reader = source
+        .reader(0)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    within(SILENCE, async {
+        write_length(&mut stream, size)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    let mut sent = 0u64;
+    while sent < size {
+        let data = reader
+            .read(CHUNK.min((size - sent) as usize))
+            .await
+            .map_err(|e| e.to_string())?;
+        if data.is_empty() {
+            return Err("the file shrank while it was sent".into());
+        }
+        sent += data.len() as u64;
+        within(SILENCE, async {
+            stream.write_all(&data).await.map_err(|e| e.to_string())
+        })
+        .await?;
+    }
+    let _ = stream.close().await;
+    Ok((sha256, sent))
+}
+
+/// Fetches the file `id` from `from` on universal-connectivity's protocol
+/// into `download`, hashing it on the way; at most `limit` bytes.
+async fn fetch_uc(
+    mut control: Control,
+    from: PeerId,
+    id: &str,
+    limit: u64,
+    mut download: Download,
+) -> Result<(Offer, Saved), String> {
+    let fetched = async {
+        let mut stream = open(&mut control, from, uc::FILE_PROTOCOL).await?;
+        write_message(&mut stream, id.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let size = within(SILENCE, async {
+            read_length(&mut stream).await.map_err(|e| e.to_string())
+        })
+        .await?;
+        if size > limit {
+            return Err(format!(
+                "it is {}, more than the {} taken",
+                size_text(size),
+                size_text(limit)
+            ));
+        }
+        let mut hasher = Sha256::new();
+        let mut head = Vec::new();
+        let mut received = 0u64;
+        let mut buf = vec![0; CHUNK];
+        while received < size {
+            let want = buf.len().min((size - received) as usize);
+            let n = within(SILENCE, async {
+                futures::AsyncReadExt::read(&mut stream, &mut buf[..want])
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+            if n == 0 {
+                return Err(format!(
+                    "cut off after {} of {}",
+                    size_text(received),
+                    size_text(size)
+                ));
+            }
+            let data = &buf[..n];
+            if head.len() < 16 {
+                head.extend_from_slice(&data[..n.min(16 - head.len())]);
+            }
+            hasher.update(data);
+            download
+                .write(data)
+                .map_err(|e| format!("cannot save it: {e}"))?;
+            received += n as u64;
+        }
+        let _ = stream.close().await;
+        Ok((size, FileHash(hasher.finalize().into()), head))
+    }
+    .await;
+    let (size, sha256, head) = match fetched {
+        Ok(fetched) => fetched,
+        Err(error) => {
+            download.discard();
+            return Err(error);
+        }
+    };
+    let media_type = sniff_media_type(&head);
+    let saved = download
+        .finish(media_type)
+        .map_err(|e| format!("cannot save it: {e}"))?;
+    let offer = Offer {
+        name: sanitise(id).unwrap_or_else(|| "file".into()),
+        size,
+        sha256,
+        media_type: media_type.to_owned(),
+        created_ms: validate::now_ms(),
+    };
+    Ok((offer, saved))
+}
+
+/// A stream of `protocol` to `holder`. A holder we are not connected to
+/// is being dialed (by the engine, through a relay circuit): this tries
+/// again until that is done, for [`SILENCE`] at most.
+async fn open(
+    control: &mut Control,
+    holder: PeerId,
+    protocol: StreamProtocol,
+) -> Result<Stream, String> {
+    within(SILENCE, async {
+        loop {
+            match control.open_stream(holder, protocol.clone()).await {
+                Ok(stream) => return Ok(stream),
+                Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+                    return Err(format!("does not serve files on {protocol}"));
+                }
+                Err(e) => {
+                    tracing::debug!(%holder, error = %e, "file: no stream yet");
+                    futures_timer::Delay::new(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Fetches `offer` from `holders` in turn, going on where the last one
 /// stopped; checks the hash at the end.
 async fn fetch(
@@ -601,23 +839,7 @@ async fn fetch_from(
     download: &mut Download,
     report: &mpsc::UnboundedSender<FileEvent>,
 ) -> Result<(), String> {
-    // A holder we are not connected to is being dialed (by the engine,
-    // through a relay circuit): try again until that is done.
-    let mut stream = within(SILENCE, async {
-        loop {
-            match control.open_stream(holder, FILE_PROTOCOL).await {
-                Ok(stream) => return Ok(stream),
-                Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
-                    return Err("does not serve files".to_owned());
-                }
-                Err(e) => {
-                    tracing::debug!(%holder, error = %e, "file: no stream yet");
-                    futures_timer::Delay::new(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    })
-    .await?;
+    let mut stream = open(control, holder, FILE_PROTOCOL).await?;
     let request = FileRequest {
         sha256: Some(offer.sha256.0.to_vec()),
         offset: Some(*received),
@@ -737,6 +959,18 @@ mod tests {
             sanitise("ünïcødé ok.txt").as_deref(),
             Some("ünïcødé ok.txt")
         );
+    }
+
+    #[test]
+    fn media_types_are_sniffed_from_the_first_bytes() {
+        assert_eq!(sniff_media_type(b"\x89PNG\r\n\x1a\n"), "image/png");
+        assert_eq!(sniff_media_type(&[0xff, 0xd8, 0xff, 0xe0]), "image/jpeg");
+        assert_eq!(sniff_media_type(b"RIFF\0\0\0\0WEBPVP8 "), "image/webp");
+        assert_eq!(
+            sniff_media_type(b"RIFF\0\0\0\0WAVE"),
+            "application/octet-stream"
+        );
+        assert_eq!(sniff_media_type(b""), "application/octet-stream");
     }
 
     #[test]

@@ -53,6 +53,29 @@ impl PerMinute {
     }
 }
 
+/// Takes over `protocol` on `control`: the streams peers open with it.
+/// `None` (with a warning) when something else took it already.
+pub(crate) fn accept(control: &mut Control, protocol: StreamProtocol) -> Option<IncomingStreams> {
+    match control.accept(protocol.clone()) {
+        Ok(incoming) => Some(incoming),
+        Err(e) => {
+            tracing::warn!(error = %e, %protocol, "protocol already taken");
+            None
+        }
+    }
+}
+
+/// The next stream a peer opens on `incoming`; pending forever without one.
+pub(crate) async fn next_inbound(incoming: &mut Option<IncomingStreams>) -> (PeerId, Stream) {
+    match incoming.as_mut() {
+        Some(listener) => match listener.next().await {
+            Some(inbound) => inbound,
+            None => futures::future::pending().await,
+        },
+        None => futures::future::pending().await,
+    }
+}
+
 /// What a protocol's driver gets next.
 pub(crate) enum Next<T> {
     /// A peer opened a stream (boxed: a stream is large, an ending small).
@@ -136,8 +159,15 @@ pub(crate) async fn ask(
 
 /// Writes `bytes` with an unsigned-varint length prefix.
 pub async fn write_message<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io::Result<()> {
-    let mut prefix = Vec::with_capacity(5);
-    let mut len = bytes.len();
+    write_length(writer, bytes.len() as u64).await?;
+    writer.write_all(bytes).await?;
+    writer.flush().await
+}
+
+/// Writes the unsigned-varint length prefix of a message of `len` bytes
+/// (its body follows, written by the caller).
+pub async fn write_length<W: AsyncWrite + Unpin>(writer: &mut W, mut len: u64) -> io::Result<()> {
+    let mut prefix = Vec::with_capacity(10);
     loop {
         let byte = (len & 0x7f) as u8;
         len >>= 7;
@@ -147,29 +177,34 @@ pub async fn write_message<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) 
         }
         prefix.push(byte | 0x80);
     }
-    writer.write_all(&prefix).await?;
-    writer.write_all(bytes).await?;
-    writer.flush().await
+    writer.write_all(&prefix).await
 }
 
 /// Reads one unsigned-varint-length-prefixed message of at most `max`
 /// bytes.
 pub async fn read_message<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> io::Result<Vec<u8>> {
-    let mut len: usize = 0;
+    let len = read_length(reader).await?;
+    if len > max as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message of {len} bytes, at most {max} allowed"),
+        ));
+    }
+    let mut body = vec![0; len as usize];
+    reader.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Reads a message's unsigned-varint length prefix (at most five bytes:
+/// lengths under 32 GiB); the caller reads the body.
+pub async fn read_length<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<u64> {
+    let mut len = 0u64;
     for i in 0..5 {
         let mut byte = [0u8; 1];
         reader.read_exact(&mut byte).await?;
-        len |= usize::from(byte[0] & 0x7f) << (7 * i);
+        len |= u64::from(byte[0] & 0x7f) << (7 * i);
         if byte[0] & 0x80 == 0 {
-            if len > max {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("message of {len} bytes, at most {max} allowed"),
-                ));
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).await?;
-            return Ok(body);
+            return Ok(len);
         }
     }
     Err(io::Error::new(

@@ -20,6 +20,8 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
 use web_time::Instant;
 
+use crate::framing::accept;
+
 /// The ping protocol id.
 pub const PING_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/ping/1.0.0");
 const PING_SIZE: usize = 32;
@@ -82,13 +84,7 @@ pub(crate) struct Pinger {
 impl Pinger {
     /// Takes over the ping protocol on `control`.
     pub(crate) fn new(mut control: Control, interval: Duration) -> Self {
-        let incoming = match control.accept(PING_PROTOCOL) {
-            Ok(incoming) => Some(incoming),
-            Err(e) => {
-                tracing::warn!(error = %e, "ping protocol already taken; not answering pings");
-                None
-            }
-        };
+        let incoming = accept(&mut control, PING_PROTOCOL);
         Self {
             control,
             incoming,

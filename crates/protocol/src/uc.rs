@@ -16,7 +16,13 @@
 //!   meshtalk's pages use anyway) on [`BROWSER_DISCOVERY_TOPIC`], and link
 //!   directly (`/webrtc`) to the browsers they find there.
 //!
-//! Its files (`universal-connectivity-file`) are not spoken yet.
+//! - Files: announced on [`FILE_TOPIC`] by an id alone (UTF-8; its js
+//!   peer uses a UUID, meshtalk the SHA-256 in hex), fetched from the
+//!   peer that announced it with [`FILE_PROTOCOL`]: the id, length-prefixed,
+//!   answered by the whole file, length-prefixed. Its peers fetch every
+//!   announced file at once and read at most [`MAX_FILE`] (js's default
+//!   length-prefix limit), so meshtalk does the same with `--compat uc`
+//!   (within `--max-file-size`) and announces nothing larger.
 
 use libp2p::{PeerId, StreamProtocol, gossipsub};
 use sha2::{Digest, Sha256};
@@ -28,8 +34,15 @@ use crate::{
 
 /// The chat topic.
 pub const CHAT_TOPIC: &str = "universal-connectivity";
-/// The topic on which files are announced (not spoken yet).
+/// The topic on which files are announced.
 pub const FILE_TOPIC: &str = "universal-connectivity-file";
+/// The file-exchange protocol.
+pub const FILE_PROTOCOL: StreamProtocol = StreamProtocol::new("/universal-connectivity-file/1");
+/// The largest file its peers take: 4 MiB, the default limit of the
+/// length-prefix decoder its js peer reads files with.
+pub const MAX_FILE: u64 = 4 * 1024 * 1024;
+/// The longest file id taken, in bytes.
+pub const MAX_FILE_ID: usize = 256;
 /// The browser peers' pubsub-peer-discovery topic.
 pub const BROWSER_DISCOVERY_TOPIC: &str = "universal-connectivity-browser-peer-discovery";
 /// The direct-message protocol.
@@ -46,6 +59,11 @@ pub const STATUS_ERROR: i32 = 500;
 /// Whether `topic` is one of universal-connectivity's.
 pub fn is_uc_topic(topic: &gossipsub::TopicHash) -> bool {
     [CHAT_TOPIC, FILE_TOPIC, BROWSER_DISCOVERY_TOPIC].contains(&topic.as_str())
+}
+
+/// The file topic, to subscribe and publish to.
+pub fn file_topic() -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(FILE_TOPIC)
 }
 
 /// The room its chat shows as (events and screens name rooms).
@@ -79,6 +97,18 @@ pub fn check_chat(data: &[u8]) -> Result<&str, Rejection> {
         return Err(Rejection::TextTooLong(data.len()));
     }
     std::str::from_utf8(data).map_err(|_| Rejection::NotUtf8("text"))
+}
+
+/// A file id from an announcement or a request: UTF-8, not empty, at most
+/// [`MAX_FILE_ID`] bytes.
+pub fn check_file_id(data: &[u8]) -> Result<&str, Rejection> {
+    if data.is_empty() || data.len() > MAX_FILE_ID {
+        return Err(Rejection::Malformed(format!(
+            "file id of {} bytes (1 to {MAX_FILE_ID})",
+            data.len()
+        )));
+    }
+    std::str::from_utf8(data).map_err(|_| Rejection::NotUtf8("file id"))
 }
 
 /// `Metadata`.
@@ -204,6 +234,15 @@ mod tests {
             check_chat(&vec![b'x'; MAX_TEXT_BYTES + 1]),
             Err(Rejection::TextTooLong(MAX_TEXT_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn file_ids_are_short_utf8() {
+        let uuid = "0b8e7c9a-5b7e-4c1e-9f3a-2d6f1c0e8a47";
+        assert_eq!(check_file_id(uuid.as_bytes()), Ok(uuid));
+        assert!(check_file_id(b"").is_err());
+        assert!(check_file_id(&[0xff]).is_err());
+        assert!(check_file_id(&[b'a'; MAX_FILE_ID + 1]).is_err());
     }
 
     #[test]

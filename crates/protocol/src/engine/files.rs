@@ -8,6 +8,12 @@
 //! verified is served and offered in turn. Offers are not history: when
 //! someone joins a room, each holder offers the room's files again (the
 //! newest [`MAX_REOFFERED`]), so a late joiner sees what is on offer.
+//!
+//! With `--compat uc`, files are universal-connectivity's too: ours are
+//! announced on its file topic by their SHA-256 in hex (at most
+//! [`uc::MAX_FILE`]), and what its peers announce is fetched at once, as
+//! they do (at most [`UC_FETCHES`] at a time and [`UC_FILES_PER_MINUTE`]
+//! per peer), then shown as offered and saved.
 
 use std::collections::HashMap;
 
@@ -15,12 +21,13 @@ use web_time::{Duration, Instant};
 
 use libp2p::{PeerId, gossipsub::MessageAcceptance};
 
-use super::{CommandError, Engine, Event, Outgoing};
+use super::{CommandError, Engine, Event, Outgoing, Role};
 use crate::{
     arch::files::{Downloads, FileSource},
     files::{self, DEFAULT_MAX_FILE_SIZE, FileEvent, FileHash, Offer},
+    framing::PerMinute,
     rooms::Room,
-    validate,
+    uc, validate,
 };
 
 /// Files remembered (offers seen) before the oldest are forgotten.
@@ -32,6 +39,11 @@ const MAX_REOFFERED: usize = 50;
 /// Wait after a newcomer before offering again: a burst of newcomers
 /// costs one round of offers.
 const REOFFER_GAP: Duration = Duration::from_secs(1);
+/// Universal-connectivity files fetched at the same time; announcements
+/// beyond are not fetched.
+pub(super) const UC_FETCHES: usize = 4;
+/// Universal-connectivity files fetched per peer and minute.
+pub(super) const UC_FILES_PER_MINUTE: u32 = 10;
 
 /// What the engine does with files.
 #[derive(Clone, Debug)]
@@ -64,12 +76,27 @@ pub(super) struct Known {
 }
 
 /// Files offered in our rooms, by hash.
-#[derive(Default)]
 pub(super) struct Offers {
     known: HashMap<FileHash, Known>,
     counter: u64,
     /// Rooms whose files we offer again, and when.
     reoffer: HashMap<Room, Instant>,
+    /// Universal-connectivity files on their way.
+    uc_fetching: usize,
+    /// Universal-connectivity announcements taken, per peer.
+    uc_taken: PerMinute,
+}
+
+impl Default for Offers {
+    fn default() -> Self {
+        Self {
+            known: HashMap::new(),
+            counter: 0,
+            reoffer: HashMap::new(),
+            uc_fetching: 0,
+            uc_taken: PerMinute::new(UC_FILES_PER_MINUTE),
+        }
+    }
 }
 
 impl Engine {
@@ -97,6 +124,93 @@ impl Engine {
             id: None,
             announce: false,
         });
+    }
+
+    /// Announces a file on universal-connectivity's topic (by its SHA-256
+    /// in hex, the id its peers ask for) and serves it.
+    pub(super) fn share_uc_file(
+        &mut self,
+        offer: Offer,
+        source: FileSource,
+    ) -> Result<(), CommandError> {
+        if offer.size > uc::MAX_FILE {
+            return Err(CommandError::File(format!(
+                "{} is {}: universal-connectivity peers take at most {}",
+                offer.name,
+                files::size_text(offer.size),
+                files::size_text(uc::MAX_FILE)
+            )));
+        }
+        self.files.share(offer.sha256, source);
+        let local = self.local_peer_id();
+        self.note_offer(&uc::room(), local, &offer);
+        self.queue(Outgoing {
+            topic: uc::file_topic().hash(),
+            data: offer.sha256.to_string().into_bytes(),
+            id: None,
+            announce: false,
+        });
+        Ok(())
+    }
+
+    /// An announcement on universal-connectivity's file topic: checked
+    /// (by relays too, which forward it); with `--compat uc`, the file is
+    /// fetched from its announcer.
+    pub(super) fn on_uc_file(
+        &mut self,
+        via: PeerId,
+        source: Option<PeerId>,
+        data: &[u8],
+    ) -> MessageAcceptance {
+        let (id, from) = match (uc::check_file_id(data), source) {
+            (Ok(id), Some(from)) => (id.to_owned(), from),
+            (Ok(_), None) => {
+                self.reject(
+                    via,
+                    None,
+                    validate::Rejection::MissingField("gossipsub source"),
+                );
+                return MessageAcceptance::Reject;
+            }
+            (Err(reason), source) => {
+                self.reject(via, source, reason);
+                return MessageAcceptance::Reject;
+            }
+        };
+        if !self.uc || self.role == Role::Relay {
+            return MessageAcceptance::Accept;
+        }
+        let limit = self.file_config.max_size.min(uc::MAX_FILE);
+        let refused = if self.offers.uc_fetching >= UC_FETCHES {
+            Some("too many files on their way")
+        } else if !self.offers.uc_taken.allow(from) {
+            Some("too many files from this peer")
+        } else {
+            None
+        };
+        let name = files::sanitise(&id).unwrap_or_else(|| "file".into());
+        let started = match refused {
+            Some(why) => Err(why.to_owned()),
+            None => self
+                .file_config
+                .downloads
+                .start(&name)
+                .map_err(|e| format!("cannot save {name}: {e}")),
+        };
+        match started {
+            Ok(download) => {
+                self.offers.uc_fetching += 1;
+                if !self.swarm.is_connected(&from) {
+                    self.dial_through_relays(from, "file");
+                }
+                self.files.fetch_uc(from, id, limit, download);
+            }
+            Err(error) => {
+                tracing::info!(%from, %id, %error, "universal-connectivity file not fetched");
+                self.emit(Event::UcFileFailed { from, id, error });
+            }
+        }
+        MessageAcceptance::Accept
     }
 
     /// Someone new was heard in `room`: our files there are offered again
@@ -301,6 +415,30 @@ impl Engine {
             }
             FileEvent::NotServed { to, reason } => {
                 tracing::debug!(%to, %reason, "file not served");
+            }
+            FileEvent::UcFetched { from, offer, saved } => {
+                self.offers.uc_fetching = self.offers.uc_fetching.saturating_sub(1);
+                let room = uc::room();
+                self.note_offer(&room, from, &offer);
+                let local = self.local_peer_id();
+                self.note_offer(&room, local, &offer);
+                self.files.share(offer.sha256, FileSource::saved(&saved));
+                self.emit(Event::FileOffered {
+                    room,
+                    from,
+                    nick: None,
+                    offer: offer.clone(),
+                });
+                self.emit(Event::FileSaved {
+                    sha256: offer.sha256,
+                    name: offer.name,
+                    saved,
+                });
+            }
+            FileEvent::UcFetchFailed { from, id, error } => {
+                self.offers.uc_fetching = self.offers.uc_fetching.saturating_sub(1);
+                tracing::info!(%from, %id, %error, "universal-connectivity file not fetched");
+                self.emit(Event::UcFileFailed { from, id, error });
             }
         }
     }

@@ -34,7 +34,7 @@ use super::{
     store::{Cursor, MAX_ANSWER_BYTES, MAX_ANSWER_RECORDS, Store},
 };
 use crate::{
-    framing::{Next, PerMinute, ask, next_of, read_message, within, write_message},
+    framing::{Next, PerMinute, accept, ask, next_of, read_message, within, write_message},
     wire::MESSAGE_ID_LEN,
 };
 
@@ -124,14 +124,9 @@ impl HistorySync {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .enabled();
-        let incoming = match serve.then(|| control.accept(HISTORY_PROTOCOL)) {
-            Some(Ok(incoming)) => Some(incoming),
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "history protocol already taken; not serving history");
-                None
-            }
-            None => None,
-        };
+        let incoming = serve
+            .then(|| accept(&mut control, HISTORY_PROTOCOL))
+            .flatten();
         Self {
             control,
             incoming,
