@@ -66,6 +66,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "MESHTALK_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
 
+    /// Most HTTP connections open at once (the page, the API, metrics);
+    /// more are closed at once. [default: 256]
+    #[arg(long, value_name = "N", env = "MESHTALK_MAX_HTTP_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections: Option<u32>,
+
     /// TOML file with any of these settings (keys as the flag names).
     #[arg(long, value_name = "FILE", env = "MESHTALK_CONFIG")]
     pub config: Option<PathBuf>,
@@ -134,6 +140,7 @@ struct FileConfig {
     http: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     web_dir: Option<PathBuf>,
+    max_http_connections: Option<u32>,
     max_connections: Option<u32>,
     max_connections_per_peer: Option<u32>,
     max_reservations: Option<usize>,
@@ -162,6 +169,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The browser page.
     pub web: WebRoot,
+    /// Most HTTP connections open at once.
+    pub max_http_connections: usize,
     /// Connection and relay limits.
     pub limits: Limits,
     /// Room history kept and served.
@@ -220,6 +229,11 @@ impl Settings {
             web: match args.web_dir.or(file.web_dir) {
                 Some(dir) => WebRoot::Dir(web::check_dir(&dir)?),
                 None => web::workspace_dist().map_or(WebRoot::Missing, WebRoot::Dir),
+            },
+            max_http_connections: match args.max_http_connections.or(file.max_http_connections) {
+                Some(0) => anyhow::bail!("max-http-connections must be at least 1"),
+                Some(n) => n as usize,
+                None => crate::http::MAX_CONNECTIONS,
             },
             limits: Limits {
                 max_connections: args

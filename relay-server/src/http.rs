@@ -1,9 +1,16 @@
 //! The relay's HTTP side: `/api/addrs` (how to reach this relay), `/metrics`
 //! (Prometheus text), `/healthz`, and the browser page at `/`.
+//!
+//! Served by [`serve`], hardened for the internet: at most
+//! `--max-http-connections` connections at once (more are closed at once),
+//! a request's head must arrive within [`HEADER_TIMEOUT`], an answer takes
+//! at most [`REQUEST_TIMEOUT`], and request bodies (nothing here takes
+//! one) are cut at [`MAX_BODY`].
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, RwLock},
+    time::Duration,
 };
 
 use axum::{
@@ -18,6 +25,15 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::web::WebRoot;
+
+/// Most HTTP connections at once, unless configured.
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request's head (slow-loris).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request body read.
+pub const MAX_BODY: usize = 16 * 1024;
 
 /// What the HTTP handlers read.
 pub struct AppState {
@@ -50,16 +66,71 @@ fn strings(addrs: &[Multiaddr]) -> Vec<String> {
 }
 
 /// The API's routes, with every other path served from the web page.
-pub fn router(state: Arc<AppState>, web: WebRoot) -> Router {
-    let page = Router::new()
-        .fallback(get(crate::web::serve))
-        .with_state(Arc::new(web));
+pub fn router(state: Arc<AppState>, web: &WebRoot) -> Router {
+    let page = crate::web::router(web);
     Router::new()
         .route("/api/addrs", get(addrs))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
         .merge(page)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+/// Serves `router` on `listener` until `shutdown`, with at most
+/// `max_connections` connections at once.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut full_logged = None::<tokio::time::Instant>;
+    loop {
+        let (stream, from) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            if full_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                tracing::warn!(
+                    %from,
+                    max_connections,
+                    "HTTP connections at their limit (--max-http-connections): closing new ones"
+                );
+                full_logged = Some(tokio::time::Instant::now());
+            }
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = builder.serve_connection(io, service).await {
+                tracing::debug!(%from, error = %e, "HTTP connection ended");
+            }
+            drop(permit);
+        });
+    }
 }
 
 async fn addrs(State(state): State<Arc<AppState>>) -> impl IntoResponse {

@@ -208,12 +208,13 @@ async fn run(args: Args) -> Result<()> {
         }
     });
 
-    let server = axum::serve(
+    http::serve(
         listener,
-        http::router(Arc::clone(&state), settings.web.clone()),
+        http::router(Arc::clone(&state), &settings.web),
+        settings.max_http_connections,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown);
-    server.await.context("HTTP server failed")?;
+    .await;
 
     tracing::info!("shutting down");
     let _ = handle.shutdown().await;

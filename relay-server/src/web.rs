@@ -1,16 +1,37 @@
-//! Serves the browser page (Trunk's output, `dist/`) at `/`. Only files
-//! inside the web directory are served; `..` and other escapes get 404.
+//! Serves the browser page (Trunk's output, `dist/`) at `/`, with
+//! tower-http's `ServeDir`: only files inside the web directory (`..` and
+//! other escapes get 404), each in the Brotli or gzip twin that
+//! `cargo xtask web` wrote next to it when the browser accepts it
+//! (`Content-Encoding`, `Vary: Accept-Encoding`).
+//!
+//! Caching: files whose names carry Trunk's content hash
+//! (`meshtalk-browser-<hash>_bg.wasm`) never change, so browsers keep them
+//! for a year without asking again; everything else (`index.html`, which
+//! names the current hashed files) is revalidated every time.
+//!
+//! Every page response carries a Content-Security-Policy that allows only
+//! what the page does: its own scripts (Trunk's inline loader by its
+//! SHA-256), compiling WebAssembly, its own style sheet and images, `blob:`
+//! images (shared files, which it may also read back), and connections to
+//! its relay's HTTP API and to relays over WebSocket (WebRTC is not
+//! governed by CSP).
 
 use std::{
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
 use axum::{
-    extract::State,
-    http::{StatusCode, Uri, header},
+    Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{Html, IntoResponse, Response},
+    routing::get,
 };
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use tower_http::services::ServeDir;
 
 /// Where the page comes from.
 #[derive(Clone, Debug)]
@@ -20,6 +41,11 @@ pub enum WebRoot {
     /// No page was built; `/` explains how to build one.
     Missing,
 }
+
+/// `Cache-Control` of files named by their content.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of everything else.
+const REVALIDATE: &str = "no-cache";
 
 /// The page's directory when the relay runs from a source checkout and
 /// `cargo xtask web` has built it.
@@ -41,68 +67,103 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
 }
 
-/// The handler for every path the API does not claim.
-pub async fn serve(State(root): State<Arc<WebRoot>>, uri: Uri) -> Response {
-    let WebRoot::Dir(dir) = root.as_ref() else {
-        return missing(uri.path());
+/// The routes of the page: every path the API does not claim.
+pub fn router(root: &WebRoot) -> Router {
+    let WebRoot::Dir(dir) = root else {
+        return Router::new().fallback(get(missing));
     };
-    let Some(relative) = safe_relative(uri.path()) else {
-        return not_found();
-    };
-    let mut path = dir.join(relative);
-    if path.is_dir() {
-        path = path.join("index.html");
-    }
-    match tokio::fs::read(&path).await {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, content_type(&path)),
-                (header::CACHE_CONTROL, "no-cache"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(_) => not_found(),
-    }
+    let index = std::fs::read_to_string(dir.join("index.html")).unwrap_or_default();
+    let csp = HeaderValue::from_str(&content_security_policy(&index))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'"));
+    let files = ServeDir::new(dir).precompressed_br().precompressed_gzip();
+    Router::new()
+        .fallback_service(files)
+        .layer(middleware::from_fn_with_state(Arc::new(csp), headers))
 }
 
-/// The request path as a path below the web root, or `None` when it tries
-/// to leave it.
-fn safe_relative(path: &str) -> Option<PathBuf> {
-    let trimmed = path.trim_start_matches('/');
-    if trimmed.contains('\\') || trimmed.contains('\0') {
-        return None;
+/// Caching, type-sniffing and CSP headers for what `ServeDir` answered.
+async fn headers(State(csp): State<Arc<HeaderValue>>, request: Request, next: Next) -> Response {
+    let hashed = is_content_named(request.uri().path());
+    let mut response = next.run(request).await;
+    let ok = response.status().is_success();
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/html"));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(if hashed && ok { IMMUTABLE } else { REVALIDATE }),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if ok && !headers.contains_key(header::VARY) {
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    let relative = PathBuf::from(trimmed);
-    relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-        .then_some(relative)
-}
-
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "wasm" => "application/wasm",
-        "css" => "text/css; charset=utf-8",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "json" => "application/json",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
+    if html {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp.as_ref().clone());
     }
+    response
 }
 
-fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "not found\n").into_response()
+/// Whether the last component of `path` carries a content hash as Trunk
+/// writes it: `name-<hex>.ext` or `name-<hex>_bg.wasm`, 12 to 32 hex digits.
+fn is_content_named(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    let stem = stem.strip_suffix("_bg").unwrap_or(stem);
+    stem.rsplit_once('-').is_some_and(|(_, hash)| {
+        (12..=32).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
-fn missing(path: &str) -> Response {
-    if path != "/" {
-        return not_found();
+/// The policy for a page whose `index.html` is `index`: its inline
+/// scripts (Trunk's module loader) are allowed by their SHA-256, nothing
+/// else inline.
+fn content_security_policy(index: &str) -> String {
+    let mut scripts = String::from("'self' 'wasm-unsafe-eval'");
+    for script in inline_scripts(index) {
+        let digest = Sha256::digest(script.as_bytes());
+        scripts.push_str(&format!(
+            " 'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        ));
+    }
+    format!(
+        "default-src 'none'; script-src {scripts}; style-src 'self'; \
+         img-src 'self' blob:; connect-src 'self' blob: ws: wss:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
+
+/// The text of each `<script>` without a `src` in `html`.
+fn inline_scripts(html: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<script") {
+        let after = &rest[start..];
+        let Some(open_end) = after.find('>') else {
+            break;
+        };
+        let tag = &after[..open_end];
+        let body = &after[open_end + 1..];
+        let Some(close) = body.find("</script>") else {
+            break;
+        };
+        if !tag.contains(" src=") {
+            found.push(&body[..close]);
+        }
+        rest = &body[close..];
+    }
+    found
+}
+
+async fn missing(uri: axum::http::Uri) -> Response {
+    if uri.path() != "/" {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
     Html(
         "<!doctype html><meta charset=utf-8><title>meshtalk relay</title>\
@@ -121,16 +182,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paths_stay_inside_the_root() {
-        assert_eq!(safe_relative("/"), Some(PathBuf::new()));
-        assert_eq!(safe_relative("/a/b.js"), Some(PathBuf::from("a/b.js")));
-        assert_eq!(safe_relative("/../etc/passwd"), None);
-        assert_eq!(safe_relative("/a/../../x"), None);
-        assert_eq!(
-            safe_relative("//etc/passwd"),
-            Some(PathBuf::from("etc/passwd"))
-        );
-        assert_eq!(safe_relative("/a\\..\\b"), None);
-        assert_eq!(safe_relative("/./a"), None);
+    fn content_named_files_are_told_apart() {
+        assert!(is_content_named(
+            "/meshtalk-browser-8a552dc280088f5a_bg.wasm"
+        ));
+        assert!(is_content_named("/meshtalk-browser-8a552dc280088f5a.js"));
+        assert!(is_content_named("/favicon-6e71c76b1fca17e.svg"));
+        assert!(!is_content_named("/"));
+        assert!(!is_content_named("/index.html"));
+        assert!(!is_content_named("/my-page.html"));
+        assert!(!is_content_named("/api-addrs"));
+    }
+
+    #[test]
+    fn inline_scripts_are_allowed_by_their_hash() {
+        let index = "<script type=\"module\">run()</script>\
+                     <script src=\"/x.js\"></script><script>other()</script>";
+        assert_eq!(inline_scripts(index), vec!["run()", "other()"]);
+        let csp = content_security_policy(index);
+        let digest = Sha256::digest(b"run()");
+        let expected = base64::engine::general_purpose::STANDARD.encode(digest);
+        assert!(csp.contains(&format!("'sha256-{expected}'")), "{csp}");
+        assert!(csp.starts_with("default-src 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
     }
 }

@@ -508,25 +508,70 @@ pub fn web_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A minimal HTTP/1.1 GET over a loopback TCP socket.
+/// A minimal HTTP/1.1 GET over a loopback TCP socket; the body of a 200.
 pub fn http_get(base: &str, path: &str) -> Result<String> {
+    let response = http_request(base, path, &[])?;
+    if response.status != 200 {
+        bail!("GET {path}: {}", response.status);
+    }
+    Ok(String::from_utf8_lossy(&response.body).into_owned())
+}
+
+/// An HTTP answer: status, headers (names in lower case), body.
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body, as sent (not decoded).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (lower case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A GET of `path` with extra `headers`, over a loopback TCP socket.
+pub fn http_request(base: &str, path: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     use std::io::Read;
     let host = base.strip_prefix("http://").context("not an http:// URL")?;
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(WAIT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {head}");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
-    Ok(body.to_owned())
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let body = response[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// A `meshtalk chat --json` peer.

@@ -825,6 +825,17 @@ fn files_between_a_page_and_a_terminal() -> Result<()> {
         got["hex"] == sha256.as_str() && got["size"] == 300_000,
         "{got}"
     );
+    // The relay's Content-Security-Policy let all of it through (files
+    // shown from `blob:` URLs included).
+    for page in [&page, &other] {
+        let blocked: Vec<String> = page
+            .session
+            .console()
+            .into_iter()
+            .filter(|l| l.contains("Content Security Policy"))
+            .collect();
+        ensure!(blocked.is_empty(), "{blocked:?}");
+    }
     Ok(())
 }
 

@@ -1,8 +1,11 @@
-//! The relay: stable identity across restarts, HTTP API, config handling.
+//! The relay: stable identity across restarts, HTTP API, the page on the
+//! wire, config handling.
 
-use anyhow::Result;
+use std::io::Read;
+
+use anyhow::{Result, ensure};
 use meshtalk_protocol::{libp2p::multiaddr::Protocol, transport::Transport};
-use meshtalk_tests::{Proc, Relay, WAIT, bin, temp_dir};
+use meshtalk_tests::{Proc, Relay, WAIT, bin, http_request, temp_dir};
 use serde_json::Value;
 
 fn certhash(relay: &Relay) -> Result<String> {
@@ -63,6 +66,112 @@ fn http_api_lists_addresses_metrics_and_health() -> Result<()> {
     let metrics = relay.get("/metrics")?;
     assert!(metrics.contains("meshtalk_rejected_messages"), "{metrics}");
     assert!(metrics.contains("libp2p_swarm"), "{metrics}");
+    Ok(())
+}
+
+/// The page's files go out in the compressed twin the browser accepts,
+/// content-named ones cached for good and `index.html` revalidated, under
+/// a Content-Security-Policy that allows its inline loader by hash; HTTP
+/// connections beyond the cap are closed at once.
+#[test]
+fn the_page_goes_out_compressed_cached_and_under_a_policy() -> Result<()> {
+    let web = temp_dir("web-page");
+    std::fs::create_dir_all(&web)?;
+    let loader = "import init from '/app-0123456789abcdef.js'; await init();";
+    std::fs::write(
+        web.join("index.html"),
+        format!("<!doctype html><script type=\"module\">{loader}</script>"),
+    )?;
+    let wasm = "app-0123456789abcdef_bg.wasm";
+    std::fs::write(web.join(wasm), b"\0asm raw")?;
+    std::fs::write(web.join(format!("{wasm}.br")), b"brotli twin")?;
+    std::fs::write(web.join(format!("{wasm}.gz")), b"gzip twin")?;
+    let relay = Relay::start_with(
+        &temp_dir("web-relay"),
+        &[
+            "--web-dir",
+            &web.display().to_string(),
+            "--max-http-connections",
+            "3",
+        ],
+    )?;
+    let path = format!("/{wasm}");
+    for (accepts, body, encoding) in [
+        ("gzip, deflate, br, zstd", &b"brotli twin"[..], Some("br")),
+        ("gzip", b"gzip twin", Some("gzip")),
+        ("identity", b"\0asm raw", None),
+    ] {
+        let got = http_request(&relay.http, &path, &[("Accept-Encoding", accepts)])?;
+        ensure!(
+            got.status == 200 && got.body == body,
+            "{accepts}: {}",
+            got.status
+        );
+        ensure!(got.header("content-encoding") == encoding, "{accepts}");
+        ensure!(got.header("content-type") == Some("application/wasm"));
+        ensure!(
+            got.header("cache-control") == Some("public, max-age=31536000, immutable"),
+            "{:?}",
+            got.header("cache-control")
+        );
+        ensure!(
+            got.header("vary")
+                .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")),
+            "{:?}",
+            got.headers
+        );
+    }
+    let index = http_request(&relay.http, "/", &[])?;
+    ensure!(index.status == 200 && index.header("cache-control") == Some("no-cache"));
+    let csp = index
+        .header("content-security-policy")
+        .unwrap_or_default()
+        .to_owned();
+    let hash = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(loader.as_bytes()))
+    };
+    ensure!(
+        csp.contains(&format!("'sha256-{hash}'"))
+            && csp.contains("'wasm-unsafe-eval'")
+            && csp.starts_with("default-src 'none'"),
+        "{csp}"
+    );
+    for escape in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/missing.js",
+    ] {
+        ensure!(
+            http_request(&relay.http, escape, &[])?.status == 404,
+            "{escape}"
+        );
+    }
+
+    // Three idle connections fill the cap: a fourth is closed unanswered;
+    // once one goes, the relay answers again.
+    let host = relay.http.trim_start_matches("http://").to_owned();
+    let mut idle: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&host))
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut fourth = std::net::TcpStream::connect(&host)?;
+    fourth.set_read_timeout(Some(WAIT))?;
+    let mut byte = [0u8; 1];
+    let closed = match fourth.read(&mut byte) {
+        Ok(0) => true,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+        Ok(_) => false,
+    };
+    ensure!(closed, "a connection over the cap was kept");
+    idle.pop();
+    meshtalk_tests::eventually("an answer once a connection closed", || {
+        Ok(relay.get("/healthz").is_ok_and(|b| b == "ok\n"))
+    })?;
     Ok(())
 }
 

@@ -185,8 +185,10 @@ fn page_env(wasm: &Wasm) -> Vec<(String, String)> {
     env
 }
 
-/// Builds the page into `dist/` with Trunk (release), then drops the wasm
-/// module's name and toolchain sections.
+/// Builds the page into `dist/` with Trunk (release), drops the wasm
+/// module's name and toolchain sections, and writes a Brotli (`.br`) and a
+/// gzip (`.gz`) twin of each file, which the relay serves to browsers that
+/// accept them; then prints the sizes.
 ///
 /// Binaryen's wasm-opt is not used: Debian's version 108 renumbers the
 /// tables of a module with an externref table, and the page then fails at
@@ -214,9 +216,75 @@ pub fn build(wasm: &Wasm) -> Result<()> {
                 stripped.len() / 1024
             );
             fs::write(&path, stripped)?;
+            // Kept with its names for size analysis:
+            // `twiggy top target/wasm/page-with-names.wasm`.
+            fs::write(
+                Path::new(&wasm_target_dir()).join("page-with-names.wasm"),
+                module,
+            )?;
         }
     }
+    precompress(&dist)
+}
+
+/// Writes `FILE.br` and `FILE.gz` next to each file of `dist` (old twins
+/// replaced) and prints raw, gzip and Brotli sizes, with what a first
+/// visit transfers.
+fn precompress(dist: &Path) -> Result<()> {
+    let mut files: Vec<_> = fs::read_dir(dist)
+        .context("cannot read dist/")?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| !p.extension().is_some_and(|e| e == "br" || e == "gz"));
+    files.sort();
+    let (mut raw, mut gz, mut br) = (0, 0, 0);
+    eprintln!("xtask: the page on the wire (bytes: raw, gzip, brotli)");
+    for path in files {
+        let body = fs::read(&path)?;
+        let gzip = gzip(&body)?;
+        let brotli = brotli(&body)?;
+        let twin = |ext: &str| {
+            let mut name = path.clone().into_os_string();
+            name.push(ext);
+            name
+        };
+        fs::write(twin(".gz"), &gzip)?;
+        fs::write(twin(".br"), &brotli)?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        eprintln!(
+            "xtask:   {name:<48} {:>9} {:>9} {:>9}",
+            body.len(),
+            gzip.len(),
+            brotli.len()
+        );
+        (raw, gz, br) = (raw + body.len(), gz + gzip.len(), br + brotli.len());
+    }
+    eprintln!(
+        "xtask:   {:<48} {raw:>9} {gz:>9} {br:>9}",
+        "a first visit (all of it)"
+    );
     Ok(())
+}
+
+/// `body` gzipped at the best compression.
+fn gzip(body: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(body)?;
+    Ok(encoder.finish()?)
+}
+
+/// `body` in Brotli at the best quality, with a 16 MiB window.
+fn brotli(body: &[u8]) -> Result<Vec<u8>> {
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        lgwin: 24,
+        size_hint: body.len(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    brotli::BrotliCompress(&mut &body[..], &mut out, &params)?;
+    Ok(out)
 }
 
 /// A wasm module without the custom sections named in `names`. Fails on
@@ -290,6 +358,19 @@ fn wasm_target_dir() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_twins_decompress_to_the_file() -> Result<()> {
+        use std::io::Read;
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&gzip(&body)?[..]).read_to_end(&mut unzipped)?;
+        assert_eq!(unzipped, body);
+        let mut unbrotlied = Vec::new();
+        brotli::Decompressor::new(&brotli(&body)?[..], 4096).read_to_end(&mut unbrotlied)?;
+        assert_eq!(unbrotlied, body);
+        Ok(())
+    }
 
     #[test]
     fn strips_only_the_named_custom_sections() -> Result<()> {

@@ -70,7 +70,9 @@ pub struct Params {
     pub room: Room,
     /// `?nick=`: the nickname to use (and keep) from now on.
     pub nick: Option<String>,
-    /// `?log=`: the console log level.
+    /// `?log=`: the console log level (a release build keeps nothing below
+    /// `info`: `tracing`'s `release_max_level_info`, which keeps the page
+    /// about 30 KB smaller on the wire).
     pub log: Option<tracing::Level>,
     /// `?direct=off`: no direct (`/webrtc`) links to other pages, which
     /// would learn this browser's IP addresses; everything goes through

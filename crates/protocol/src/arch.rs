@@ -54,6 +54,28 @@ mod imp {
 
     /// mDNS on the tokio runtime.
     pub type Mdns = mdns::tokio::Behaviour;
+    /// AutoNAT.
+    pub type Autonat = libp2p::autonat::Behaviour;
+    /// Hole punching.
+    pub type Dcutr = libp2p::dcutr::Behaviour;
+    /// Relaying for others.
+    pub type RelayServer = libp2p::relay::Behaviour;
+
+    /// AutoNAT with upstream defaults: probes only of global addresses, so
+    /// no relay can be used to scan private networks.
+    pub fn autonat(peer_id: PeerId) -> Option<Autonat> {
+        Some(Autonat::new(peer_id, libp2p::autonat::Config::default()))
+    }
+
+    /// Hole punching through relayed connections.
+    pub fn dcutr(peer_id: PeerId) -> Option<Dcutr> {
+        Some(Dcutr::new(peer_id))
+    }
+
+    /// The relay server of a relay node.
+    pub fn relay_server(peer_id: PeerId, config: libp2p::relay::Config) -> Option<RelayServer> {
+        Some(RelayServer::new(peer_id, config))
+    }
 
     /// Starts mDNS.
     pub fn mdns(peer_id: PeerId) -> std::io::Result<Option<Mdns>> {
@@ -195,6 +217,28 @@ mod imp {
 
     /// No mDNS in a browser.
     pub type Mdns = dummy::Behaviour;
+    /// No AutoNAT in a browser (it cannot be dialed back); a stand-in keeps
+    /// its code out of the page.
+    pub type Autonat = dummy::Behaviour;
+    /// No hole punching in a browser.
+    pub type Dcutr = dummy::Behaviour;
+    /// A browser relays for nobody.
+    pub type RelayServer = dummy::Behaviour;
+
+    /// None in a browser.
+    pub fn autonat(_: PeerId) -> Option<Autonat> {
+        None
+    }
+
+    /// None in a browser.
+    pub fn dcutr(_: PeerId) -> Option<Dcutr> {
+        None
+    }
+
+    /// None in a browser.
+    pub fn relay_server(_: PeerId, _: libp2p::relay::Config) -> Option<RelayServer> {
+        None
+    }
 
     /// There is no mDNS in a browser.
     pub fn mdns(_: PeerId) -> std::io::Result<Option<Mdns>> {

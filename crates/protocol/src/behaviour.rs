@@ -3,7 +3,7 @@
 use std::{fmt, str::FromStr, time::Duration};
 
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, dcutr,
+    Multiaddr, PeerId, StreamProtocol, connection_limits,
     gossipsub::{self, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, ValidationMode},
     identify,
     identity::Keypair,
@@ -173,7 +173,7 @@ pub use composed::{Behaviour, BehaviourEvent};
 #[allow(missing_docs)]
 mod composed {
     use libp2p::{
-        autonat, connection_limits, dcutr, identify, kad, relay,
+        connection_limits, identify, kad, relay,
         swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     };
 
@@ -188,7 +188,7 @@ mod composed {
         /// Reserving slots on relays and dialing through them.
         pub relay_client: relay::client::Behaviour,
         /// Relaying for others (relay role).
-        pub relay_server: Toggle<relay::Behaviour>,
+        pub relay_server: Toggle<arch::RelayServer>,
         /// The chat itself.
         pub gossipsub: super::Gossip,
         /// Exchanging listen addresses and protocols.
@@ -201,9 +201,9 @@ mod composed {
         /// The DHT: bootstrap, peer routing.
         pub kad: kad::Behaviour<kad::store::MemoryStore>,
         /// Learning whether we are publicly reachable (native).
-        pub autonat: Toggle<autonat::Behaviour>,
+        pub autonat: Toggle<arch::Autonat>,
         /// Hole punching through relayed connections (native).
-        pub dcutr: Toggle<dcutr::Behaviour>,
+        pub dcutr: Toggle<arch::Dcutr>,
         /// Local network discovery (native).
         pub mdns: Toggle<arch::Mdns>,
     }
@@ -255,20 +255,22 @@ impl Behaviour {
                 .with_max_pending_incoming(Some(l.max_pending_incoming)),
         );
 
-        let relay_server = relay_role.then(|| {
-            relay::Behaviour::new(
-                peer_id,
-                relay::Config {
-                    max_reservations: l.max_reservations,
-                    max_reservations_per_peer: l.max_reservations_per_peer,
-                    max_circuits: l.max_circuits,
-                    max_circuits_per_peer: l.max_circuits_per_peer,
-                    max_circuit_duration: l.max_circuit_duration,
-                    max_circuit_bytes: l.max_circuit_bytes,
-                    ..relay::Config::default()
-                },
-            )
-        });
+        let relay_server = relay_role
+            .then(|| {
+                arch::relay_server(
+                    peer_id,
+                    relay::Config {
+                        max_reservations: l.max_reservations,
+                        max_reservations_per_peer: l.max_reservations_per_peer,
+                        max_circuits: l.max_circuits,
+                        max_circuits_per_peer: l.max_circuits_per_peer,
+                        max_circuit_duration: l.max_circuit_duration,
+                        max_circuit_bytes: l.max_circuit_bytes,
+                        ..relay::Config::default()
+                    },
+                )
+            })
+            .flatten();
 
         let mesh_max = relay_role.then_some(l.room_mesh_max);
         let tap = Tap::new(keypair);
@@ -308,12 +310,8 @@ impl Behaviour {
             Role::Peer => kad::Mode::Client,
         }));
 
-        let autonat = arch::NATIVE.then(|| {
-            // Upstream defaults: probes only of global addresses, so no relay
-            // can be used to scan private networks.
-            autonat::Behaviour::new(peer_id, autonat::Config::default())
-        });
-        let dcutr = arch::NATIVE.then(|| dcutr::Behaviour::new(peer_id));
+        let autonat = arch::autonat(peer_id);
+        let dcutr = arch::dcutr(peer_id);
         let mdns = if config.sources.has(Source::Mdns) {
             arch::mdns(peer_id)?
         } else {
