@@ -1,8 +1,10 @@
 //! The other CLI commands: publish/subscribe on any topic, listen, dht.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
 use meshtalk_protocol::{libp2p::multiaddr::Protocol, transport::Transport};
-use meshtalk_tests::{Proc, Relay, WAIT, bin, temp_dir};
+use meshtalk_tests::{Proc, Relay, WAIT, bin, eventually, temp_dir};
 
 fn meshtalk(name: &str, args: &[&str]) -> Result<Proc> {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -56,6 +58,62 @@ fn chat_text_published_to_a_room_topic_reaches_a_decoding_subscriber() -> Result
         false,
         &["hello news"],
     )
+}
+
+/// Fed 40 MB faster than the network takes it, `meshtalk publish` reads
+/// its input at the network's pace: every line arrives, in order, at a
+/// subscriber it dials directly, and the slowdown is said in one line
+/// (not a warning per message, as gossipsub logs them).
+#[test]
+fn a_fast_publisher_waits_for_the_network_and_loses_nothing() -> Result<()> {
+    const LINES: usize = 40_000;
+    let mut sub = meshtalk(
+        "sub",
+        &[
+            "subscribe",
+            "--raw",
+            "--topic",
+            "bulk",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    )?;
+    let mut addr = None;
+    eventually("the subscriber's address", || {
+        addr = sub
+            .stderr_lines()
+            .iter()
+            .find_map(|l| l.strip_prefix("meshtalk: listening on ").map(str::to_owned));
+        Ok(addr.is_some())
+    })?;
+    let addr = addr.context("no address")?;
+    let mut publisher = meshtalk(
+        "pub",
+        &["publish", "--raw", "--topic", "bulk", "--connect", &addr],
+    )?;
+    let padding = "x".repeat(1000);
+    let input: String = (0..LINES).map(|i| format!("{i:08}{padding}\n")).collect();
+    publisher.send_bytes(input.as_bytes())?;
+    publisher.close_stdin();
+    ensure!(publisher.wait_exit(Duration::from_secs(180))?.success());
+    let last = format!("{:08}", LINES - 1);
+    sub.wait_for("the last line", |l| l.starts_with(&last).then_some(()))?;
+    let got: Vec<usize> = sub
+        .seen
+        .iter()
+        .filter_map(|l| l.get(..8)?.parse().ok())
+        .collect();
+    ensure!(
+        got.len() == LINES && got.windows(2).all(|w| w[1] == w[0] + 1),
+        "{} of {LINES} lines, or out of order",
+        got.len()
+    );
+    let stderr = publisher.stderr_lines();
+    ensure!(
+        stderr.len() <= 1 && !stderr.iter().any(|l| l.contains("Send Queue")),
+        "{stderr:?}"
+    );
+    Ok(())
 }
 
 #[test]

@@ -28,8 +28,10 @@ use tracing_subscriber::EnvFilter;
 use crate::args::{Cli, Command};
 
 /// Log filter when `RUST_LOG` is unset. Kademlia's "no known peers" and
-/// webrtc-rs's handshake chatter are routine, not something to act on.
-const DEFAULT_LOG: &str = "warn,libp2p_kad=error,libp2p_webrtc=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error,webrtc_dtls=error";
+/// webrtc-rs's handshake chatter are routine, not something to act on;
+/// gossipsub's "Send Queue full" (a whole message, debug-printed, for each
+/// one a slow neighbour cannot take yet) is told once by the engine.
+const DEFAULT_LOG: &str = "warn,libp2p_gossipsub::behaviour=error,libp2p_kad=error,libp2p_webrtc=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error,webrtc_dtls=error";
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

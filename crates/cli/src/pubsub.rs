@@ -4,9 +4,9 @@
 use std::io::Write;
 
 use anyhow::{Result, bail};
-use futures::StreamExt;
+use futures::{StreamExt, future::BoxFuture};
 use meshtalk_protocol::{
-    engine::{EngineConfig, Event},
+    engine::{CommandError, EngineConfig, Event},
     validate,
     wire::{self, ChatMessage, Payload},
 };
@@ -22,6 +22,9 @@ fn check_topic(topic: &str) -> Result<()> {
 }
 
 /// Publishes stdin, one message per line, then exits once all is sent.
+/// A line is read only once the one before was taken by the network
+/// (back-pressure: a fast writer waits, nothing is dropped); a network
+/// slower than the input is said once.
 pub async fn publish(args: PubSubArgs) -> Result<()> {
     check_topic(&args.topic)?;
     let mut node = args.net.start(EngineConfig::default()).await?;
@@ -31,26 +34,41 @@ pub async fn publish(args: PubSubArgs) -> Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
     let mut stdin_open = true;
+    let mut sending: Option<BoxFuture<'static, Result<(), CommandError>>> = None;
+    let mut slow_said = false;
     loop {
         tokio::select! {
-            read = stdin.read_until(b'\n', &mut line), if stdin_open => match read {
-                Ok(0) | Err(_) => {
-                    stdin_open = false;
-                    let _ = node.handle.shutdown().await;
-                }
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
+            read = stdin.read_until(b'\n', &mut line), if stdin_open && sending.is_none() => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        stdin_open = false;
+                        let _ = node.handle.shutdown().await;
                     }
-                    if let Some(data) = message_bytes(&line, args.raw) {
-                        node.handle.publish_raw(args.topic.clone(), data).await?;
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        if let Some(data) = message_bytes(&line, args.raw) {
+                            let (handle, topic) = (node.handle.clone(), args.topic.clone());
+                            sending = Some(Box::pin(async move {
+                                handle.publish_raw(topic, data).await
+                            }));
+                        }
+                        line.clear();
                     }
-                    line.clear();
                 }
-            },
+            }
+            sent = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                sending = None;
+                sent?;
+            }
             event = node.events.next() => match event {
                 Some(Event::Held { topic, pending }) => {
                     tracing::info!(%topic, pending, "waiting for a subscriber");
+                }
+                Some(Event::Slowed { .. }) if !slow_said => {
+                    slow_said = true;
+                    eprintln!("meshtalk: the network takes messages slower than they come: input waits for it, nothing is dropped");
                 }
                 Some(_) => {}
                 None => break,
@@ -90,8 +108,14 @@ pub async fn subscribe(args: PubSubArgs) -> Result<()> {
         node.connect(&args.net.connect, args.net.timeout).await?;
     }
     while let Some(event) = node.events.next().await {
-        let Event::Raw { data, .. } = event else {
-            continue;
+        let data = match event {
+            Event::Raw { data, .. } => data,
+            Event::Listening(addr) => {
+                // Where a publisher can dial us (`--listen`).
+                eprintln!("meshtalk: listening on {addr}");
+                continue;
+            }
+            _ => continue,
         };
         let mut out = std::io::stdout().lock();
         let written = if args.raw {

@@ -334,6 +334,9 @@ impl Behaviour {
     }
 }
 
+/// How long one of our messages may wait in a neighbour's send queue.
+pub const PUBLISH_QUEUE_WAIT: Duration = Duration::from_secs(120);
+
 /// Whether an identify agent version is a meshtalk relay's.
 pub fn is_relay_agent(agent: &str) -> bool {
     agent.split('/').next() == Some(RELAY_AGENT)
@@ -391,7 +394,11 @@ fn gossipsub(
         .max_transmit_size(MAX_TRANSMIT_SIZE)
         // Gossipsub's default ids, but universal-connectivity's on its topics.
         .message_id_fn(crate::uc::message_id)
-        .heartbeat_interval(Duration::from_millis(700));
+        .heartbeat_interval(Duration::from_millis(700))
+        // Our own messages wait in a neighbour's queue rather than being
+        // dropped after gossipsub's 5 s: the engine holds the rest until
+        // the queues drain (back-pressure, not loss).
+        .publish_queue_duration(PUBLISH_QUEUE_WAIT);
     if pubsub == Pubsub::Floodsub {
         builder.protocol_id(NO_MESHSUB_PROTOCOL, gossipsub::Version::V1_0);
     }

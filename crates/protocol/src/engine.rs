@@ -144,6 +144,9 @@ pub enum CommandError {
     /// A file could not be shared or fetched.
     #[error("{0}")]
     File(String),
+    /// Gossipsub refused to publish (too large, for instance).
+    #[error("message not published: {0}")]
+    Publish(String),
     /// A topic could not be subscribed to.
     #[error("cannot subscribe to {topic}: {reason}")]
     Subscribe {
@@ -310,6 +313,13 @@ pub enum Event {
         topic: String,
         /// How many wait.
         pending: usize,
+    },
+    /// Our neighbours' queues are full: messages to `topic` wait until
+    /// they drain (said once until they take messages again; nothing is
+    /// dropped).
+    Slowed {
+        /// The topic.
+        topic: String,
     },
     /// Our message was handed to gossipsub.
     Sent {
@@ -569,7 +579,10 @@ impl EngineHandle {
         self.call(Command::ClearHistory(room)).await
     }
 
-    /// Publishes bytes as they are to any topic (held while it has no peer).
+    /// Publishes bytes as they are to any topic. Returns once gossipsub
+    /// has taken them: while the topic has no peer, or every neighbour's
+    /// queue is full, it waits, so input goes at the pace of the network
+    /// (back-pressure) and nothing is dropped.
     pub async fn publish_raw(
         &self,
         topic: impl Into<String>,
@@ -613,6 +626,9 @@ struct Outgoing {
     id: Option<MessageId>,
     /// A nickname announcement, not something a person typed.
     announce: bool,
+    /// Told once gossipsub has taken it (`publish_raw` waits for this:
+    /// input slows down to what the network takes instead of piling up).
+    ack: Option<oneshot::Sender<Result<(), CommandError>>>,
 }
 
 /// Hook that sees every swarm event (metrics recording, for instance).
@@ -630,6 +646,8 @@ pub struct Engine {
     rooms: HashMap<TopicHash, Room>,
     raw_topics: HashSet<TopicHash>,
     outbox: VecDeque<Outgoing>,
+    /// Topics whose messages wait for full queues to drain.
+    slowed: HashSet<TopicHash>,
     nick: Option<String>,
     nicks: HashMap<PeerId, String>,
     members: Members,
@@ -751,6 +769,7 @@ impl Engine {
             rooms: HashMap::new(),
             raw_topics: HashSet::new(),
             outbox: VecDeque::new(),
+            slowed: HashSet::new(),
             nicks: HashMap::new(),
             members: Members::new(MAX_MEMBERS),
             last_announce: HashMap::new(),
@@ -842,6 +861,16 @@ impl Engine {
                 event = self.dms.next().fuse() => self.on_dm(event),
                 event = self.files.next().fuse() => self.on_file(event),
                 request = self.commands.next() => match request {
+                    Some((Command::PublishRaw(topic, data), reply)) => {
+                        // Answered once published (see `Outgoing::ack`).
+                        self.queue(Outgoing {
+                            topic: IdentTopic::new(topic).hash(),
+                            data,
+                            id: None,
+                            announce: false,
+                            ack: Some(reply),
+                        });
+                    }
                     Some((command, reply)) => {
                         let _ = reply.send(self.on_command(command));
                     }
@@ -951,6 +980,7 @@ impl Engine {
                         data: message.text.into_bytes(),
                         id: Some(message.id),
                         announce: false,
+                        ack: None,
                     });
                     return Ok(());
                 }
@@ -962,6 +992,7 @@ impl Engine {
                     data: wire::encode(&payload),
                     id: Some(message.id),
                     announce: false,
+                    ack: None,
                 });
             }
             Command::SendDm(to, text) => self.send_dm(to, text)?,
@@ -984,13 +1015,8 @@ impl Engine {
                     self.announce_nick(topic);
                 }
             }
-            Command::PublishRaw(topic, data) => {
-                self.queue(Outgoing {
-                    topic: IdentTopic::new(topic).hash(),
-                    data,
-                    id: None,
-                    announce: false,
-                });
+            Command::PublishRaw(..) => {
+                unreachable!("the command loop queues raw messages itself")
             }
             Command::SubscribeRaw(topic) => {
                 let topic = IdentTopic::new(topic);
@@ -1076,6 +1102,7 @@ impl Engine {
             data: wire::encode(&Payload::Nick(nick)),
             id: None,
             announce: true,
+            ack: None,
         });
     }
 
@@ -1113,7 +1140,7 @@ impl Engine {
     fn flush(&mut self) {
         let mut waiting: HashMap<TopicHash, usize> = HashMap::new();
         let mut kept = VecDeque::new();
-        while let Some(out) = self.outbox.pop_front() {
+        while let Some(mut out) = self.outbox.pop_front() {
             if let Some(pending) = waiting.get_mut(&out.topic) {
                 *pending += usize::from(!out.announce);
                 kept.push_back(out);
@@ -1127,17 +1154,37 @@ impl Engine {
             {
                 Ok(id) => {
                     self.keep_published(&out.topic, &out.data, &id);
+                    if self.slowed.remove(&out.topic) {
+                        tracing::debug!(topic = %out.topic, "the network takes messages again");
+                    }
+                    if let Some(ack) = out.ack.take() {
+                        let _ = ack.send(Ok(()));
+                    }
                     self.emit(Event::Sent {
                         topic: out.topic.to_string(),
                         id: out.id,
                     });
                 }
-                Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
+                Err(PublishError::NoPeersSubscribedToTopic) => {
                     waiting.insert(out.topic.clone(), usize::from(!out.announce));
+                    kept.push_back(out);
+                }
+                Err(PublishError::AllQueuesFull(_)) => {
+                    // Every neighbour's queue is full: wait for them to
+                    // drain (held messages go again each tick).
+                    if self.slowed.insert(out.topic.clone()) {
+                        self.emit(Event::Slowed {
+                            topic: out.topic.to_string(),
+                        });
+                    }
+                    waiting.insert(out.topic.clone(), 0);
                     kept.push_back(out);
                 }
                 Err(e) => {
                     tracing::warn!(topic = %out.topic, error = %e, "message could not be published");
+                    if let Some(ack) = out.ack.take() {
+                        let _ = ack.send(Err(CommandError::Publish(e.to_string())));
+                    }
                 }
             }
         }

@@ -123,6 +123,7 @@ impl Engine {
             data: offer.encode(),
             id: None,
             announce: false,
+            ack: None,
         });
     }
 
@@ -149,6 +150,7 @@ impl Engine {
             data: offer.sha256.to_string().into_bytes(),
             id: None,
             announce: false,
+            ack: None,
         });
         Ok(())
     }
@@ -253,6 +255,7 @@ impl Engine {
                     data: offer.encode(),
                     id: None,
                     announce: false,
+                    ack: None,
                 });
             }
         }
