@@ -9,9 +9,11 @@
 //!   browser and end-to-end tests), installing what is missing first;
 //! - `bench`: the benchmarks, with a table on stdout and JSON in
 //!   `target/bench/`;
+//! - `fuzz`: libFuzzer on what meshtalk reads from the network;
 //! - `setup`: install the toolchains and tools only.
 
 mod cmd;
+mod fuzz;
 mod relay;
 mod toolchain;
 mod web;
@@ -52,6 +54,17 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         bench_args: Vec<String>,
     },
+    /// Fuzz what meshtalk reads from the network (libFuzzer through
+    /// cargo-fuzz, installed when missing): every target in fuzz/, two at
+    /// a time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value = "60", conflicts_with = "runs")]
+        seconds: u64,
+        /// Inputs per target, instead of a time (10000000 for a release).
+        #[arg(long)]
+        runs: Option<u64>,
+    },
     /// Install the toolchains and tools the tests need (wasm32 target,
     /// wasm-bindgen-cli, Trunk, wasm-pack, wasm-opt, Chromium).
     Setup,
@@ -64,7 +77,13 @@ fn main() -> ExitCode {
         Command::Web => toolchain::wasm().and_then(|wasm| web::build(&wasm)),
         Command::Test => test(),
         Command::Bench { bench_args } => bench(&bench_args),
-        Command::Setup => toolchain::wasm().and_then(|_| web::test_tools()),
+        Command::Fuzz { seconds, runs } => fuzz::run(match runs {
+            Some(n) => fuzz::Budget::Runs(n),
+            None => fuzz::Budget::Seconds(seconds),
+        }),
+        Command::Setup => toolchain::wasm()
+            .and_then(|_| web::test_tools())
+            .and_then(|()| fuzz::install()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -113,7 +132,14 @@ fn test() -> Result<()> {
     wasm.clippy(&["-p", "meshtalk-browser", "--all-targets"])?;
     web::test_tools()?;
     step("building the binaries");
-    cargo(&["build", "--workspace", "--bins"]).run()?;
+    cargo(&[
+        "build",
+        "--workspace",
+        "--bins",
+        "--exclude",
+        "meshtalk-fuzz",
+    ])
+    .run()?;
     web::build(&wasm)?;
     step("browser unit and connection tests (wasm-pack test --headless --chrome)");
     let relay = relay::TestRelay::start()?;
@@ -127,10 +153,16 @@ fn test() -> Result<()> {
         "--workspace",
         "--exclude",
         "meshtalk-browser",
+        "--exclude",
+        "meshtalk-fuzz",
     ])
     .run()?;
-    Ok(())
+    // Every fuzz target briefly: they build and find nothing quickly.
+    fuzz::run(fuzz::Budget::Seconds(FUZZ_SECONDS_IN_TESTS))
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TESTS: u64 = 10;
 
 /// The end-to-end tests leave their data in `$TMPDIR/meshtalk-test-*`
 /// (kept for looking into a failure); those more than an hour old belong

@@ -45,7 +45,7 @@ fn version_of(program: &str) -> Option<String> {
 
 /// `cargo install` of `krate` at `version` unless `program` already reports
 /// that version.
-fn ensure_tool(program: &str, krate: &str, version: &str, locked: bool) -> Result<()> {
+pub fn ensure_tool(program: &str, krate: &str, version: &str, locked: bool) -> Result<()> {
     if version_of(program).as_deref() == Some(version) {
         return Ok(());
     }
