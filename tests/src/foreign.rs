@@ -141,6 +141,22 @@ impl ForeignPeer {
         self.proc.send_line(text)
     }
 
+    /// Writes a PNG-looking file (the PNG signature, then `len` bytes of
+    /// noise from `seed`) under `name` in a test directory and has the peer
+    /// announce it (`/file`, universal-connectivity's peer only); returns
+    /// the bytes and its `file_sent` line (`id`, `sha256`).
+    pub fn announce_png(&mut self, name: &str, len: usize, seed: u64) -> Result<(Vec<u8>, Value)> {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(crate::noise(len, seed));
+        let path = crate::temp_dir(name).with_extension("png");
+        std::fs::write(&path, &png)?;
+        self.say(&format!("/file {}", path.display()))?;
+        let sent = self.proc.wait_json("file_sent", |v| {
+            (v["type"] == "file_sent").then(|| v.clone())
+        })?;
+        Ok((png, sent))
+    }
+
     /// Waits until `from` has announced `nick` (UPDATE_PEER).
     pub fn wait_nick(&mut self, from: &str, nick: &str) -> Result<()> {
         self.proc

@@ -184,14 +184,7 @@ fn a_uc_page_chats_with_a_universal_connectivity_peer() -> Result<()> {
     // Files both ways, on its protocol, through the relay (the uc peer
     // holds a reservation there, as its browser peers do): the page takes
     // the uc peer's at once and shows it; the uc peer takes the page's.
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(noise(200_000, 21));
-    let theirs = temp_dir("browser-uc-theirs").with_extension("png");
-    std::fs::write(&theirs, &png)?;
-    uc.say(&format!("/file {}", theirs.display()))?;
-    let sent = uc.proc.wait_json("file_sent", |v| {
-        (v["type"] == "file_sent").then(|| v.clone())
-    })?;
+    let (png, sent) = uc.announce_png("browser-uc-theirs", 200_000, 21)?;
     let sha256 = sent["sha256"].as_str().context("a hash")?;
     let got = file_on_page(&page, sha256)?;
     ensure!(

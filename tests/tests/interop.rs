@@ -415,14 +415,7 @@ fn meshtalk_chats_with_a_universal_connectivity_peer() -> Result<()> {
 
     // A file from the uc peer: announced by a UUID, fetched at once,
     // saved under it, its type found from its first bytes.
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(noise(300_000, 11));
-    let theirs = temp_dir("interop-uc-theirs").with_extension("png");
-    std::fs::write(&theirs, &png)?;
-    uc.say(&format!("/file {}", theirs.display()))?;
-    let sent = uc.proc.wait_json("file_sent", |v| {
-        (v["type"] == "file_sent").then(|| v.clone())
-    })?;
+    let (png, sent) = uc.announce_png("interop-uc-theirs", 300_000, 11)?;
     let id = sent["id"].as_str().context("an id")?.to_owned();
     let saved = ada.proc.wait_json("the uc file saved", |v| {
         (v["type"] == "file_saved" || v["type"] == "file_failed").then(|| v.clone())

@@ -1591,24 +1591,15 @@ impl Engine {
 
     fn on_message(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
         let verdict = if let Some(room) = self.rooms.get(&message.topic).cloned() {
-            match (
-                validate::accept(&message.data, validate::now_ms()),
-                message.source,
-            ) {
-                (Ok(payload), Some(from)) => {
+            let checked = validate::accept(&message.data, validate::now_ms());
+            match self.signed(via, message.source, checked) {
+                Some((payload, from)) => {
                     if self.keep_received(&message, from, &payload) {
                         self.deliver(room, from, payload);
                     }
                     MessageAcceptance::Accept
                 }
-                (Ok(_), None) => {
-                    self.reject(via, None, Rejection::MissingField("gossipsub source"));
-                    MessageAcceptance::Reject
-                }
-                (Err(reason), source) => {
-                    self.reject(via, source, reason);
-                    MessageAcceptance::Reject
-                }
+                None => MessageAcceptance::Reject,
             }
         } else if let Some(room) = peer_record::room_of(&message.topic) {
             self.on_record(&room, message.source, &message.data)
@@ -1636,6 +1627,27 @@ impl Engine {
             .report_message_validation_result(&id, &via, verdict);
     }
 
+    /// What `checked` found in a message, with its author; `None` once the
+    /// refusal is reported (a message without a source is refused too).
+    fn signed<T>(
+        &mut self,
+        via: PeerId,
+        source: Option<PeerId>,
+        checked: Result<T, Rejection>,
+    ) -> Option<(T, PeerId)> {
+        match (checked, source) {
+            (Ok(content), Some(from)) => Some((content, from)),
+            (Ok(_), None) => {
+                self.reject(via, None, Rejection::MissingField("gossipsub source"));
+                None
+            }
+            (Err(reason), source) => {
+                self.reject(via, source, reason);
+                None
+            }
+        }
+    }
+
     fn reject(&mut self, via: PeerId, source: Option<PeerId>, reason: Rejection) {
         tracing::debug!(%via, ?source, %reason, "message rejected");
         self.emit(Event::Rejected {
@@ -1654,16 +1666,9 @@ impl Engine {
         id: &gossipsub::MessageId,
         message: gossipsub::Message,
     ) -> MessageAcceptance {
-        let (text, from) = match (uc::check_chat(&message.data), message.source) {
-            (Ok(text), Some(from)) => (text.to_owned(), from),
-            (Ok(_), None) => {
-                self.reject(via, None, Rejection::MissingField("gossipsub source"));
-                return MessageAcceptance::Reject;
-            }
-            (Err(reason), source) => {
-                self.reject(via, source, reason);
-                return MessageAcceptance::Reject;
-            }
+        let checked = uc::check_chat(&message.data).map(str::to_owned);
+        let Some((text, from)) = self.signed(via, message.source, checked) else {
+            return MessageAcceptance::Reject;
         };
         // Its message id (a SHA-256) names the line.
         let mut line_id = [0; wire::MESSAGE_ID_LEN];

@@ -85,38 +85,26 @@ pub(crate) enum Next<T> {
 }
 
 /// Waits for a stream a peer opens or for one of `tasks` to end; pending
-/// forever with neither, so it can sit in a `select!`. A listener that
-/// ends is dropped.
+/// forever with neither, so it can sit in a `select!` (a listener that
+/// ends is waited on no more: [`next_inbound`]).
 pub(crate) async fn next_of<T, F: Future<Output = T> + Unpin>(
     incoming: &mut Option<IncomingStreams>,
     tasks: &mut FuturesUnordered<F>,
 ) -> Next<T> {
-    loop {
-        let next = {
-            let listener = &mut *incoming;
-            let running = &mut *tasks;
-            let inbound = async move {
-                match listener.as_mut() {
-                    Some(listener) => listener.next().await,
-                    None => futures::future::pending().await,
-                }
-            };
-            let outcome = async move {
-                match running.next().await {
-                    Some(done) => done,
-                    None => futures::future::pending().await,
-                }
-            };
-            match select(std::pin::pin!(inbound), std::pin::pin!(outcome)).await {
-                Either::Left((inbound, _)) => Either::Left(inbound),
-                Either::Right((done, _)) => Either::Right(done),
-            }
-        };
-        match next {
-            Either::Left(Some((peer, stream))) => return Next::Inbound(peer, Box::new(stream)),
-            Either::Left(None) => *incoming = None,
-            Either::Right(done) => return Next::Done(done),
+    let outcome = async move {
+        match tasks.next().await {
+            Some(done) => done,
+            None => futures::future::pending().await,
         }
+    };
+    match select(
+        std::pin::pin!(next_inbound(incoming)),
+        std::pin::pin!(outcome),
+    )
+    .await
+    {
+        Either::Left(((peer, stream), _)) => Next::Inbound(peer, Box::new(stream)),
+        Either::Right((done, _)) => Next::Done(done),
     }
 }
 

@@ -164,20 +164,9 @@ impl Engine {
         source: Option<PeerId>,
         data: &[u8],
     ) -> MessageAcceptance {
-        let (id, from) = match (uc::check_file_id(data), source) {
-            (Ok(id), Some(from)) => (id.to_owned(), from),
-            (Ok(_), None) => {
-                self.reject(
-                    via,
-                    None,
-                    validate::Rejection::MissingField("gossipsub source"),
-                );
-                return MessageAcceptance::Reject;
-            }
-            (Err(reason), source) => {
-                self.reject(via, source, reason);
-                return MessageAcceptance::Reject;
-            }
+        let checked = uc::check_file_id(data).map(str::to_owned);
+        let Some((id, from)) = self.signed(via, source, checked) else {
+            return MessageAcceptance::Reject;
         };
         if !self.uc || self.role == Role::Relay {
             return MessageAcceptance::Accept;
@@ -207,12 +196,15 @@ impl Engine {
                 }
                 self.files.fetch_uc(from, id, limit, download);
             }
-            Err(error) => {
-                tracing::info!(%from, %id, %error, "universal-connectivity file not fetched");
-                self.emit(Event::UcFileFailed { from, id, error });
-            }
+            Err(error) => self.uc_file_failed(from, id, error),
         }
         MessageAcceptance::Accept
+    }
+
+    /// Says that the file `id` from `from` was not fetched.
+    fn uc_file_failed(&mut self, from: PeerId, id: String, error: String) {
+        tracing::info!(%from, %id, %error, "universal-connectivity file not fetched");
+        self.emit(Event::UcFileFailed { from, id, error });
     }
 
     /// Someone new was heard in `room`: our files there are offered again
@@ -440,8 +432,7 @@ impl Engine {
             }
             FileEvent::UcFetchFailed { from, id, error } => {
                 self.offers.uc_fetching = self.offers.uc_fetching.saturating_sub(1);
-                tracing::info!(%from, %id, %error, "universal-connectivity file not fetched");
-                self.emit(Event::UcFileFailed { from, id, error });
+                self.uc_file_failed(from, id, error);
             }
         }
     }
