@@ -85,7 +85,9 @@ pub fn router(root: &WebRoot) -> Router {
 async fn headers(State(csp): State<Arc<HeaderValue>>, request: Request, next: Next) -> Response {
     let hashed = is_content_named(request.uri().path());
     let mut response = next.run(request).await;
-    let ok = response.status().is_success();
+    // A 304 stands for the file: it keeps the file's caching (a browser
+    // merges its headers into the copy it holds).
+    let ok = response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED;
     let html = response
         .headers()
         .get(header::CONTENT_TYPE)

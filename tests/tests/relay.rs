@@ -121,6 +121,17 @@ fn the_page_goes_out_compressed_cached_and_under_a_policy() -> Result<()> {
             got.headers
         );
     }
+    // A revalidation answered 304 keeps the file's caching.
+    let first = http_request(&relay.http, &path, &[])?;
+    let modified = first.header("last-modified").unwrap_or_default().to_owned();
+    let again = http_request(&relay.http, &path, &[("If-Modified-Since", &modified)])?;
+    ensure!(
+        again.status == 304
+            && again.header("cache-control") == Some("public, max-age=31536000, immutable"),
+        "{}: {:?}",
+        again.status,
+        again.headers
+    );
     let index = http_request(&relay.http, "/", &[])?;
     ensure!(index.status == 200 && index.header("cache-control") == Some("no-cache"));
     let csp = index
