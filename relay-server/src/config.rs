@@ -9,7 +9,10 @@ use clap::Parser;
 use meshtalk_protocol::{behaviour::Limits, history, libp2p::Multiaddr};
 use serde::Deserialize;
 
-use crate::web::{self, WebRoot};
+use crate::{
+    tls::Tls,
+    web::{self, WebRoot},
+};
 
 /// meshtalk relay and bootstrap node: circuit relay v2, Kademlia server,
 /// AutoNAT server and a gossipsub member of every room its peers use.
@@ -71,6 +74,27 @@ pub struct Args {
     #[arg(long, value_name = "N", env = "MESHTALK_MAX_HTTP_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_http_connections: Option<u32>,
+
+    /// PEM certificate chain (leaf first) for TLS; with --tls-key the relay
+    /// serves HTTP over HTTPS and can listen on secure WebSocket
+    /// (`/tls/ws`), which pages served over https need. Without --listen it
+    /// adds /ip4/127.0.0.1/tcp/4003/tls/ws to the defaults.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "MESHTALK_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "MESHTALK_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// TOML file with any of these settings (keys as the flag names).
     #[arg(long, value_name = "FILE", env = "MESHTALK_CONFIG")]
@@ -140,6 +164,8 @@ struct FileConfig {
     http: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     web_dir: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     max_http_connections: Option<u32>,
     max_connections: Option<u32>,
     max_connections_per_peer: Option<u32>,
@@ -169,6 +195,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The browser page.
     pub web: WebRoot,
+    /// TLS for HTTPS and `/tls/ws`, when configured.
+    pub tls: Option<Tls>,
     /// Most HTTP connections open at once.
     pub max_http_connections: usize,
     /// Connection and relay limits.
@@ -189,6 +217,25 @@ pub fn default_listen() -> Vec<Multiaddr> {
     .iter()
     .filter_map(|a| a.parse().ok())
     .collect()
+}
+
+/// The secure WebSocket address added to the defaults when TLS is set.
+const DEFAULT_TLS_LISTEN: &str = "/ip4/127.0.0.1/tcp/4003/tls/ws";
+
+/// Whether `addr` is secure WebSocket (`/tls/ws` or `/wss`), which needs a
+/// certificate to listen on.
+fn is_secure_websocket(addr: &Multiaddr) -> bool {
+    use meshtalk_protocol::libp2p::multiaddr::Protocol;
+    let mut tls = false;
+    for p in addr.iter() {
+        match p {
+            Protocol::Tls => tls = true,
+            Protocol::Wss(_) => return true,
+            Protocol::Ws(_) if tls => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn default_data_dir() -> PathBuf {
@@ -214,8 +261,34 @@ impl Settings {
             if flag.is_empty() { file } else { Some(flag) }
         };
         let defaults = Limits::default();
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(Tls::load(&cert, &key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("tls-cert and tls-key go together: give both or neither"),
+        };
+        let listen = match pick_vec(args.listen, file.listen) {
+            Some(listen) => listen,
+            None => {
+                let mut listen = default_listen();
+                if tls.is_some() {
+                    listen.extend(DEFAULT_TLS_LISTEN.parse().ok());
+                }
+                listen
+            }
+        };
+        if tls.is_none()
+            && let Some(addr) = listen.iter().find(|a| is_secure_websocket(a))
+        {
+            anyhow::bail!(
+                "listen address {addr} is secure WebSocket: give --tls-cert and --tls-key"
+            );
+        }
         Ok(Self {
-            listen: pick_vec(args.listen, file.listen).unwrap_or_else(default_listen),
+            listen,
+            tls,
             external_addrs: pick_vec(args.external_addr, file.external_addr).unwrap_or_default(),
             bootstrap: pick_vec(args.bootstrap, file.bootstrap).unwrap_or_default(),
             http: args

@@ -82,13 +82,16 @@ pub fn router(state: Arc<AppState>, web: &WebRoot) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown`, with at most
-/// `max_connections` connections at once.
+/// `max_connections` connections at once, over TLS when `tls` is given (the
+/// handshake must end within [`HEADER_TIMEOUT`] too).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     max_connections: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -119,13 +122,35 @@ pub async fn serve(
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
         connections.spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT);
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = builder.serve_connection(io, service).await {
+            let served = match tls {
+                None => {
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    builder.serve_connection(io, service).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%from, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%from, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    builder.serve_connection(io, service).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%from, error = %e, "HTTP connection ended");
             }
             drop(permit);

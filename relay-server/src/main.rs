@@ -17,6 +17,7 @@ mod history;
 mod http;
 mod keys;
 mod metrics;
+mod tls;
 mod web;
 
 use std::{
@@ -100,6 +101,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let transport = TransportConfig {
         webrtc_certificate: Some(certificate),
+        websocket_tls: settings.tls.as_ref().map(|tls| tls.websocket.clone()),
     };
     let swarm = arch::build_swarm(keypair, transport, &behaviour).await?;
     let (mut engine, handle, mut events) = Engine::new(
@@ -162,7 +164,12 @@ async fn run(args: Args) -> Result<()> {
     let http_addr = listener
         .local_addr()
         .context("cannot read the HTTP listener's address")?;
-    say(&format!("http on http://{http_addr}"));
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    say(&format!("http on {scheme}://{http_addr}"));
     match &settings.web {
         WebRoot::Dir(dir) => tracing::info!(dir = %dir.display(), "serving the chat page at /"),
         WebRoot::Missing => {
@@ -214,6 +221,7 @@ async fn run(args: Args) -> Result<()> {
         listener,
         http::router(Arc::clone(&state), &settings.web),
         settings.max_http_connections,
+        settings.tls.map(|tls| tls.http),
         shutdown,
     )
     .await;

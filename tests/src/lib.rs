@@ -574,6 +574,38 @@ pub fn http_request(base: &str, path: &str, headers: &[(&str, &str)]) -> Result<
     })
 }
 
+/// A self-signed certificate for `127.0.0.1` and `localhost`, written as
+/// PEM files for the relay's `--tls-cert` and `--tls-key`.
+pub struct TestCertificate {
+    /// The certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, PKCS#8).
+    pub key: PathBuf,
+    /// Base64 SHA-256 of its public key, which Chromium's
+    /// `--ignore-certificate-errors-spki-list` trusts.
+    pub spki_sha256: String,
+}
+
+impl TestCertificate {
+    /// Makes one and writes it into `dir`.
+    pub fn write(dir: &Path) -> Result<Self> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])?;
+        std::fs::create_dir_all(dir)?;
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key_pair.serialize_pem())?;
+        Ok(Self {
+            cert: cert_path,
+            key: key_path,
+            spki_sha256: base64::engine::general_purpose::STANDARD
+                .encode(sha2::Sha256::digest(key_pair.public_key_der())),
+        })
+    }
+}
+
 /// A `meshtalk chat --json` peer.
 pub struct ChatPeer {
     /// The process.

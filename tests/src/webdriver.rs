@@ -55,6 +55,7 @@ pub struct Driver {
     /// The process.
     pub proc: Proc,
     base: String,
+    extra_args: Vec<String>,
 }
 
 impl Driver {
@@ -72,6 +73,7 @@ impl Driver {
         let driver = Self {
             proc,
             base: format!("127.0.0.1:{port}"),
+            extra_args: Vec::new(),
         };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -87,11 +89,20 @@ impl Driver {
         }
     }
 
+    /// Windows opened from now on trust TLS certificates with this public
+    /// key (base64 SHA-256 of its SubjectPublicKeyInfo).
+    pub fn trust_certificate(&mut self, spki_sha256: &str) {
+        self.extra_args.push(format!(
+            "--ignore-certificate-errors-spki-list={spki_sha256}"
+        ));
+    }
+
     /// Opens a new headless Chromium window with its own fresh profile.
     pub fn session(&self) -> Result<Session<'_>> {
         let profile = temp_dir("chromium-profile");
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|s| s.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(self.extra_args.iter().cloned());
         let binary = program("CHROME", &["/usr/bin/chromium"], "chromium");
         let caps = json!({
             "capabilities": {

@@ -27,7 +27,7 @@ use meshtalk_protocol::{
     transport::Transport,
 };
 use meshtalk_tests::{
-    ChatPeer, Relay, WAIT, eventually,
+    ChatPeer, Relay, TestCertificate, WAIT, eventually,
     foreign::{ForeignPeer, Implementation},
     noise,
     page::ChatPage,
@@ -236,6 +236,54 @@ fn pages_and_cli_chat_over_websocket() -> Result<()> {
 /// The relay restarts: the pages say so, reconnect by themselves and chat
 /// again; a line typed while offline is sent once connected, not dropped.
 /// (Without direct links, which would carry the line at once.)
+/// A relay with a certificate (one the test makes, which Chromium is told
+/// to trust) serves the page over https; the page connects over secure
+/// WebSocket, the only WebSocket it may open from https, and chats with a
+/// terminal on TCP.
+#[test]
+fn a_page_served_over_https_chats_over_secure_websocket() -> Result<()> {
+    let _scene = one_at_a_time();
+    let web = web_dir()?;
+    let dir = temp_dir("browser-tls");
+    let certificate = TestCertificate::write(&dir.join("tls"))?;
+    let relay = Relay::start_with(
+        &dir,
+        &[
+            "--web-dir",
+            &web.display().to_string(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0/tls/ws",
+            "--tls-cert",
+            &certificate.cert.display().to_string(),
+            "--tls-key",
+            &certificate.key.display().to_string(),
+        ],
+    )?;
+    ensure!(
+        relay.http.starts_with("https://"),
+        "the relay serves {}",
+        relay.http
+    );
+    let mut driver = Driver::start()?;
+    driver.trust_certificate(&certificate.spki_sha256);
+    let page = ChatPage::open(&driver, &format!("{}/?room=tls", relay.http), Some("ws"))?;
+    let mut cli = ChatPeer::start("cli", &relay.addr(Transport::Tcp)?, "tls", &[])?;
+    cli.wait_joined(&page.peer_id)?;
+    page.send("hello over https")?;
+    cli.wait_message("hello over https")?;
+    cli.proc.send_line("hello back")?;
+    page.wait_message("hello back")?;
+    let console = page.session.console();
+    ensure!(
+        !console
+            .iter()
+            .any(|l| l.contains("Mixed Content") || l.contains("ERR_CERT")),
+        "console:\n{}",
+        console.join("\n")
+    );
+    Ok(())
+}
+
 #[test]
 fn pages_reconnect_after_a_relay_restart() -> Result<()> {
     let _scene = one_at_a_time();

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use anyhow::{Result, ensure};
 use meshtalk_protocol::{libp2p::multiaddr::Protocol, transport::Transport};
-use meshtalk_tests::{Proc, Relay, WAIT, bin, http_request, temp_dir};
+use meshtalk_tests::{Proc, Relay, TestCertificate, WAIT, bin, http_request, temp_dir};
 use serde_json::Value;
 
 fn certhash(relay: &Relay) -> Result<String> {
@@ -252,5 +252,60 @@ fn config_file_sets_listen_addresses_and_bad_keys_are_errors() -> Result<()> {
             .any(|l| l.contains("relay.toml") && l.contains("no-such-key")),
         "{stderr:?}"
     );
+    Ok(())
+}
+
+/// TLS settings that cannot work stop the relay with one line naming the
+/// problem (and the file), never a panic.
+#[test]
+fn tls_settings_that_cannot_work_are_one_clear_line() -> Result<()> {
+    let dir = temp_dir("tls-errors");
+    let good = TestCertificate::write(&dir.join("good"))?;
+    let other = TestCertificate::write(&dir.join("other"))?;
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n")?;
+    let path = |p: &std::path::Path| p.display().to_string();
+    let cases: [(&[String], &str); 4] = [
+        (&["--tls-cert".into(), path(&good.cert)], "--tls-key"),
+        (
+            &[
+                "--tls-cert".into(),
+                path(&garbage),
+                "--tls-key".into(),
+                path(&good.key),
+            ],
+            "garbage.pem: no PEM certificate",
+        ),
+        (
+            &[
+                "--tls-cert".into(),
+                path(&good.cert),
+                "--tls-key".into(),
+                path(&other.key),
+            ],
+            "do not make a usable TLS identity",
+        ),
+        (
+            &["--listen".into(), "/ip4/127.0.0.1/tcp/0/tls/ws".into()],
+            "is secure WebSocket: give --tls-cert and --tls-key",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            path(&dir.join("data")),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend_from_slice(extra);
+        let mut relay = Proc::spawn("relay", &bin("meshtalk-relay")?, &args)?;
+        assert!(!relay.wait_exit(WAIT)?.success(), "{extra:?} started");
+        let stderr = relay.stderr_lines();
+        assert!(
+            stderr.iter().any(|l| l.contains(expected)),
+            "{extra:?}: {stderr:?}"
+        );
+        assert!(!stderr.iter().any(|l| l.contains("panicked")), "{stderr:?}");
+    }
     Ok(())
 }

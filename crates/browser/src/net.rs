@@ -262,9 +262,10 @@ impl Net {
             relays.extend(self.params.relays.iter().map(|a| vec![a.clone()]));
         }
         relays.extend(self.other_relays.iter().cloned());
+        let secure = crate::page::served_over_https();
         let mut queue: VecDeque<_> = relays
             .iter()
-            .flat_map(|addrs| candidates(addrs, self.params.transport))
+            .flat_map(|addrs| candidates(addrs, self.params.transport, secure))
             .collect();
         match queue.pop_front() {
             Some(first) => self.dial(first, queue).await,

@@ -15,6 +15,14 @@ pub fn query() -> String {
         .unwrap_or_default()
 }
 
+/// Whether the page was served over https, so that it may only open secure
+/// WebSocket connections.
+pub fn served_over_https() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().protocol().ok())
+        .is_some_and(|p| p == "https:")
+}
+
 /// Reads a value kept in `localStorage`.
 pub fn stored(key: &str) -> Option<String> {
     let storage = web_sys::window()?.local_storage().ok()??;

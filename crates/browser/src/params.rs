@@ -47,14 +47,28 @@ impl fmt::Display for TransportChoice {
 }
 
 impl TransportChoice {
-    /// The transports to try, in order.
-    pub fn order(self) -> &'static [Transport] {
+    /// The transports to try, in order. A page served over https tries
+    /// secure WebSocket first: an operator who set up TLS has a port that
+    /// passes firewalls and proxies, and WebRTC-direct's UDP may not.
+    pub fn order(self, secure: bool) -> &'static [Transport] {
         match self {
+            Self::Auto if secure => &[Transport::WebSocket, Transport::WebRtcDirect],
             Self::Auto => &[Transport::WebRtcDirect, Transport::WebSocket],
             Self::WebRtcDirect => &[Transport::WebRtcDirect],
             Self::Ws => &[Transport::WebSocket],
         }
     }
+}
+
+/// Whether a WebSocket address is secure (`/tls/ws` or `/wss`).
+fn is_secure_websocket(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| {
+        matches!(
+            p,
+            meshtalk_protocol::libp2p::multiaddr::Protocol::Tls
+                | meshtalk_protocol::libp2p::multiaddr::Protocol::Wss(_)
+        )
+    })
 }
 
 /// The page's parameters, read from its URL.
@@ -205,15 +219,22 @@ fn hex(digit: u8) -> Option<u8> {
 /// The relay addresses worth dialing with `choice`, in the order to try
 /// them: by transport preference, IPv4 loopback and IPv4 before IPv6 within
 /// a transport (as listed otherwise). Addresses a browser cannot dial (TCP,
-/// QUIC) are left out.
-pub fn candidates(addrs: &[Multiaddr], choice: TransportChoice) -> Vec<(Transport, Multiaddr)> {
+/// QUIC) are left out. A page served over https (`secure`) may not open
+/// plain WebSocket (mixed content), so it gets only secure ones; others try
+/// plain before secure.
+pub fn candidates(
+    addrs: &[Multiaddr],
+    choice: TransportChoice,
+    secure: bool,
+) -> Vec<(Transport, Multiaddr)> {
     let mut out = Vec::new();
-    for &wanted in choice.order() {
+    for &wanted in choice.order(secure) {
         let mut found: Vec<&Multiaddr> = addrs
             .iter()
             .filter(|a| Transport::of(a) == wanted)
+            .filter(|a| !secure || wanted != Transport::WebSocket || is_secure_websocket(a))
             .collect();
-        found.sort_by_key(|a| !a.to_string().starts_with("/ip4/"));
+        found.sort_by_key(|a| (is_secure_websocket(a), !a.to_string().starts_with("/ip4/")));
         out.extend(found.into_iter().map(|a| (wanted, a.clone())));
     }
     out

@@ -114,30 +114,47 @@ fn page_parameters_parse_and_report_problems() {
 }
 
 #[wasm_bindgen_test]
-fn candidates_prefer_webrtc_direct_then_websocket() {
+fn candidates_prefer_webrtc_direct_then_websocket_and_secure_websocket_over_https() {
     let addrs: Vec<Multiaddr> = [
         "/ip4/127.0.0.1/tcp/4001",
         "/ip4/127.0.0.1/tcp/4002/ws",
         "/ip6/::1/udp/4002/webrtc-direct",
         "/ip4/127.0.0.1/udp/4002/webrtc-direct",
         "/ip4/127.0.0.1/udp/4001/quic-v1",
+        "/ip4/127.0.0.1/tcp/4003/tls/ws",
     ]
     .iter()
     .map(|a| a.parse().expect("multiaddr"))
     .collect();
-    let order: Vec<String> = candidates(&addrs, TransportChoice::Auto)
-        .iter()
-        .map(|(_, a)| a.to_string())
-        .collect();
+    let order = |choice, secure| -> Vec<String> {
+        candidates(&addrs, choice, secure)
+            .iter()
+            .map(|(_, a)| a.to_string())
+            .collect()
+    };
     assert_eq!(
-        order,
+        order(TransportChoice::Auto, false),
         [
             "/ip4/127.0.0.1/udp/4002/webrtc-direct",
             "/ip6/::1/udp/4002/webrtc-direct",
             "/ip4/127.0.0.1/tcp/4002/ws",
+            "/ip4/127.0.0.1/tcp/4003/tls/ws",
         ]
     );
-    assert_eq!(candidates(&addrs, TransportChoice::Ws).len(), 1);
+    assert_eq!(order(TransportChoice::Ws, false).len(), 2);
+    // Served over https: secure WebSocket first, plain WebSocket never.
+    assert_eq!(
+        order(TransportChoice::Auto, true),
+        [
+            "/ip4/127.0.0.1/tcp/4003/tls/ws",
+            "/ip4/127.0.0.1/udp/4002/webrtc-direct",
+            "/ip6/::1/udp/4002/webrtc-direct",
+        ]
+    );
+    assert_eq!(
+        order(TransportChoice::Ws, true),
+        ["/ip4/127.0.0.1/tcp/4003/tls/ws"]
+    );
 }
 
 /// The test relay's address that `cargo xtask test` compiled in.

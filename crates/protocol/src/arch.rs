@@ -36,8 +36,12 @@ fn transport_err(e: impl std::error::Error) -> SwarmError {
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use libp2p::{
-        Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _, identity::Keypair, mdns, noise,
-        swarm::NetworkBehaviour, tcp, yamux,
+        Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
+        core::{transport::OptionalTransport, upgrade},
+        identity::Keypair,
+        mdns, noise,
+        swarm::NetworkBehaviour,
+        tcp, yamux,
     };
 
     use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
@@ -129,11 +133,17 @@ mod imp {
         }
     }
 
+    /// The certificate and key a node serves secure WebSocket with.
+    pub use libp2p::websocket::tls::Config as WebsocketTls;
+
     /// Transport settings of a native node.
     #[derive(Default)]
     pub struct TransportConfig {
         /// WebRTC-direct certificate; a fresh one when `None`.
         pub webrtc_certificate: Option<Certificate>,
+        /// With it the node can listen on secure WebSocket (`/tls/ws`);
+        /// without, only dial it.
+        pub websocket_tls: Option<WebsocketTls>,
     }
 
     /// Builds a swarm with TCP, QUIC, WebRTC-direct, DNS, WebSocket and
@@ -165,6 +175,26 @@ mod imp {
                         Ok::<_, std::io::Error>(output)
                     },
                 )
+            })
+            .map_err(transport_err)?
+            // Listening on secure WebSocket. It sits under DNS, unlike the
+            // WebSocket transport below, which dials (`/tls/ws` included,
+            // with the name a `/dns` address gives for TLS) and listens on
+            // plain `/ws`: without a server certificate it passes `/tls/ws`
+            // listen addresses on to this one.
+            .with_other_transport(|key| -> Result<_, BoxedError> {
+                let Some(tls) = transport.websocket_tls else {
+                    return Ok(OptionalTransport::none());
+                };
+                let mut ws = libp2p::websocket::Config::new(tcp::tokio::Transport::new(
+                    tcp::Config::default().nodelay(true),
+                ));
+                ws.set_tls_config(tls);
+                Ok(OptionalTransport::some(
+                    ws.upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                ))
             })
             .map_err(transport_err)?
             .with_dns()
