@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtalk_protocol::{behaviour::Limits, history, libp2p::Multiaddr};
+use meshtalk_protocol::{behaviour::Limits, engine::PublishLimit, history, libp2p::Multiaddr};
 use serde::Deserialize;
 
 use crate::{
@@ -108,6 +108,13 @@ pub struct Args {
     #[arg(long, value_name = "N", env = "MESHTALK_MAX_CONNECTIONS_PER_PEER")]
     pub max_connections_per_peer: Option<u32>,
 
+    /// Most incoming connections from one IP address (IPv6: one /64),
+    /// handshakes included; 0 for no cap. Behind a reverse proxy every
+    /// connection comes from the proxy: raise it or turn it off.
+    /// [default: 64]
+    #[arg(long, value_name = "N", env = "MESHTALK_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<u32>,
+
     /// Most relay reservations held at once. [default: 1024]
     #[arg(long, value_name = "N", env = "MESHTALK_MAX_RESERVATIONS")]
     pub max_reservations: Option<usize>,
@@ -142,6 +149,19 @@ pub struct Args {
     #[arg(long, value_name = "N", env = "MESHTALK_HISTORY_PER_ROOM")]
     pub history_per_room: Option<usize>,
 
+    /// Messages a second the relay forwards from one author (any topic);
+    /// beyond it, after a burst of --publish-burst, they are dropped, and
+    /// an author that sends them itself loses gossipsub score until it is
+    /// graylisted and disconnected. 0 forwards everything. [default: 100]
+    #[arg(long, value_name = "N", env = "MESHTALK_PUBLISH_RATE")]
+    pub publish_rate: Option<u32>,
+
+    /// Messages one author may publish at once before --publish-rate
+    /// applies. [default: 1000]
+    #[arg(long, value_name = "N", env = "MESHTALK_PUBLISH_BURST",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub publish_burst: Option<u32>,
+
     /// Chat lines the relay keeps in all rooms together; beyond it the
     /// oldest go, whatever their room. [default: 100000]
     #[arg(long, value_name = "N", env = "MESHTALK_HISTORY_TOTAL")]
@@ -169,6 +189,7 @@ struct FileConfig {
     max_http_connections: Option<u32>,
     max_connections: Option<u32>,
     max_connections_per_peer: Option<u32>,
+    max_connections_per_ip: Option<u32>,
     max_reservations: Option<usize>,
     max_circuits: Option<usize>,
     max_circuits_per_peer: Option<usize>,
@@ -178,6 +199,8 @@ struct FileConfig {
     history_per_room: Option<usize>,
     history_total: Option<usize>,
     history_max_age: Option<u64>,
+    publish_rate: Option<u32>,
+    publish_burst: Option<u32>,
 }
 
 /// Resolved relay settings.
@@ -203,6 +226,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Room history kept and served.
     pub history: history::store::Limits,
+    /// The publish rate limit per author; `None`: none.
+    pub publish_limit: Option<PublishLimit>,
 }
 
 /// The four default listen addresses, on loopback: exposing a relay is a
@@ -286,9 +311,24 @@ impl Settings {
                 "listen address {addr} is secure WebSocket: give --tls-cert and --tls-key"
             );
         }
+        let publish_limit = {
+            let defaults = PublishLimit::default();
+            match args.publish_rate.or(file.publish_rate) {
+                Some(0) => None,
+                rate => Some(PublishLimit {
+                    per_second: rate.unwrap_or(defaults.per_second),
+                    burst: match args.publish_burst.or(file.publish_burst) {
+                        Some(0) => anyhow::bail!("publish-burst must be at least 1"),
+                        Some(burst) => burst,
+                        None => defaults.burst,
+                    },
+                }),
+            }
+        };
         Ok(Self {
             listen,
             tls,
+            publish_limit,
             external_addrs: pick_vec(args.external_addr, file.external_addr).unwrap_or_default(),
             bootstrap: pick_vec(args.bootstrap, file.bootstrap).unwrap_or_default(),
             http: args
@@ -317,6 +357,14 @@ impl Settings {
                     .max_connections_per_peer
                     .or(file.max_connections_per_peer)
                     .unwrap_or(defaults.max_connections_per_peer),
+                max_connections_per_ip: match args
+                    .max_connections_per_ip
+                    .or(file.max_connections_per_ip)
+                {
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                    None => defaults.max_connections_per_ip,
+                },
                 max_reservations: args
                     .max_reservations
                     .or(file.max_reservations)

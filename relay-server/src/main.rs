@@ -115,6 +115,7 @@ async fn run(args: Args) -> Result<()> {
                 limits: settings.history,
                 fetch: false,
             },
+            publish_limit: settings.publish_limit,
             ..EngineConfig::default()
         },
     );

@@ -1,7 +1,8 @@
 //! Prometheus metrics: libp2p's own (connections by protocol stack,
 //! gossipsub, identify, ping, Kademlia, relay) plus meshtalk's (connections
 //! by transport, chat messages, rejected messages by reason, pubsub message
-//! copies received, peers speaking no pubsub protocol of ours).
+//! copies received, peers speaking no pubsub protocol of ours, peers
+//! disconnected for their score).
 
 use std::fmt;
 
@@ -36,6 +37,7 @@ pub struct RelayMetrics {
     messages: Counter,
     rejected: Family<Labels, Counter>,
     pubsub_unsupported: Counter,
+    graylisted: Counter,
     /// History records written to disk.
     pub history_saved: Counter,
 }
@@ -71,6 +73,12 @@ impl RelayMetrics {
             "Peers that connected speaking none of our pubsub protocols",
             pubsub_unsupported.clone(),
         );
+        let graylisted = Counter::default();
+        meshtalk.register(
+            "graylisted_peers",
+            "Peers disconnected because their gossipsub score fell below the graylist threshold",
+            graylisted.clone(),
+        );
         let rejected = Family::default();
         meshtalk.register(
             "rejected_messages",
@@ -97,6 +105,7 @@ impl RelayMetrics {
             messages,
             rejected,
             pubsub_unsupported,
+            graylisted,
             history_saved,
         }
     }
@@ -136,6 +145,9 @@ impl RelayMetrics {
             }
             Event::PubsubUnsupported { .. } => {
                 self.pubsub_unsupported.inc();
+            }
+            Event::Graylisted { .. } => {
+                self.graylisted.inc();
             }
             _ => {}
         }

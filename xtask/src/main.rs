@@ -221,5 +221,7 @@ fn bench(args: &[String]) -> Result<()> {
     step("history benchmark: the relay's cost of keeping history, late joiners");
     cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_history")).run()?;
     step("files benchmark: 50 MiB native→native (TCP, QUIC) and page→native, DM round trip");
-    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_files")).run()
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_files")).run()?;
+    step("flood benchmark: honest latency while a flooder and a junk sender attack the relay");
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_flood")).run()
 }

@@ -19,6 +19,7 @@ use crate::{
 };
 
 mod gossip;
+mod ip_limits;
 pub use gossip::{Gossip, GossipEvent};
 
 /// Identify's protocol version string for meshtalk peers.
@@ -107,6 +108,9 @@ pub struct Limits {
     pub max_connections_per_peer: u32,
     /// Incoming connections still in the handshake.
     pub max_pending_incoming: u32,
+    /// Incoming connections from one IP address (IPv6: one /64); `None`
+    /// for no cap.
+    pub max_connections_per_ip: Option<u32>,
     /// Relay reservations held at once (relay role).
     pub max_reservations: usize,
     /// Relay reservations per peer.
@@ -130,6 +134,7 @@ impl Default for Limits {
             max_connections: 2048,
             max_connections_per_peer: 4,
             max_pending_incoming: 256,
+            max_connections_per_ip: Some(64),
             max_reservations: 1024,
             max_reservations_per_peer: 4,
             max_circuits: 512,
@@ -173,7 +178,7 @@ pub use composed::{Behaviour, BehaviourEvent};
 #[allow(missing_docs)]
 mod composed {
     use libp2p::{
-        connection_limits, identify, kad, relay,
+        allow_block_list, connection_limits, identify, kad, relay,
         swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     };
 
@@ -183,8 +188,12 @@ mod composed {
     /// every node, whatever its role or platform, has this one type.
     #[derive(NetworkBehaviour)]
     pub struct Behaviour {
+        /// Peers refused for a while (a relay's graylisted flooders).
+        pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
         /// Caps on connections (checked first, so it can deny early).
         pub limits: connection_limits::Behaviour,
+        /// A cap on incoming connections per IP address.
+        pub ip_limits: super::ip_limits::IpLimits,
         /// Reserving slots on relays and dialing through them.
         pub relay_client: relay::client::Behaviour,
         /// Relaying for others (relay role).
@@ -319,7 +328,9 @@ impl Behaviour {
         };
 
         Ok(Self {
+            blocked: Default::default(),
             limits,
+            ip_limits: ip_limits::IpLimits::new(l.max_connections_per_ip),
             relay_client,
             relay_server: relay_server.into(),
             gossipsub: Gossip::new(gossipsub, tap),

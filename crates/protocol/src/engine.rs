@@ -50,11 +50,13 @@ use crate::{
 mod direct;
 mod dm;
 mod files;
+mod guard;
 mod history;
 mod neighbourhood;
 
 pub use dm::DM_DEADLINE;
 pub use files::FileConfig;
+pub use guard::PublishLimit;
 pub use history::HistoryConfig;
 
 /// How often held messages are retried and deadlines checked.
@@ -103,6 +105,9 @@ pub struct EngineConfig {
     /// topic (shown as the room [`crate::uc::room`]) and direct messages
     /// with its protocol. Rooms of our own may be joined as well.
     pub uc: bool,
+    /// A publish rate limit per author on the messages this node forwards
+    /// (relays); `None` forwards every valid message.
+    pub publish_limit: Option<PublishLimit>,
 }
 
 /// How often refused messages from one peer are logged.
@@ -298,9 +303,18 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
+    /// A peer's gossipsub score fell below the graylist threshold and the
+    /// relay closed its connections.
+    Graylisted {
+        /// The peer.
+        peer: PeerId,
+        /// Its score.
+        score: f64,
+    },
     /// A received message failed validation and was dropped.
     Rejected {
-        /// The neighbour that forwarded it (its score was lowered).
+        /// The neighbour that forwarded it (its score was lowered, unless
+        /// the message was only over its author's rate limit).
         via: PeerId,
         /// The claimed author.
         source: Option<PeerId>,
@@ -643,6 +657,10 @@ pub struct Engine {
     events: mpsc::UnboundedSender<Event>,
     observer: Option<Observer>,
     start: Option<EngineConfig>,
+    /// The per-author publish rate limit, when configured.
+    limiter: Option<guard::RateLimiter>,
+    /// Peers refused until then (graylisted; oldest first).
+    blocked: VecDeque<(Instant, PeerId)>,
     rooms: HashMap<TopicHash, Room>,
     raw_topics: HashSet<TopicHash>,
     outbox: VecDeque<Outgoing>,
@@ -754,6 +772,7 @@ impl Engine {
         let history_config = config.history;
         let dm_deadline = config.dm_deadline;
         let uc = config.uc;
+        let limiter = config.publish_limit.map(guard::RateLimiter::new);
         let swarm_streams = swarm.behaviour().streams.new_control();
         let dm_streams = swarm.behaviour().streams.new_control();
         let file_streams = swarm.behaviour().streams.new_control();
@@ -764,6 +783,8 @@ impl Engine {
             commands,
             events,
             observer: None,
+            limiter,
+            blocked: VecDeque::new(),
             nick: config.nick.clone(),
             start: Some(config),
             rooms: HashMap::new(),
@@ -881,6 +902,7 @@ impl Engine {
                     if self.ticks.is_multiple_of(NEIGHBOUR_TICKS) {
                         self.manage_neighbours();
                     }
+                    self.close_graylisted();
                     self.announce_due_nicks();
                     self.reoffer_due();
                     self.announce_record();
@@ -1590,6 +1612,23 @@ impl Engine {
     }
 
     fn on_message(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
+        if let (Some(limiter), Some(author)) = (self.limiter.as_mut(), message.source)
+            && limiter.check(author, Instant::now()) == guard::Verdict::Over
+        {
+            let per_second = limiter.limit().per_second;
+            self.reject(via, Some(author), Rejection::RateLimited(per_second));
+            // Only the flooder itself is punished (see `guard`).
+            let verdict = if via == author {
+                MessageAcceptance::Reject
+            } else {
+                MessageAcceptance::Ignore
+            };
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&id, &via, verdict);
+            return;
+        }
         let verdict = if let Some(room) = self.rooms.get(&message.topic).cloned() {
             let checked = validate::accept(&message.data, validate::now_ms());
             match self.signed(via, message.source, checked) {

@@ -48,11 +48,15 @@ pub enum Rejection {
     /// peer id, size); gossipsub's reason.
     #[error("malformed pubsub envelope: {0}")]
     BadEnvelope(&'static str),
+    /// Its author published more than the relay forwards
+    /// ([`crate::engine::PublishLimit`], this many a second).
+    #[error("over its author's publish rate limit ({0} messages a second)")]
+    RateLimited(u32),
 }
 
 impl Rejection {
     /// Every [`Rejection::label`], for metrics that should show zeros.
-    pub const LABELS: [&'static str; 10] = [
+    pub const LABELS: [&'static str; 11] = [
         "malformed",
         "missing_field",
         "unknown_type",
@@ -63,6 +67,7 @@ impl Rejection {
         "from_the_future",
         "bad_signature",
         "bad_envelope",
+        "rate_limited",
     ];
 
     /// A short stable label, for metrics.
@@ -78,6 +83,7 @@ impl Rejection {
             Rejection::FromTheFuture(_) => "from_the_future",
             Rejection::BadSignature => "bad_signature",
             Rejection::BadEnvelope(_) => "bad_envelope",
+            Rejection::RateLimited(_) => "rate_limited",
         }
     }
 }

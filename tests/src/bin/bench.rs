@@ -58,7 +58,9 @@ fn main() -> Result<()> {
 async fn run(args: Args) -> Result<()> {
     let mut results = Vec::new();
     for transport in [Transport::Tcp, Transport::Quic] {
-        let relay = Relay::start(&temp_dir("bench"))?;
+        // The relay's forwarding capacity is measured, not its per-author
+        // limit (100 messages/s by default), so the limit is off.
+        let relay = Relay::start_with(&temp_dir("bench"), &["--publish-rate", "0"])?;
         let addr = relay.addr(transport)?;
         let (sender, mut receiver, room) = pair(&addr).await?;
         if args.warmup_secs > 0 {
@@ -139,7 +141,8 @@ async fn run(args: Args) -> Result<()> {
 /// Relay RSS (MB) before and after `count` idle peers connect over TCP and
 /// join a room.
 async fn idle_memory(count: usize) -> Result<(f64, f64)> {
-    let relay = Relay::start(&temp_dir("bench-idle"))?;
+    // Every peer comes from 127.0.0.1: the per-address cap is off.
+    let relay = Relay::start_with(&temp_dir("bench-idle"), &["--max-connections-per-ip", "0"])?;
     let addr = relay.addr(Transport::Tcp)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_mb(relay.proc.pid())?;

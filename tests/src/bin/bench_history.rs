@@ -75,7 +75,18 @@ fn main() -> Result<()> {
         for history in [false, true] {
             let dir = temp_dir(&format!("bench-history-{round}-{history}"));
             let keep = if history { "1000" } else { "0" };
-            let relay = Relay::start_with(&dir, &["--web-dir", &web, "--history-per-room", keep])?;
+            let relay = Relay::start_with(
+                // One author at RATE: the per-author limit is off.
+                &dir,
+                &[
+                    "--web-dir",
+                    &web,
+                    "--history-per-room",
+                    keep,
+                    "--publish-rate",
+                    "0",
+                ],
+            )?;
             eprintln!(
                 "bench: history {}: {RATE} msg/s for {} s",
                 if history { "on" } else { "off" },
