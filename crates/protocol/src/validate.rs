@@ -181,6 +181,7 @@ mod tests {
             Rejection::FromTheFuture(0),
             Rejection::BadSignature,
             Rejection::BadEnvelope(""),
+            Rejection::RateLimited(0),
         ];
         let labels: Vec<&str> = all.iter().map(Rejection::label).collect();
         assert_eq!(labels, Rejection::LABELS);
