@@ -67,6 +67,12 @@ const LINGER: Duration = Duration::from_millis(700);
 /// Shortest gap between two nickname announcements in one room: a burst of
 /// newcomers costs one announcement.
 const NICK_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
+/// The gap grows by this much per member we know, so that a whole room
+/// answers newcomers with at most about 50 announcements a second, however
+/// many members it has (each member answers every `members × 20 ms`).
+/// Otherwise every announcement reaches every member, and a large room
+/// filling up costs its relay members² deliveries per gap.
+const NICK_ANNOUNCE_GAP_PER_MEMBER: Duration = Duration::from_millis(20);
 /// Most topics a relay follows on its peers' behalf.
 const MAX_FOLLOWED_TOPICS: usize = 4096;
 /// Most members tracked per room: beyond it the one heard from least
@@ -661,6 +667,8 @@ pub struct Engine {
     limiter: Option<guard::RateLimiter>,
     /// Peers refused until then (graylisted; oldest first).
     blocked: VecDeque<(Instant, PeerId)>,
+    /// When each neighbour last sent us a message we rejected (relays).
+    offenders: HashMap<PeerId, Instant>,
     rooms: HashMap<TopicHash, Room>,
     raw_topics: HashSet<TopicHash>,
     outbox: VecDeque<Outgoing>,
@@ -785,6 +793,7 @@ impl Engine {
             observer: None,
             limiter,
             blocked: VecDeque::new(),
+            offenders: HashMap::new(),
             nick: config.nick.clone(),
             start: Some(config),
             rooms: HashMap::new(),
@@ -1131,9 +1140,11 @@ impl Engine {
     /// Announces now, or as soon as the gap since the last announcement
     /// has passed.
     fn schedule_announce(&mut self, topic: TopicHash) {
+        let members = u32::try_from(self.members.count(&topic)).unwrap_or(u32::MAX);
+        let gap = NICK_ANNOUNCE_GAP.max(NICK_ANNOUNCE_GAP_PER_MEMBER.saturating_mul(members));
         match self.last_announce.get(&topic) {
-            Some(last) if last.elapsed() < NICK_ANNOUNCE_GAP => {
-                let due = *last + NICK_ANNOUNCE_GAP;
+            Some(last) if last.elapsed() < gap => {
+                let due = *last + gap;
                 self.announce_due.entry(topic).or_insert(due);
             }
             _ => self.announce_nick(topic),
@@ -1689,6 +1700,9 @@ impl Engine {
 
     fn reject(&mut self, via: PeerId, source: Option<PeerId>, reason: Rejection) {
         tracing::debug!(%via, ?source, %reason, "message rejected");
+        if self.role == Role::Relay {
+            self.offenders.insert(via, Instant::now());
+        }
         self.emit(Event::Rejected {
             via,
             source,

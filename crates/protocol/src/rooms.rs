@@ -141,6 +141,11 @@ impl Members {
         }
     }
 
+    /// How many members of `room` we know.
+    pub fn count(&self, room: &TopicHash) -> usize {
+        self.rooms.get(room).map_or(0, HashMap::len)
+    }
+
     /// `peer` left `room`; true if it was a member.
     pub fn left(&mut self, room: &TopicHash, peer: &PeerId) -> bool {
         self.rooms

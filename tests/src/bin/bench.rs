@@ -2,7 +2,8 @@
 //!
 //! For TCP and QUIC: publish-to-delivery latency (p50/p99) of 100-byte
 //! messages at 1,000 messages/s, and the highest rate sustained for 10 s with
-//! zero loss. Then the relay's resident memory with 500 idle connected peers.
+//! zero loss. Then the relay's resident memory with 1,000 idle connected
+//! peers (TCP and WebSocket in turn).
 //! Prints a table and writes `target/bench/native.json`.
 
 use std::{path::PathBuf, time::Duration};
@@ -42,11 +43,24 @@ struct Args {
     )]
     rates: Vec<u64>,
     /// Idle peers connected for the memory measurement.
-    #[arg(long, default_value = "500")]
+    #[arg(long, default_value = "1000")]
     idle_peers: usize,
+    /// Only the memory measurement.
+    #[arg(long)]
+    idle_only: bool,
+    /// Transports the idle peers use, in turn.
+    #[arg(long, value_delimiter = ',', default_value = "tcp,ws", value_parser = transport)]
+    idle_transports: Vec<Transport>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/native.json")]
     out: PathBuf,
+}
+
+fn transport(name: &str) -> Result<Transport, String> {
+    [Transport::Tcp, Transport::WebSocket, Transport::Quic]
+        .into_iter()
+        .find(|t| t.name() == name)
+        .ok_or_else(|| format!("unknown transport {name:?} (tcp, ws or quic)"))
 }
 
 fn main() -> Result<()> {
@@ -57,7 +71,12 @@ fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     let mut results = Vec::new();
-    for transport in [Transport::Tcp, Transport::Quic] {
+    let transports: &[Transport] = if args.idle_only {
+        &[]
+    } else {
+        &[Transport::Tcp, Transport::Quic]
+    };
+    for &transport in transports {
         // The relay's forwarding capacity is measured, not its per-author
         // limit (100 messages/s by default), so the limit is off.
         let relay = Relay::start_with(&temp_dir("bench"), &["--publish-rate", "0"])?;
@@ -94,7 +113,7 @@ async fn run(args: Args) -> Result<()> {
     }
 
     eprintln!("bench: relay memory with {} idle peers", args.idle_peers);
-    let (rss_before, rss_after) = idle_memory(args.idle_peers).await?;
+    let (rss_before, rss_after) = idle_memory(args.idle_peers, &args.idle_transports).await?;
 
     let machine = machine();
     println!("\nmeshtalk native benchmark on {machine}");
@@ -112,11 +131,12 @@ async fn run(args: Args) -> Result<()> {
             sustained
         );
     }
+    let per_peer_kb = (rss_after - rss_before) * 1024.0 / args.idle_peers.max(1) as f64;
     println!(
-        "relay RSS: {:.1} MB idle, {:.1} MB with {} connected idle peers",
+        "relay RSS: {:.1} MB idle, {:.1} MB with {} connected idle peers ({per_peer_kb:.0} KB per peer)",
         rss_before, rss_after, args.idle_peers
     );
-    println!("targets: p50 <= 1 ms, p99 <= 5 ms, >= 5000 msg/s, RSS <= 250 MB");
+    println!("targets: p50 <= 1 ms, p99 <= 5 ms, >= 5000 msg/s, <= 100 KB per idle peer");
 
     let json = json!({
         "machine": machine,
@@ -127,7 +147,7 @@ async fn run(args: Args) -> Result<()> {
             "sustained_rate_zero_loss": s,
             "steps": steps,
         })).collect::<Vec<_>>(),
-        "relay_rss_mb": {"idle": rss_before, "with_idle_peers": rss_after, "idle_peers": args.idle_peers},
+        "relay_rss_mb": {"idle": rss_before, "with_idle_peers": rss_after, "idle_peers": args.idle_peers, "per_peer_kb": per_peer_kb},
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -138,12 +158,15 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Relay RSS (MB) before and after `count` idle peers connect over TCP and
-/// join a room.
-async fn idle_memory(count: usize) -> Result<(f64, f64)> {
+/// Relay RSS (MB) before and after `count` idle peers connect (over
+/// `transports` in turn) and join a room.
+async fn idle_memory(count: usize, transports: &[Transport]) -> Result<(f64, f64)> {
     // Every peer comes from 127.0.0.1: the per-address cap is off.
     let relay = Relay::start_with(&temp_dir("bench-idle"), &["--max-connections-per-ip", "0"])?;
-    let addr = relay.addr(Transport::Tcp)?;
+    let addrs = transports
+        .iter()
+        .map(|t| relay.addr(*t))
+        .collect::<Result<Vec<_>>>()?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = rss_mb(relay.proc.pid())?;
     let config = EngineConfig {
@@ -154,9 +177,12 @@ async fn idle_memory(count: usize) -> Result<(f64, f64)> {
     let mut peers = Vec::with_capacity(count);
     // Batches stay under the relay's pending-handshake limit.
     for batch in (0..count).collect::<Vec<_>>().chunks(50) {
-        let joins = batch
-            .iter()
-            .map(|_| peer::connect(config.clone(), std::slice::from_ref(&addr)));
+        let joins = batch.iter().map(|i| {
+            peer::connect(
+                config.clone(),
+                std::slice::from_ref(&addrs[i % addrs.len()]),
+            )
+        });
         for peer in futures::future::join_all(joins).await {
             peers.push(peer?);
         }
@@ -164,6 +190,15 @@ async fn idle_memory(count: usize) -> Result<(f64, f64)> {
     // Let identify, Kademlia and gossipsub settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = rss_mb(relay.proc.pid())?;
+    let connected: f64 = ["tcp", "ws", "quic"]
+        .iter()
+        .map(|t| {
+            relay
+                .metric(&format!("meshtalk_connections{{transport=\"{t}\"}}"))
+                .unwrap_or(0.0)
+        })
+        .sum();
+    eprintln!("bench: {connected} connections open at the relay for {count} idle peers");
     drop(peers);
     Ok((before, after))
 }

@@ -11,7 +11,10 @@
 //!
 //! Gossipsub drops a graylisted peer's RPCs, but only after its connection
 //! has read and decoded them. The relay therefore closes connections to such
-//! peers and refuses new ones from them for [`BLOCK_FOR`] (gossipsub keeps
+//! peers, when they sent it messages it refused within [`OFFENCE_MEMORY`]
+//! (a score can also fall for being slow, which an honest peer on a bad
+//! link may be; gossipsub's own graylisting handles those), and refuses new
+//! ones from them for [`BLOCK_FOR`] (gossipsub keeps
 //! their score for an hour, so one that comes back later is still
 //! graylisted and is closed again).
 
@@ -47,6 +50,9 @@ impl Default for PublishLimit {
 /// this bounds only authors who published within the last `burst /
 /// per_second` seconds; beyond it new authors are ignored until room frees.
 const MAX_AUTHORS: usize = 65_536;
+
+/// How long a refused message counts against the neighbour that sent it.
+pub const OFFENCE_MEMORY: Duration = Duration::from_secs(60);
 
 /// How long a graylisted peer's connections are refused.
 pub const BLOCK_FOR: Duration = Duration::from_secs(600);
@@ -146,11 +152,17 @@ impl Engine {
             self.blocked.pop_front();
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
+        self.offenders
+            .retain(|_, at| now.saturating_duration_since(*at) < OFFENCE_MEMORY);
+        if self.offenders.is_empty() {
+            return;
+        }
         let threshold = PeerScoreThresholds::default().graylist_threshold;
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let graylisted: Vec<(PeerId, f64)> = self
-            .swarm
-            .connected_peers()
+            .offenders
+            .keys()
+            .filter(|peer| self.swarm.is_connected(peer))
             .filter_map(|peer| Some((*peer, gossipsub.peer_score(peer)?)))
             .filter(|(_, score)| *score < threshold)
             .collect();
@@ -160,6 +172,7 @@ impl Engine {
                 score,
                 "gossipsub score below the graylist threshold; closing and refusing its connections for 10 minutes"
             );
+            self.offenders.remove(&peer);
             if self.swarm.behaviour_mut().blocked.block_peer(peer) {
                 self.blocked.push_back((now + BLOCK_FOR, peer));
             }
