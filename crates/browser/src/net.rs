@@ -132,6 +132,9 @@ struct Net {
     link: Link,
     /// Failed attempts in a row, for the backoff.
     failures: u32,
+    /// The origin's `/api/addrs`, asked for at start, for the first
+    /// attempt.
+    prefetched: Option<futures::channel::oneshot::Receiver<RelayAddrs>>,
     /// The other relays the origin's relay listed, remembered: when it
     /// dies, so does its `/api/addrs`, and these are where the page goes.
     other_relays: Vec<Vec<Multiaddr>>,
@@ -146,6 +149,15 @@ async fn run(
     params: Params,
     mut actions: UnboundedReceiver<Action>,
 ) -> Result<(), String> {
+    // The relay's addresses are asked for at once and arrive while the
+    // node starts (keys, swarm, saved history), not after.
+    let prefetched = params.relays.is_empty().then(|| {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = tx.send(relay_addrs().await);
+        });
+        rx
+    });
     let keypair = identity::for_this_tab().await;
     // Room members found through the rooms' peer records are the only
     // discovery source: the neighbour manager links the page directly
@@ -206,6 +218,7 @@ async fn run(
         handle,
         link: Link::Idle,
         failures: 0,
+        prefetched,
         other_relays: Vec::new(),
         links: HashMap::new(),
         direct_problem_peer: None,
@@ -248,7 +261,13 @@ impl Net {
     async fn attempt(&mut self) {
         let mut relays = Vec::new();
         if self.params.relays.is_empty() {
-            match relay_addrs().await {
+            let answer = match self.prefetched.take() {
+                Some(early) => early
+                    .await
+                    .unwrap_or_else(|_| Err("the relay's addresses were not fetched".into())),
+                None => relay_addrs().await,
+            };
+            match answer {
                 Ok((own, others)) => {
                     relays.push(own);
                     self.other_relays = others;
@@ -767,8 +786,11 @@ impl Net {
     }
 }
 
+/// The origin relay's addresses and the other relays' it lists, or why not.
+type RelayAddrs = Result<(Vec<Multiaddr>, Vec<Vec<Multiaddr>>), String>;
+
 /// The relay addresses the page's origin serves at [`ADDRS_URL`].
-async fn relay_addrs() -> Result<(Vec<Multiaddr>, Vec<Vec<Multiaddr>>), String> {
+async fn relay_addrs() -> RelayAddrs {
     #[derive(serde::Deserialize)]
     struct Relay {
         addrs: Vec<String>,

@@ -7,6 +7,8 @@ use std::time::Duration;
 pub use imp::*;
 
 pub mod files;
+#[cfg(not(target_arch = "wasm32"))]
+mod settle;
 
 use crate::engine::error_chain;
 
@@ -116,12 +118,8 @@ mod imp {
         })
     }
 
-    /// How long an accepted WebRTC-direct connection waits before the swarm
-    /// gets it. A browser (rust-libp2p's webrtc-websys) starts listening for
-    /// the data channels we open only once its side of the Noise handshake
-    /// is done, which is after ours: a stream we opened at once was lost,
-    /// often the gossipsub one, and the page never heard from us. Streams
-    /// the browser opens meanwhile wait in the connection's queue.
+    /// The longest the streams we open on an accepted WebRTC-direct
+    /// connection wait for the remote's first stream (see `arch/settle.rs`).
     const WEBRTC_INBOUND_SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
 
     /// A fresh WebRTC certificate.
@@ -167,12 +165,10 @@ mod imp {
             .map_err(transport_err)?
             .with_quic()
             .with_other_transport(|key| {
-                libp2p_webrtc::tokio::Transport::new(key.clone(), certificate).and_then(
-                    |output, endpoint| async move {
-                        if endpoint.is_listener() {
-                            futures_timer::Delay::new(WEBRTC_INBOUND_SETTLE).await;
-                        }
-                        Ok::<_, std::io::Error>(output)
+                libp2p_webrtc::tokio::Transport::new(key.clone(), certificate).map(
+                    |(peer, connection), endpoint| {
+                        let wait = endpoint.is_listener().then_some(WEBRTC_INBOUND_SETTLE);
+                        (peer, super::settle::Settle::new(connection, wait))
                     },
                 )
             })
