@@ -6,7 +6,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meshtalk_protocol::{behaviour::Limits, engine::PublishLimit, history, libp2p::Multiaddr};
+use meshtalk_protocol::{
+    behaviour::Limits, engine::PublishLimit, history, libp2p::Multiaddr, transport::Transport,
+};
 use serde::Deserialize;
 
 use crate::{
@@ -247,22 +249,6 @@ pub fn default_listen() -> Vec<Multiaddr> {
 /// The secure WebSocket address added to the defaults when TLS is set.
 const DEFAULT_TLS_LISTEN: &str = "/ip4/127.0.0.1/tcp/4003/tls/ws";
 
-/// Whether `addr` is secure WebSocket (`/tls/ws` or `/wss`), which needs a
-/// certificate to listen on.
-fn is_secure_websocket(addr: &Multiaddr) -> bool {
-    use meshtalk_protocol::libp2p::multiaddr::Protocol;
-    let mut tls = false;
-    for p in addr.iter() {
-        match p {
-            Protocol::Tls => tls = true,
-            Protocol::Wss(_) => return true,
-            Protocol::Ws(_) if tls => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
 fn default_data_dir() -> PathBuf {
     dirs::data_dir()
         .unwrap_or_else(|| PathBuf::from("."))
@@ -305,7 +291,7 @@ impl Settings {
             }
         };
         if tls.is_none()
-            && let Some(addr) = listen.iter().find(|a| is_secure_websocket(a))
+            && let Some(addr) = listen.iter().find(|a| Transport::is_secure_websocket(a))
         {
             anyhow::bail!(
                 "listen address {addr} is secure WebSocket: give --tls-cert and --tls-key"

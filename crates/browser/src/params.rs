@@ -60,17 +60,6 @@ impl TransportChoice {
     }
 }
 
-/// Whether a WebSocket address is secure (`/tls/ws` or `/wss`).
-fn is_secure_websocket(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| {
-        matches!(
-            p,
-            meshtalk_protocol::libp2p::multiaddr::Protocol::Tls
-                | meshtalk_protocol::libp2p::multiaddr::Protocol::Wss(_)
-        )
-    })
-}
-
 /// The page's parameters, read from its URL.
 #[derive(Clone, Debug, Default)]
 pub struct Params {
@@ -232,9 +221,16 @@ pub fn candidates(
         let mut found: Vec<&Multiaddr> = addrs
             .iter()
             .filter(|a| Transport::of(a) == wanted)
-            .filter(|a| !secure || wanted != Transport::WebSocket || is_secure_websocket(a))
+            .filter(|a| {
+                !secure || wanted != Transport::WebSocket || Transport::is_secure_websocket(a)
+            })
             .collect();
-        found.sort_by_key(|a| (is_secure_websocket(a), !a.to_string().starts_with("/ip4/")));
+        found.sort_by_key(|a| {
+            (
+                Transport::is_secure_websocket(a),
+                !a.to_string().starts_with("/ip4/"),
+            )
+        });
         out.extend(found.into_iter().map(|a| (wanted, a.clone())));
     }
     out

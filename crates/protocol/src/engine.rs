@@ -1623,24 +1623,45 @@ impl Engine {
     }
 
     fn on_message(&mut self, via: PeerId, id: gossipsub::MessageId, message: gossipsub::Message) {
-        if let (Some(limiter), Some(author)) = (self.limiter.as_mut(), message.source)
-            && limiter.check(author, Instant::now()) == guard::Verdict::Over
-        {
-            let per_second = limiter.limit().per_second;
-            self.reject(via, Some(author), Rejection::RateLimited(per_second));
-            // Only the flooder itself is punished (see `guard`).
-            let verdict = if via == author {
-                MessageAcceptance::Reject
-            } else {
-                MessageAcceptance::Ignore
-            };
-            self.swarm
-                .behaviour_mut()
-                .gossipsub
-                .report_message_validation_result(&id, &via, verdict);
-            return;
+        let verdict = match self.over_rate_limit(via, message.source) {
+            Some(verdict) => verdict,
+            None => self.judge(via, &id, message),
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&id, &via, verdict);
+    }
+
+    /// The verdict on a message over its author's publish rate limit
+    /// (relays); `None` when it is within the limit or there is none.
+    fn over_rate_limit(
+        &mut self,
+        via: PeerId,
+        author: Option<PeerId>,
+    ) -> Option<MessageAcceptance> {
+        let (limiter, author) = (self.limiter.as_mut()?, author?);
+        if limiter.check(author, Instant::now()) == guard::Verdict::Pass {
+            return None;
         }
-        let verdict = if let Some(room) = self.rooms.get(&message.topic).cloned() {
+        let per_second = limiter.limit().per_second;
+        self.reject(via, Some(author), Rejection::RateLimited(per_second));
+        // Only the flooder itself is punished (see `guard`).
+        Some(if via == author {
+            MessageAcceptance::Reject
+        } else {
+            MessageAcceptance::Ignore
+        })
+    }
+
+    /// What a message within the rate limit comes to, by its topic.
+    fn judge(
+        &mut self,
+        via: PeerId,
+        id: &gossipsub::MessageId,
+        message: gossipsub::Message,
+    ) -> MessageAcceptance {
+        if let Some(room) = self.rooms.get(&message.topic).cloned() {
             let checked = validate::accept(&message.data, validate::now_ms());
             match self.signed(via, message.source, checked) {
                 Some((payload, from)) => {
@@ -1656,7 +1677,7 @@ impl Engine {
         } else if let Some(room) = crate::files::room_of(&message.topic) {
             self.on_offer(&room, message.source, &message.data)
         } else if message.topic.as_str() == uc::CHAT_TOPIC {
-            self.on_uc_chat(via, &id, message)
+            self.on_uc_chat(via, id, message)
         } else if message.topic.as_str() == uc::FILE_TOPIC {
             self.on_uc_file(via, message.source, &message.data)
         } else if message.topic.as_str() == uc::BROWSER_DISCOVERY_TOPIC {
@@ -1670,11 +1691,7 @@ impl Engine {
             MessageAcceptance::Accept
         } else {
             MessageAcceptance::Ignore
-        };
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .report_message_validation_result(&id, &via, verdict);
+        }
     }
 
     /// What `checked` found in a message, with its author; `None` once the

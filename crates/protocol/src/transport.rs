@@ -53,6 +53,22 @@ impl Transport {
         }
     }
 
+    /// Whether `addr` is secure WebSocket (`/tls/ws` or `/wss`): a node
+    /// needs a certificate to listen on it, and it is the only WebSocket a
+    /// page served over https may open.
+    pub fn is_secure_websocket(addr: &Multiaddr) -> bool {
+        let mut tls = false;
+        for p in addr.iter() {
+            match p {
+                Protocol::Tls => tls = true,
+                Protocol::Wss(_) => return true,
+                Protocol::Ws(_) if tls => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
     /// The short name: `tcp`, `quic`, `ws`, `webrtc-direct`, `circuit`, ...
     pub fn name(self) -> &'static str {
         match self {
@@ -87,6 +103,12 @@ mod tests {
         assert_eq!(t("/ip4/127.0.0.1/tcp/1"), Transport::Tcp);
         assert_eq!(t("/ip4/127.0.0.1/udp/1/quic-v1"), Transport::Quic);
         assert_eq!(t("/ip4/127.0.0.1/tcp/1/ws"), Transport::WebSocket);
+        let secure = |a: &str| Transport::is_secure_websocket(&a.parse().expect("multiaddr"));
+        assert!(secure("/ip4/127.0.0.1/tcp/1/tls/ws"));
+        assert!(secure("/dns4/example.org/tcp/443/tls/sni/example.org/ws"));
+        assert!(secure("/ip4/127.0.0.1/tcp/1/wss"));
+        assert!(!secure("/ip4/127.0.0.1/tcp/1/ws"));
+        assert!(!secure("/ip4/127.0.0.1/tcp/1/tls"));
         assert_eq!(t("/ip6/::1/udp/1/webrtc-direct"), Transport::WebRtcDirect);
         assert_eq!(
             t(
