@@ -1,9 +1,23 @@
 //! Two `meshtalk chat` peers connected only to a relay chat over each
-//! transport, in both directions, and see each other's nickname changes.
+//! transport, in both directions, and see each other's nickname changes;
+//! a large room names those who speak without answering every newcomer.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Result;
-use meshtalk_protocol::transport::Transport;
-use meshtalk_tests::{ChatPeer, Relay, temp_dir};
+use futures::StreamExt;
+use meshtalk_protocol::{
+    engine::{ANSWER_NEWCOMERS_UP_TO, EngineConfig, Event},
+    rooms::Room,
+    transport::Transport,
+};
+use meshtalk_tests::{ChatPeer, Relay, WAIT, load::relay_only, peer, temp_dir};
 
 fn chat_over(transport: Transport) -> Result<()> {
     let relay = Relay::start(&temp_dir("chat"))?;
@@ -89,4 +103,91 @@ fn piped_lines_are_held_until_the_room_has_a_peer_then_chat_exits() -> Result<()
     listener.wait_message("hi")?;
     listener.wait_message("there")?;
     Ok(())
+}
+
+/// In a room of more than [`ANSWER_NEWCOMERS_UP_TO`] members, those there
+/// do not each answer a newcomer with their name (every answer would reach
+/// every member); one who speaks announces its name first, so the
+/// newcomer shows its line under it.
+#[test]
+fn a_large_room_names_its_speakers_instead_of_answering_each_newcomer() -> Result<()> {
+    let relay = Relay::start(&temp_dir("presence"))?;
+    let addr = relay.addr(Transport::Tcp)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let room = Room::new("large")?;
+        let config = |nick: String| EngineConfig {
+            rooms: vec![room.clone()],
+            nick: Some(nick),
+            discovery: relay_only(),
+            ..EngineConfig::default()
+        };
+        // One more member than answer newcomers: each knows more than
+        // that many once the next one comes.
+        let members = ANSWER_NEWCOMERS_UP_TO + 1;
+        let heard = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for batch in (0..members).collect::<Vec<_>>().chunks(10) {
+            let joins = batch
+                .iter()
+                .map(|i| peer::connect(config(format!("old{i}")), std::slice::from_ref(&addr)));
+            for node in futures::future::join_all(joins).await {
+                let mut node = node?;
+                handles.push(node.handle.clone());
+                let heard = Arc::clone(&heard);
+                tokio::spawn(async move {
+                    let mut known = 0;
+                    while let Some(event) = node.events.next().await {
+                        if matches!(event, Event::PeerJoined { .. }) {
+                            known += 1;
+                            if known == members - 1 {
+                                heard.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        tokio::time::timeout(WAIT, async {
+            while heard.load(Ordering::SeqCst) < members {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the members did not all hear one another"))?;
+        // Answers still due from while the room was small go out first.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        let mut newcomer =
+            peer::connect(config("newcomer".into()), std::slice::from_ref(&addr)).await?;
+        // Small rooms answer within 2 s; nobody here does.
+        let quiet = tokio::time::timeout(Duration::from_secs(4), async {
+            while let Some(event) = newcomer.events.next().await {
+                if let Event::PeerJoined { peer, .. } = event {
+                    return Some(peer);
+                }
+            }
+            None
+        })
+        .await;
+        if let Ok(Some(peer)) = quiet {
+            anyhow::bail!("{peer} answered the newcomer in a room of {members}");
+        }
+
+        handles[7].send(room.clone(), "seven speaks").await?;
+        let nick = tokio::time::timeout(WAIT, async {
+            while let Some(event) = newcomer.events.next().await {
+                if let Event::Message { message, nick, .. } = event
+                    && message.text == "seven speaks"
+                {
+                    return Some(nick);
+                }
+            }
+            None
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("the newcomer never got the line"))?;
+        assert_eq!(nick, Some(Some("old7".to_string())));
+        anyhow::Ok(())
+    })
 }

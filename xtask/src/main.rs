@@ -8,7 +8,7 @@
 //! - `test`: every check CI runs (format, lints on native and wasm32, unit,
 //!   browser and end-to-end tests), installing what is missing first;
 //! - `bench`: the benchmarks, with a table on stdout and JSON in
-//!   `target/bench/`;
+//!   `target/bench/` (`bench --sim`: the large-scale simulation alone);
 //! - `fuzz`: libFuzzer on what meshtalk reads from the network;
 //! - `setup`: install the toolchains and tools only.
 
@@ -50,6 +50,11 @@ enum Command {
     /// Run the benchmarks (release build, loopback only): native, then
     /// browser.
     Bench {
+        /// Run only the large-scale simulation instead: 1,000 peers and 20
+        /// relays in one process over simulated WAN links (minutes, a few
+        /// GB of memory; not in CI). The trailing arguments go to it.
+        #[arg(long)]
+        sim: bool,
         /// Arguments passed to the native benchmark program (see its --help).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         bench_args: Vec<String>,
@@ -76,7 +81,14 @@ fn main() -> ExitCode {
         Command::Run { relay_args } => run(&relay_args),
         Command::Web => toolchain::wasm().and_then(|wasm| web::build(&wasm)),
         Command::Test => test(),
-        Command::Bench { bench_args } => bench(&bench_args),
+        Command::Bench {
+            sim: true,
+            bench_args,
+        } => simulate(&bench_args),
+        Command::Bench {
+            sim: false,
+            bench_args,
+        } => bench(&bench_args),
         Command::Fuzz { seconds, runs } => fuzz::run(match runs {
             Some(n) => fuzz::Budget::Runs(n),
             None => fuzz::Budget::Seconds(seconds),
@@ -191,6 +203,26 @@ fn remove_stale_test_dirs() {
             "removed {removed} test directories older than an hour"
         ));
     }
+}
+
+/// `cargo xtask bench --sim`: the simulation alone (it needs no page).
+fn simulate(args: &[String]) -> Result<()> {
+    step("building the simulation (release)");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "meshtalk-tests",
+        "--bin",
+        "bench_sim",
+    ])
+    .run()?;
+    step(
+        "simulation: peers and relays over simulated WAN links: delivery, latency, duplicates, connections",
+    );
+    cmd::Cmd::new(cmd::workspace_root().join("target/release/bench_sim"))
+        .args(args)
+        .run()
 }
 
 fn bench(args: &[String]) -> Result<()> {

@@ -67,12 +67,13 @@ const LINGER: Duration = Duration::from_millis(700);
 /// Shortest gap between two nickname announcements in one room: a burst of
 /// newcomers costs one announcement.
 const NICK_ANNOUNCE_GAP: Duration = Duration::from_secs(2);
-/// The gap grows by this much per member we know, so that a whole room
-/// answers newcomers with at most about 50 announcements a second, however
-/// many members it has (each member answers every `members × 20 ms`).
-/// Otherwise every announcement reaches every member, and a large room
-/// filling up costs its relay members² deliveries per gap.
-const NICK_ANNOUNCE_GAP_PER_MEMBER: Duration = Duration::from_millis(20);
+/// Rooms where we know at most this many members answer each newcomer
+/// with a nickname announcement (at most one per [`NICK_ANNOUNCE_GAP`]).
+/// Every announcement reaches every member, so in a larger room answers
+/// would cost members² deliveries as it fills up, and keep its relays busy
+/// for minutes: there a member announces itself again only before it next
+/// speaks, so its name still comes before its words.
+pub const ANSWER_NEWCOMERS_UP_TO: usize = 50;
 /// Most topics a relay follows on its peers' behalf.
 const MAX_FOLLOWED_TOPICS: usize = 4096;
 /// Most members tracked per room: beyond it the one heard from least
@@ -679,6 +680,9 @@ pub struct Engine {
     members: Members,
     last_announce: HashMap<TopicHash, Instant>,
     announce_due: HashMap<TopicHash, Instant>,
+    /// Large rooms with members who joined since our last announcement:
+    /// we announce ourselves before we next speak there.
+    announce_owed: HashSet<TopicHash>,
     connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     /// Direct (`/webrtc`) connections: the peer, and whether we dialed.
     direct: HashMap<ConnectionId, (PeerId, bool)>,
@@ -804,6 +808,7 @@ impl Engine {
             members: Members::new(MAX_MEMBERS),
             last_announce: HashMap::new(),
             announce_due: HashMap::new(),
+            announce_owed: HashSet::new(),
             connections: HashMap::new(),
             direct: HashMap::new(),
             pinger,
@@ -995,6 +1000,9 @@ impl Engine {
                     .stop_providing(&room.provider_key());
                 self.neighbours.left_room(&topic.hash());
                 self.next_lookup.remove(&topic.hash());
+                self.last_announce.remove(&topic.hash());
+                self.announce_due.remove(&topic.hash());
+                self.announce_owed.remove(&topic.hash());
             }
             Command::Send(room, text) => {
                 let mut message = ChatMessage::new(text);
@@ -1015,11 +1023,16 @@ impl Engine {
                     });
                     return Ok(());
                 }
-                if !self.rooms.contains_key(&room.topic().hash()) {
+                let topic = room.topic().hash();
+                if !self.rooms.contains_key(&topic) {
                     self.join(room.clone())?;
                 }
+                // Newcomers who have not heard our name yet hear it first.
+                if self.announce_owed.contains(&topic) || self.announce_due.contains_key(&topic) {
+                    self.announce_nick(topic.clone());
+                }
                 self.queue(Outgoing {
-                    topic: room.topic().hash(),
+                    topic,
                     data: wire::encode(&payload),
                     id: Some(message.id),
                     announce: false,
@@ -1126,6 +1139,7 @@ impl Engine {
             return;
         }
         self.announce_due.remove(&topic);
+        self.announce_owed.remove(&topic);
         self.last_announce.insert(topic.clone(), Instant::now());
         let nick = self.nick.clone().unwrap_or_default();
         self.queue(Outgoing {
@@ -1140,11 +1154,9 @@ impl Engine {
     /// Announces now, or as soon as the gap since the last announcement
     /// has passed.
     fn schedule_announce(&mut self, topic: TopicHash) {
-        let members = u32::try_from(self.members.count(&topic)).unwrap_or(u32::MAX);
-        let gap = NICK_ANNOUNCE_GAP.max(NICK_ANNOUNCE_GAP_PER_MEMBER.saturating_mul(members));
         match self.last_announce.get(&topic) {
-            Some(last) if last.elapsed() < gap => {
-                let due = *last + gap;
+            Some(last) if last.elapsed() < NICK_ANNOUNCE_GAP => {
+                let due = *last + NICK_ANNOUNCE_GAP;
                 self.announce_due.entry(topic).or_insert(due);
             }
             _ => self.announce_nick(topic),
@@ -1838,8 +1850,13 @@ impl Engine {
                     self.nicks.remove(&peer);
                 }
             }
-            // The newcomer learns who we are, and what we offer.
-            self.schedule_announce(topic.clone());
+            // The newcomer learns who we are (in a large room, when we
+            // next speak), and what we offer.
+            if self.members.count(&topic) <= ANSWER_NEWCOMERS_UP_TO {
+                self.schedule_announce(topic.clone());
+            } else {
+                self.announce_owed.insert(topic.clone());
+            }
             self.files_newcomer(room.clone());
         }
         match payload {

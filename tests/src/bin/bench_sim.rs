@@ -1,0 +1,491 @@
+//! `cargo xtask bench --sim`: a thousand peers and twenty relays in one
+//! process, over a simulated wide-area network ([`meshtalk_tests::sim`]).
+//!
+//! Every node is the real swarm and engine (gossipsub, Kademlia, identify,
+//! neighbour management, relays with circuit relay and history) with
+//! Noise and Yamux over in-memory links that delay each byte by the link's
+//! one-way delay (20–150 ms by default, fixed per pair of nodes). The
+//! relays bootstrap from the first one; each peer knows one relay at
+//! random and finds the rest itself. All peers are in one room. Once the
+//! network has settled, peers chosen at random publish `--rate` messages
+//! a second for `--secs` seconds.
+//!
+//! Reports the delivery ratio (every message to every other peer), the
+//! time from publishing to each delivery and to the last peer reached
+//! (p50/p99), how many deliveries came within 300 ms, the pubsub copies
+//! received per delivered message (duplicates included, relays too), and
+//! the connections per peer. Writes `target/bench/sim.json`. Not in CI: it
+//! takes minutes and gigabytes.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use meshtalk_protocol::{
+    arch::IDLE_CONNECTION_TIMEOUT,
+    behaviour::{Behaviour, BehaviourConfig, Role, TransportParts},
+    discovery::{Discovery, Source, Sources},
+    engine::{Engine, EngineConfig, EngineHandle, Event, HistoryConfig},
+    libp2p::{
+        Multiaddr, PeerId, SwarmBuilder,
+        core::{Transport as _, upgrade},
+        identity::Keypair,
+        noise, yamux,
+    },
+    libp2p_stream,
+    rooms::Room,
+};
+use meshtalk_tests::{
+    load::rss_mb,
+    sim::{SimNet, SimTransport},
+    stats::{machine, percentile},
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// meshtalk large-scale simulation (in one process, no real network).
+#[derive(Parser)]
+struct Args {
+    /// Relays in the network.
+    #[arg(long, default_value = "20")]
+    relays: usize,
+    /// Peers, each told about one relay.
+    #[arg(long, default_value = "1000")]
+    peers: usize,
+    /// Shortest one-way link delay, in ms.
+    #[arg(long, default_value = "20")]
+    min_delay_ms: u64,
+    /// Longest one-way link delay, in ms.
+    #[arg(long, default_value = "150")]
+    max_delay_ms: u64,
+    /// Messages per second, all peers together.
+    #[arg(long, default_value = "2")]
+    rate: u64,
+    /// Seconds of publishing.
+    #[arg(long, default_value = "30")]
+    secs: u64,
+    /// Seconds the network settles (discovery, meshes) before publishing.
+    #[arg(long, default_value = "60")]
+    settle: u64,
+    /// Seed of the link delays and of who publishes.
+    #[arg(long, default_value = "1")]
+    seed: u64,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench/sim.json")]
+    out: PathBuf,
+}
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a peer's event reader passes on.
+enum Seen {
+    Message { seq: usize },
+    Connected(PeerId),
+    Disconnected(PeerId),
+}
+
+/// Builds a node on the simulated network: the usual behaviour and engine
+/// over a [`SimTransport`]. Returns the engine (not started), its handle
+/// and events, and its address.
+fn node(
+    net: &SimNet,
+    role: Role,
+    sources: &Sources,
+    mut config: EngineConfig,
+) -> Result<(
+    Engine,
+    EngineHandle,
+    futures::channel::mpsc::UnboundedReceiver<Event>,
+    Multiaddr,
+)> {
+    let transport: SimTransport = net.node();
+    let addr = transport.addr();
+    if role == Role::Relay {
+        // Relays are reachable where they listen, as a deployed relay
+        // says with --external-address.
+        config.external_addrs.push(addr.clone());
+    }
+    let behaviour = BehaviourConfig {
+        role,
+        sources: sources.clone(),
+        ..BehaviourConfig::default()
+    };
+    let swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+        .with_tokio()
+        .with_other_transport(|key| -> Result<_, BoxedError> {
+            Ok(transport
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+        })
+        .context("cannot build a simulated transport")?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .context("cannot build a simulated relay client")?
+        .with_behaviour(|key, relay_client| {
+            let parts = TransportParts {
+                relay_client,
+                streams: libp2p_stream::Behaviour::new(),
+                webrtc: None,
+            };
+            Behaviour::new(key, parts, &behaviour).map_err(BoxedError::from)
+        })
+        .map_err(|e| anyhow::anyhow!("cannot build a simulated node: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build();
+    let peer_id = *swarm.local_peer_id();
+    let full = addr.clone().with_p2p(peer_id).unwrap_or(addr);
+    let (engine, handle, events) = Engine::new(swarm, role, config);
+    Ok((engine, handle, events, full))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let machine = machine();
+    let result = runtime.block_on(run(&args, &machine))?;
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let json = json!({"machine": machine, "run": result});
+    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("results written to {}", args.out.display());
+    // A thousand engines take a while to drop; the figures are out.
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// A pseudo-random number from a seed and a counter.
+fn pick(seed: u64, i: u64, below: usize) -> usize {
+    let mut x = seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x % below.max(1) as u64) as usize
+}
+
+async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
+    let n = args.peers;
+    anyhow::ensure!(
+        n >= 2 && args.relays >= 1,
+        "need at least 2 peers and 1 relay"
+    );
+    anyhow::ensure!(
+        args.min_delay_ms <= args.max_delay_ms,
+        "--min-delay-ms is above --max-delay-ms"
+    );
+    let net = SimNet::new(
+        Duration::from_millis(args.min_delay_ms)..=Duration::from_millis(args.max_delay_ms),
+        args.seed,
+    );
+    let room = Room::new("sim")?;
+    let started = Instant::now();
+    let rss_start = rss_mb(std::process::id())?;
+
+    // Relays: as `meshtalk-relay` runs them, without disk or HTTP.
+    let relay_sources =
+        Sources::only([Source::Bootstrap, Source::RandomWalk, Source::PeerExchange]);
+    let mut relay_addrs: Vec<Multiaddr> = Vec::new();
+    let mut relay_handles = Vec::new();
+    let mut relay_tasks = Vec::new();
+    for _ in 0..args.relays {
+        let config = EngineConfig {
+            ping_interval: Some(Duration::from_secs(15)),
+            discovery: Discovery {
+                bootstrap: relay_addrs.first().cloned().into_iter().collect(),
+                sources: relay_sources.clone(),
+                ..Discovery::default()
+            },
+            history: HistoryConfig {
+                fetch: false,
+                ..HistoryConfig::default()
+            },
+            ..EngineConfig::default()
+        };
+        let (engine, handle, events, addr) = node(&net, Role::Relay, &relay_sources, config)?;
+        relay_tasks.push(tokio::spawn(engine.run()));
+        tokio::spawn(events.for_each(|_| async {}));
+        handle.listen(bare(&addr)).await?;
+        relay_addrs.push(addr);
+        relay_handles.push(handle);
+    }
+    eprintln!("bench: sim: {} relays up", args.relays);
+
+    // Peers: native peers as `meshtalk` runs them, minus mDNS (there is no
+    // LAN here), each told one relay.
+    let peer_sources = Sources::only([
+        Source::Bootstrap,
+        Source::RandomWalk,
+        Source::PeerExchange,
+        Source::Rooms,
+    ]);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Seen, Instant)>();
+    let mut handles = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n + args.relays);
+    for i in 0..n {
+        let relay = &relay_addrs[pick(args.seed, i as u64, relay_addrs.len())];
+        let config = EngineConfig {
+            rooms: vec![room.clone()],
+            discovery: Discovery {
+                bootstrap: vec![relay.clone()],
+                sources: peer_sources.clone(),
+                ..Discovery::default()
+            },
+            ..EngineConfig::default()
+        };
+        let (engine, handle, mut events, addr) = node(&net, Role::Peer, &peer_sources, config)?;
+        tasks.push(tokio::spawn(engine.run()));
+        handle.listen(bare(&addr)).await?;
+        handle.dial(relay.clone()).await?;
+        handles.push(handle);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                let seen = match event {
+                    Event::Message { message, .. } => {
+                        match message.text.split('|').next().and_then(|s| s.parse().ok()) {
+                            Some(seq) => Seen::Message { seq },
+                            None => continue,
+                        }
+                    }
+                    Event::Connected { peer, .. } => Seen::Connected(peer),
+                    Event::Disconnected {
+                        peer, remaining: 0, ..
+                    } => Seen::Disconnected(peer),
+                    _ => continue,
+                };
+                if tx.send((i, seen, Instant::now())).is_err() {
+                    break;
+                }
+            }
+        });
+        // Peers arrive over a few seconds, not all in one instant.
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop(tx);
+    let relay_ids: HashSet<PeerId> = relay_addrs.iter().filter_map(peer_of).collect();
+    eprintln!(
+        "bench: sim: {n} peers started after {:.1} s; settling {} s",
+        started.elapsed().as_secs_f64(),
+        args.settle
+    );
+
+    let mut links: Vec<HashSet<PeerId>> = vec![HashSet::new(); n];
+    let copies = |handles: &[EngineHandle]| -> u64 {
+        handles
+            .iter()
+            .map(EngineHandle::pubsub_copies_received)
+            .sum()
+    };
+    // The last seconds of settling measure the background: pubsub copies
+    // that are not the benchmark's messages (peer records, presence).
+    let background_window = Duration::from_secs(args.settle.min(10));
+    let settle_end = tokio::time::Instant::now() + Duration::from_secs(args.settle);
+    let mut background_start = None;
+    loop {
+        let window_start = settle_end - background_window;
+        if background_start.is_none() && tokio::time::Instant::now() >= window_start {
+            background_start = Some(copies(&handles) + copies(&relay_handles));
+        }
+        let until = if background_start.is_none() {
+            window_start
+        } else {
+            settle_end
+        };
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some((i, seen, _))) => record(&mut links, i, seen),
+            Ok(None) => break,
+            Err(_) if until == settle_end => break,
+            Err(_) => {}
+        }
+    }
+    let rss_settled = rss_mb(std::process::id())?;
+    let copies_before = copies(&handles) + copies(&relay_handles);
+    let background_per_s = (copies_before - background_start.unwrap_or(copies_before)) as f64
+        / background_window.as_secs_f64().max(1.0);
+
+    let total = (args.rate * args.secs) as usize;
+    let mut sent_at: Vec<Option<Instant>> = vec![None; total];
+    let mut sender_of = vec![0usize; total];
+    let mut got: Vec<Vec<Option<Duration>>> = vec![vec![None; n]; total];
+    eprintln!(
+        "bench: sim: publishing {} msg/s for {} s",
+        args.rate, args.secs
+    );
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut last_delivery = Instant::now();
+    let quiet_after = Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let due = ((start.elapsed().as_secs_f64() * args.rate as f64) as usize).min(total);
+                while sent < due {
+                    let from = pick(args.seed ^ 0x5eed, sent as u64, n);
+                    sender_of[sent] = from;
+                    sent_at[sent] = Some(Instant::now());
+                    handles[from].send(room.clone(), format!("{sent}|")).await?;
+                    sent += 1;
+                }
+                if sent == total && last_delivery.elapsed() > quiet_after {
+                    break;
+                }
+            }
+            next = rx.recv() => {
+                let Some((i, seen, at)) = next else { break };
+                match seen {
+                    Seen::Message { seq } if seq < total => {
+                        if let (Some(sent), None) = (sent_at[seq], got[seq][i]) {
+                            got[seq][i] = Some(at.saturating_duration_since(sent));
+                            last_delivery = Instant::now();
+                        }
+                    }
+                    Seen::Message { .. } => {}
+                    other => record(&mut links, i, other),
+                }
+            }
+        }
+    }
+    let wire = copies(&handles) + copies(&relay_handles) - copies_before;
+    let background = background_per_s * start.elapsed().as_secs_f64();
+    // An engine that stopped before the end panicked (it runs until its
+    // handle is dropped).
+    let stopped = tasks.iter().filter(|t| t.is_finished()).count();
+    let relays_stopped = relay_tasks.iter().filter(|t| t.is_finished()).count();
+    let rss_end = rss_mb(std::process::id())?;
+
+    let expected = total * (n - 1);
+    let mut latencies = Vec::with_capacity(expected);
+    let mut to_all = Vec::new();
+    for (seq, receivers) in got.iter().enumerate() {
+        let mut slowest = Duration::ZERO;
+        let mut everyone = true;
+        for (i, delivery) in receivers.iter().enumerate() {
+            if i == sender_of[seq] {
+                continue;
+            }
+            match delivery {
+                Some(d) => {
+                    latencies.push(d.as_secs_f64() * 1e3);
+                    slowest = slowest.max(*d);
+                }
+                None => everyone = false,
+            }
+        }
+        if everyone {
+            to_all.push(slowest.as_secs_f64() * 1e3);
+        }
+    }
+    let delivered = latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    to_all.sort_by(f64::total_cmp);
+    let within_300 = latencies.iter().filter(|ms| **ms <= 300.0).count();
+    let ratio = delivered as f64 / expected.max(1) as f64;
+    let per_delivery = wire as f64 / delivered.max(1) as f64;
+    let per_delivery_net = (wire as f64 - background).max(0.0) / delivered.max(1) as f64;
+    // Connections: to other peers, and to relays.
+    let mut counts: Vec<usize> = links.iter().map(HashSet::len).collect();
+    counts.sort_unstable();
+    let mut relay_counts: Vec<usize> = links
+        .iter()
+        .map(|l| l.iter().filter(|p| relay_ids.contains(p)).count())
+        .collect();
+    relay_counts.sort_unstable();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let (all50, all99) = (percentile(&to_all, 0.5), percentile(&to_all, 0.99));
+
+    println!("\nmeshtalk simulation on {machine}");
+    println!(
+        "{} relays, {n} peers, one-way link delays {}–{} ms, {} msg/s for {} s",
+        args.relays, args.min_delay_ms, args.max_delay_ms, args.rate, args.secs
+    );
+    println!(
+        "deliveries: {delivered}/{expected} ({:.2} %); {:.2} % of deliveries within 300 ms",
+        ratio * 100.0,
+        within_300 as f64 * 100.0 / expected.max(1) as f64
+    );
+    println!("publish to delivery: p50 {p50:.0} ms, p99 {p99:.0} ms");
+    println!(
+        "publish to the last peer: {}/{total} messages reached every peer; p50 {all50:.0} ms, p99 {all99:.0} ms",
+        to_all.len()
+    );
+    println!(
+        "pubsub copies received per delivered message: {per_delivery_net:.2} ({per_delivery:.2} with the background of {background_per_s:.0} copies/s)"
+    );
+    let stat = |c: &[usize]| {
+        format!(
+            "min {}, median {}, max {}",
+            c.first().copied().unwrap_or(0),
+            c.get(c.len() / 2).copied().unwrap_or(0),
+            c.last().copied().unwrap_or(0)
+        )
+    };
+    println!(
+        "connections per peer: {} (of which to relays: {})",
+        stat(&counts),
+        stat(&relay_counts)
+    );
+    if stopped + relays_stopped > 0 {
+        println!("engines that stopped (panicked): {stopped} peers, {relays_stopped} relays");
+    }
+    println!(
+        "process memory: {rss_start:.0} MB at start, {rss_settled:.0} MB settled, {rss_end:.0} MB at the end"
+    );
+
+    Ok(json!({
+        "relays": args.relays,
+        "peers": n,
+        "delay_ms": {"min": args.min_delay_ms, "max": args.max_delay_ms, "seed": args.seed},
+        "rate_per_s": args.rate,
+        "secs": args.secs,
+        "settle_s": args.settle,
+        "deliveries": {"expected": expected, "delivered": delivered, "ratio": ratio, "within_300_ms": within_300},
+        "latency_ms": {"p50": p50, "p99": p99},
+        "to_every_peer_ms": {"messages": to_all.len(), "of": total, "p50": all50, "p99": all99},
+        "copies_per_delivery": {"net": per_delivery_net, "raw": per_delivery, "background_per_s": background_per_s},
+        "connections_per_peer": counts,
+        "relay_connections_per_peer": relay_counts,
+        "engines_stopped": {"peers": stopped, "relays": relays_stopped},
+        "rss_mb": {"start": rss_start, "settled": rss_settled, "end": rss_end},
+    }))
+}
+
+/// An address without its `/p2p/` part (to listen on).
+fn bare(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, meshtalk_protocol::libp2p::multiaddr::Protocol::P2p(_)))
+        .collect()
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        meshtalk_protocol::libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+fn record(links: &mut [HashSet<PeerId>], i: usize, seen: Seen) {
+    match seen {
+        Seen::Connected(peer) => {
+            links[i].insert(peer);
+        }
+        Seen::Disconnected(peer) => {
+            links[i].remove(&peer);
+        }
+        Seen::Message { .. } => {}
+    }
+}
