@@ -111,8 +111,9 @@ pub struct Args {
     pub max_connections_per_peer: Option<u32>,
 
     /// Most incoming connections from one IP address (IPv6: one /64),
-    /// handshakes included; 0 for no cap. Behind a reverse proxy every
-    /// connection comes from the proxy: raise it or turn it off.
+    /// handshakes included; 0 for no cap (and no per-address limit on
+    /// relay reservations and circuits either). Behind a reverse proxy
+    /// every connection comes from the proxy: raise it or turn it off.
     /// [default: 64]
     #[arg(long, value_name = "N", env = "MESHTALK_MAX_CONNECTIONS_PER_IP")]
     pub max_connections_per_ip: Option<u32>,

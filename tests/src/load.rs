@@ -148,3 +148,20 @@ pub fn rss_mb(pid: u32) -> Result<f64> {
         .context("no VmRSS")?;
     Ok(kb / 1024.0)
 }
+
+/// CPU time (user and system) a process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from the
+    // third: utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').context("no command name in stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .context("short stat line")
+    };
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}

@@ -353,16 +353,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bytes_arrive_in_order_after_the_delay() {
+    async fn bytes_arrive_in_order_after_the_delay() -> io::Result<()> {
         let delay = Duration::from_millis(60);
         let (mut a, mut b) = Pipe::pair(delay);
         let start = Instant::now();
-        a.write_all(b"hello ").await.unwrap();
-        a.write_all(b"world").await.unwrap();
-        a.close().await.unwrap();
+        a.write_all(b"hello ").await?;
+        a.write_all(b"world").await?;
+        a.close().await?;
         let mut got = Vec::new();
-        b.read_to_end(&mut got).await.unwrap();
+        b.read_to_end(&mut got).await?;
         assert_eq!(got, b"hello world");
         assert!(start.elapsed() >= delay, "{:?}", start.elapsed());
+        Ok(())
     }
 }

@@ -29,6 +29,11 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/kad/1.0.
 /// Most peers a relay keeps in its mesh of one room (gossipsub's D_high),
 /// unless configured otherwise.
 pub const RELAY_MESH_MAX: usize = 4096;
+/// Per peer, a relay grants a reservation or a circuit about once per
+/// [`RELAY_RATE_INTERVAL`], up to this many in a burst (libp2p's defaults).
+const RELAY_RATE_PER_PEER: std::num::NonZeroU32 = std::num::NonZeroU32::new(30).unwrap();
+/// See [`RELAY_RATE_PER_PEER`].
+const RELAY_RATE_INTERVAL: Duration = Duration::from_secs(2 * 60);
 /// Members named to a peer pruned from a mesh, when peer exchange is on.
 pub const PX_PEERS: usize = 16;
 /// Gossipsub application score a node gives the relays it identifies. With
@@ -266,18 +271,27 @@ impl Behaviour {
 
         let relay_server = relay_role
             .then(|| {
-                arch::relay_server(
-                    peer_id,
-                    relay::Config {
-                        max_reservations: l.max_reservations,
-                        max_reservations_per_peer: l.max_reservations_per_peer,
-                        max_circuits: l.max_circuits,
-                        max_circuits_per_peer: l.max_circuits_per_peer,
-                        max_circuit_duration: l.max_circuit_duration,
-                        max_circuit_bytes: l.max_circuit_bytes,
-                        ..relay::Config::default()
-                    },
-                )
+                let mut config = relay::Config {
+                    max_reservations: l.max_reservations,
+                    max_reservations_per_peer: l.max_reservations_per_peer,
+                    max_circuits: l.max_circuits,
+                    max_circuits_per_peer: l.max_circuits_per_peer,
+                    max_circuit_duration: l.max_circuit_duration,
+                    max_circuit_bytes: l.max_circuit_bytes,
+                    ..relay::Config::default()
+                };
+                if l.max_connections_per_ip.is_none() {
+                    // No per-address cap (peers behind one NAT or proxy):
+                    // nor per-address reservation and circuit rates, which
+                    // would otherwise refuse all but a few of them; the
+                    // per-peer rates stay.
+                    config.reservation_rate_limiters.clear();
+                    config.circuit_src_rate_limiters.clear();
+                    config = config
+                        .reservation_rate_per_peer(RELAY_RATE_PER_PEER, RELAY_RATE_INTERVAL)
+                        .circuit_src_per_peer(RELAY_RATE_PER_PEER, RELAY_RATE_INTERVAL);
+                }
+                arch::relay_server(peer_id, config)
             })
             .flatten();
 

@@ -22,7 +22,7 @@
 //! connection limits bound them).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt,
     str::FromStr,
     time::Duration,
@@ -177,6 +177,9 @@ pub const RELAY_LINKS: usize = 16;
 pub const ROOM_LINKS: usize = 2;
 /// The usefulness (see [`Neighbours::plan`]) of a link sharing a room.
 pub const SHARES_A_ROOM: u32 = 10;
+/// Relays a peer keeps links to however many it meets (more when it was
+/// given more to bootstrap from); the others are pruned like any link.
+pub const KEPT_RELAYS: usize = 3;
 /// A new link is never pruned before it is this old: both sides get to
 /// settle (a link dropped at once would be dialed again, and its messages
 /// in flight lost).
@@ -559,14 +562,20 @@ impl Neighbours {
         }
 
         // Above the high watermark: drop the least useful, newest first.
-        // Relays stay: the circuits to our room's members run through them,
-        // and there are few of them.
+        // Relays stay, a few of them: our bootstrap relays, then the most
+        // useful others up to [`KEPT_RELAYS`] (the circuits to our rooms'
+        // members run through them). In a network of many relays the rest
+        // go like any link, or every peer would end up linked to every
+        // relay its DHT walks meet.
         if self.links.len() > self.watermarks.high {
             let excess = self.links.len() - self.watermarks.high;
+            let kept = self.kept_relays(&useful);
             let mut ranked: Vec<(u32, std::cmp::Reverse<Instant>, PeerId)> = self
                 .links
                 .iter()
-                .filter(|(p, link)| now.duration_since(link.since) >= PRUNE_GRACE && !self.relay(p))
+                .filter(|(p, link)| {
+                    now.duration_since(link.since) >= PRUNE_GRACE && !kept.contains(p)
+                })
                 .map(|(p, link)| (useful(p), std::cmp::Reverse(link.since), *p))
                 .collect();
             ranked.sort();
@@ -577,6 +586,28 @@ impl Neighbours {
                 .collect();
         }
         plan
+    }
+
+    /// The relays we are linked to that pruning spares: the bootstrap
+    /// ones, then others by usefulness and age, [`KEPT_RELAYS`] in all (or
+    /// more, when we bootstrapped from more).
+    fn kept_relays(&self, useful: &impl Fn(&PeerId) -> u32) -> HashSet<PeerId> {
+        let mut kept: HashSet<PeerId> = self
+            .boot
+            .iter()
+            .filter_map(|b| b.peer)
+            .filter(|p| self.links.contains_key(p))
+            .collect();
+        let mut others: Vec<(std::cmp::Reverse<u32>, Instant, PeerId)> = self
+            .links
+            .iter()
+            .filter(|(p, _)| !kept.contains(*p) && self.relay(p))
+            .map(|(p, link)| (std::cmp::Reverse(useful(p)), link.since, *p))
+            .collect();
+        others.sort();
+        let room = KEPT_RELAYS.saturating_sub(kept.len());
+        kept.extend(others.into_iter().take(room).map(|(_, _, p)| p));
+        kept
     }
 
     fn start_dial(&mut self, peer: PeerId, now: Instant, plan: &mut Plan) {
@@ -743,6 +774,28 @@ mod tests {
         n.connected(relay, None, t0);
         n.connected(useful_peer, None, t0);
         assert_eq!(n.plan(settled, useful).prune, vec![useful_peer]);
+    }
+
+    #[test]
+    fn a_few_relays_stay_and_the_rest_are_pruned_like_any_link() {
+        let boot = PeerId::random();
+        let mut n = peer_node(vec![addr(1, boot)], 1, 2);
+        let t0 = Instant::now();
+        n.connected(boot, None, t0);
+        let met: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        for (i, relay) in met.iter().enumerate() {
+            n.is_relay(*relay, &[addr(10 + i as u16, *relay)]);
+            n.connected(*relay, None, t0 + Duration::from_secs(i as u64));
+        }
+        // The one carrying our circuits is the most useful.
+        let useful = |p: &PeerId| u32::from(*p == met[4]) * 10;
+        let settled = t0 + PRUNE_GRACE + Duration::from_secs(10);
+        let mut pruned = n.plan(settled, useful).prune;
+        pruned.sort();
+        // The bootstrap relay, the useful one and the oldest other stay.
+        let mut expected = vec![met[1], met[2], met[3]];
+        expected.sort();
+        assert_eq!(pruned, expected);
     }
 
     #[test]

@@ -83,8 +83,13 @@ const MAX_MEMBERS: usize = 4096;
 const MAX_NICKS: usize = 2 * MAX_MEMBERS;
 /// Ticks between two rounds of neighbour management (one second).
 const NEIGHBOUR_TICKS: u32 = 5;
-/// Wait before asking a relay for a reservation again after one failed.
+/// Wait before asking a relay for a reservation again after one failed;
+/// it doubles with each failure in a row (a relay at its limits is not
+/// asked again every few seconds by each of its peers), up to
+/// [`RESERVE_RETRY_MAX`].
 const RESERVE_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait between reservation attempts.
+const RESERVE_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 /// Wait before the first random walk, once connected.
 const FIRST_WALK: Duration = Duration::from_secs(2);
 
@@ -703,6 +708,8 @@ pub struct Engine {
     /// The relay holding our reservation, and the listener for it.
     reservation: Option<(PeerId, ListenerId)>,
     next_reserve: Instant,
+    /// Reservations refused or lost in a row.
+    reserve_failures: u32,
     /// External addresses were configured (else a relay's listen
     /// addresses are taken as external).
     configured_external: bool,
@@ -825,6 +832,7 @@ impl Engine {
             next_lookup: HashMap::new(),
             reservation: None,
             next_reserve: Instant::now(),
+            reserve_failures: 0,
             configured_external: false,
             ticks: 0,
             public_key: peer_record::public_key_of(swarm_peer),
@@ -1408,7 +1416,11 @@ impl Engine {
                 tracing::info!(?reason, "relayed address lost");
                 self.reservation = None;
                 self.relayed_addrs_lost();
-                self.next_reserve = Instant::now() + RESERVE_RETRY;
+                let wait = RESERVE_RETRY
+                    .saturating_mul(1 << self.reserve_failures.min(10))
+                    .min(RESERVE_RETRY_MAX);
+                self.reserve_failures = self.reserve_failures.saturating_add(1);
+                self.next_reserve = Instant::now() + wait;
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -1451,6 +1463,9 @@ impl Engine {
                 });
             }
             BehaviourEvent::Kad(event) => self.on_kad(event),
+            BehaviourEvent::RelayClient(libp2p::relay::client::Event::ReservationReqAccepted {
+                ..
+            }) => self.reserve_failures = 0,
             BehaviourEvent::Mdns(event) => {
                 for (peer, addr) in arch::mdns_discovered(event) {
                     self.discovered(peer, std::slice::from_ref(&addr), Source::Mdns);

@@ -3,17 +3,22 @@
 //! For TCP and QUIC: publish-to-delivery latency (p50/p99) of 100-byte
 //! messages at 1,000 messages/s, and the highest rate sustained for 10 s with
 //! zero loss. Then the relay's resident memory with 1,000 idle connected
-//! peers (TCP and WebSocket in turn).
+//! peers (TCP and WebSocket in turn), 10 s after the last one connected and
+//! once they have settled (60 s), with the connections still open and the
+//! relay's CPU use meanwhile.
 //! Prints a table and writes `target/bench/native.json`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use meshtalk_protocol::{engine::EngineConfig, rooms::Room, transport::Transport};
 use meshtalk_tests::{
     Relay,
-    load::{MESSAGE_BYTES, load, pair, relay_only, rss_mb},
+    load::{MESSAGE_BYTES, cpu_seconds, load, pair, relay_only, rss_mb},
     peer,
     stats::machine,
     temp_dir,
@@ -45,6 +50,10 @@ struct Args {
     /// Idle peers connected for the memory measurement.
     #[arg(long, default_value = "1000")]
     idle_peers: usize,
+    /// Seconds from the last idle peer's connection to the second memory
+    /// reading (the first is after 10 s).
+    #[arg(long, default_value = "60")]
+    idle_settle: u64,
     /// Only the memory measurement.
     #[arg(long)]
     idle_only: bool,
@@ -65,6 +74,13 @@ fn transport(name: &str) -> Result<Transport, String> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // The in-process peers' logs, when asked for with RUST_LOG.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(args))
 }
@@ -113,7 +129,12 @@ async fn run(args: Args) -> Result<()> {
     }
 
     eprintln!("bench: relay memory with {} idle peers", args.idle_peers);
-    let (rss_before, rss_after) = idle_memory(args.idle_peers, &args.idle_transports).await?;
+    let idle = idle_memory(
+        args.idle_peers,
+        &args.idle_transports,
+        Duration::from_secs(args.idle_settle),
+    )
+    .await?;
 
     let machine = machine();
     println!("\nmeshtalk native benchmark on {machine}");
@@ -131,10 +152,19 @@ async fn run(args: Args) -> Result<()> {
             sustained
         );
     }
-    let per_peer_kb = (rss_after - rss_before) * 1024.0 / args.idle_peers.max(1) as f64;
+    let per_peer = |mb: f64| (mb - idle.before_mb) * 1024.0 / args.idle_peers.max(1) as f64;
     println!(
-        "relay RSS: {:.1} MB idle, {:.1} MB with {} connected idle peers ({per_peer_kb:.0} KB per peer)",
-        rss_before, rss_after, args.idle_peers
+        "relay RSS: {:.1} MB idle; with {} idle peers {:.1} MB after 10 s ({:.0} KB per peer, {} connections open), {:.1} MB after {} s ({:.0} KB per peer, {} connections open); relay CPU {:.0} % of one core meanwhile",
+        idle.before_mb,
+        args.idle_peers,
+        idle.early_mb,
+        per_peer(idle.early_mb),
+        idle.early_connected,
+        idle.settled_mb,
+        args.idle_settle,
+        per_peer(idle.settled_mb),
+        idle.settled_connected,
+        idle.cpu_s * 100.0 / idle.wall_s.max(1.0),
     );
     println!("targets: p50 <= 1 ms, p99 <= 5 ms, >= 5000 msg/s, <= 100 KB per idle peer");
 
@@ -147,7 +177,13 @@ async fn run(args: Args) -> Result<()> {
             "sustained_rate_zero_loss": s,
             "steps": steps,
         })).collect::<Vec<_>>(),
-        "relay_rss_mb": {"idle": rss_before, "with_idle_peers": rss_after, "idle_peers": args.idle_peers, "per_peer_kb": per_peer_kb},
+        "relay_idle_peers": {
+            "peers": args.idle_peers,
+            "idle_mb": idle.before_mb,
+            "after_10_s": {"rss_mb": idle.early_mb, "per_peer_kb": per_peer(idle.early_mb), "connections": idle.early_connected},
+            "settled": {"after_s": args.idle_settle, "rss_mb": idle.settled_mb, "per_peer_kb": per_peer(idle.settled_mb), "connections": idle.settled_connected},
+            "relay_cpu_share": idle.cpu_s / idle.wall_s.max(1.0),
+        },
     });
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
@@ -160,7 +196,21 @@ async fn run(args: Args) -> Result<()> {
 
 /// Relay RSS (MB) before and after `count` idle peers connect (over
 /// `transports` in turn) and join a room.
-async fn idle_memory(count: usize, transports: &[Transport]) -> Result<(f64, f64)> {
+/// The relay with idle peers: its memory before them, 10 s after the last
+/// one connected and after the network has settled, and the connections
+/// open then.
+struct Idle {
+    before_mb: f64,
+    early_mb: f64,
+    early_connected: f64,
+    settled_mb: f64,
+    settled_connected: f64,
+    /// Relay CPU time from the first peer to the end, and that time.
+    cpu_s: f64,
+    wall_s: f64,
+}
+
+async fn idle_memory(count: usize, transports: &[Transport], settle: Duration) -> Result<Idle> {
     // Every peer comes from 127.0.0.1: the per-address cap is off.
     let relay = Relay::start_with(&temp_dir("bench-idle"), &["--max-connections-per-ip", "0"])?;
     let addrs = transports
@@ -168,7 +218,10 @@ async fn idle_memory(count: usize, transports: &[Transport]) -> Result<(f64, f64
         .map(|t| relay.addr(*t))
         .collect::<Result<Vec<_>>>()?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = rss_mb(relay.proc.pid())?;
+    let pid = relay.proc.pid();
+    let before_mb = rss_mb(pid)?;
+    let cpu_start = cpu_seconds(pid)?;
+    let start = Instant::now();
     let config = EngineConfig {
         rooms: vec![Room::new("idle")?],
         discovery: relay_only(),
@@ -187,18 +240,35 @@ async fn idle_memory(count: usize, transports: &[Transport]) -> Result<(f64, f64
             peers.push(peer?);
         }
     }
-    // Let identify, Kademlia and gossipsub settle.
+    let connected = || -> f64 {
+        ["tcp", "ws", "quic", "webrtc-direct"]
+            .iter()
+            .map(|t| {
+                relay
+                    .metric(&format!("meshtalk_connections{{transport=\"{t}\"}}"))
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    // Identify, Kademlia and gossipsub exchanges, and every member's
+    // announcement reaching every other.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let after = rss_mb(relay.proc.pid())?;
-    let connected: f64 = ["tcp", "ws", "quic"]
-        .iter()
-        .map(|t| {
-            relay
-                .metric(&format!("meshtalk_connections{{transport=\"{t}\"}}"))
-                .unwrap_or(0.0)
-        })
-        .sum();
-    eprintln!("bench: {connected} connections open at the relay for {count} idle peers");
+    let early_mb = rss_mb(pid)?;
+    let early_connected = connected();
+    eprintln!("bench: {early_connected} connections open at the relay for {count} idle peers");
+    tokio::time::sleep(settle.saturating_sub(Duration::from_secs(10))).await;
+    let settled_mb = rss_mb(pid)?;
+    let settled_connected = connected();
+    let cpu_s = cpu_seconds(pid)? - cpu_start;
+    let wall_s = start.elapsed().as_secs_f64();
     drop(peers);
-    Ok((before, after))
+    Ok(Idle {
+        before_mb,
+        early_mb,
+        early_connected,
+        settled_mb,
+        settled_connected,
+        cpu_s,
+        wall_s,
+    })
 }

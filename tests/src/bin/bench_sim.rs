@@ -246,8 +246,17 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         };
         let (engine, handle, mut events, addr) = node(&net, Role::Peer, &peer_sources, config)?;
         tasks.push(tokio::spawn(engine.run()));
-        handle.listen(bare(&addr)).await?;
-        handle.dial(relay.clone()).await?;
+        // Not awaited one by one: a thousand busy engines would take
+        // minutes to start in turn.
+        let (starting, relay) = (handle.clone(), relay.clone());
+        tokio::spawn(async move {
+            if let Err(e) = starting.listen(bare(&addr)).await {
+                eprintln!("bench: sim: a peer cannot listen: {e}");
+            }
+            if let Err(e) = starting.dial(relay).await {
+                eprintln!("bench: sim: a peer cannot dial its relay: {e}");
+            }
+        });
         handles.push(handle);
         let tx = tx.clone();
         tokio::spawn(async move {

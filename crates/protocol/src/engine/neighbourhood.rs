@@ -171,6 +171,17 @@ impl Engine {
         for peer in gossipsub.all_mesh_peers() {
             *useful.entry(*peer).or_default() += 1;
         }
+        // The relay holding our reservation, and those our relayed links
+        // run through, are the relays to keep.
+        let in_use = self.reservation.map(|(relay, _)| relay).into_iter().chain(
+            self.relayed.keys().filter_map(|conn| {
+                let (_, addr) = self.connections.get(conn)?;
+                relay_of(addr)
+            }),
+        );
+        for relay in in_use {
+            *useful.entry(relay).or_default() += RELAY_IN_USE;
+        }
         let plan = self
             .neighbours
             .plan(now, |p| useful.get(p).copied().unwrap_or(0));
@@ -371,6 +382,24 @@ impl Engine {
             )
             .unwrap_or_default()
     }
+}
+
+/// Usefulness a relay gains for carrying our reservation or a relayed link
+/// (a shared room counts [`SHARES_A_ROOM`]).
+const RELAY_IN_USE: u32 = 1000;
+
+/// The relay a relayed address runs through: the peer named just before
+/// `/p2p-circuit`.
+fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut relay = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(id) => relay = Some(id),
+            Protocol::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `<addr without /p2p/>/p2p/<relay>/p2p-circuit` for a direct connection to
