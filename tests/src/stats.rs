@@ -41,6 +41,30 @@ pub fn summary(samples: &mut [f64]) -> serde_json::Value {
     })
 }
 
+/// Logs of the benchmark's in-process peers on stderr, when `RUST_LOG`
+/// asks for them.
+pub fn log_from_env() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+/// Writes a benchmark's results as pretty JSON to `out` (making its
+/// directory) and says where.
+pub fn write_results(out: &std::path::Path, results: &serde_json::Value) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(results)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("results written to {}", out.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

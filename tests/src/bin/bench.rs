@@ -13,14 +13,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use meshtalk_protocol::{engine::EngineConfig, rooms::Room, transport::Transport};
 use meshtalk_tests::{
     Relay,
     load::{MESSAGE_BYTES, cpu_seconds, load, pair, relay_only, rss_mb},
     peer,
-    stats::machine,
+    stats::{log_from_env, machine, write_results},
     temp_dir,
 };
 use serde_json::json;
@@ -74,13 +74,7 @@ fn transport(name: &str) -> Result<Transport, String> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    // The in-process peers' logs, when asked for with RUST_LOG.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    log_from_env();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(args))
 }
@@ -185,12 +179,7 @@ async fn run(args: Args) -> Result<()> {
             "relay_cpu_share": idle.cpu_s / idle.wall_s.max(1.0),
         },
     });
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("results written to {}", args.out.display());
+    write_results(&args.out, &json)?;
     Ok(())
 }
 

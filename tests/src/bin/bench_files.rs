@@ -30,7 +30,7 @@ use meshtalk_tests::{
     noise,
     page::ChatPage,
     peer::{self, Node},
-    stats::{machine, percentile, summary},
+    stats::{machine, percentile, summary, write_results},
     temp_dir, web_dir,
     webdriver::Driver,
 };
@@ -124,11 +124,7 @@ fn main() -> Result<()> {
         "dm_round_trip": dm,
     });
     report(&result);
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)?;
-    println!("results written to {}", args.out.display());
+    write_results(&args.out, &result)?;
     // The file and its copies: a few hundred MB.
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -32,7 +32,7 @@ use meshtalk_tests::{
     Relay, http_get,
     load::{Load, load, pair, relay_only},
     peer::{self, Node},
-    stats::machine,
+    stats::{machine, write_results},
     temp_dir,
 };
 use serde_json::json;
@@ -259,10 +259,6 @@ async fn run(args: Args) -> Result<()> {
         "newcomer_connected": connected,
         "newcomer_connect_ms": connect_ms,
     });
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
-    println!("results written to {}", args.out.display());
+    write_results(&args.out, &results)?;
     Ok(())
 }

@@ -26,7 +26,7 @@ use meshtalk_tests::{
     load::{load, pair, relay_only},
     page::ChatPage,
     peer,
-    stats::{machine, summary},
+    stats::{machine, summary, write_results},
     temp_dir, web_dir,
     webdriver::Driver,
 };
@@ -136,12 +136,7 @@ fn main() -> Result<()> {
         "late_joiner_ms": {"cli": summary(&mut cli), "page": summary(&mut page), "lines": LATE_LINES},
     });
     report(&result);
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("results written to {}", args.out.display());
+    write_results(&args.out, &result)?;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
@@ -33,7 +33,7 @@ use meshtalk_protocol::{
 };
 use meshtalk_tests::{
     Relay, peer, relay_network,
-    stats::{machine, percentile},
+    stats::{log_from_env, machine, percentile, write_results},
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -77,13 +77,7 @@ enum Seen {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    // The peers' logs, when asked for with RUST_LOG.
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    log_from_env();
     let runtime = tokio::runtime::Runtime::new()?;
     let machine = machine();
     let mut results = Vec::new();
@@ -106,13 +100,8 @@ fn main() -> Result<()> {
             );
         }
     }
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let json = json!({"machine": machine, "runs": results});
-    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("results written to {}", args.out.display());
+    write_results(&args.out, &json)?;
     Ok(())
 }
 

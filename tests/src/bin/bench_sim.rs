@@ -29,7 +29,7 @@ use futures::StreamExt;
 use meshtalk_protocol::{
     arch::IDLE_CONNECTION_TIMEOUT,
     behaviour::{Behaviour, BehaviourConfig, Role, TransportParts},
-    discovery::{Discovery, Source, Sources},
+    discovery::{Discovery, Source, Sources, peer_of},
     engine::{Engine, EngineConfig, EngineHandle, Event, HistoryConfig},
     libp2p::{
         Multiaddr, PeerId, SwarmBuilder,
@@ -43,7 +43,7 @@ use meshtalk_protocol::{
 use meshtalk_tests::{
     load::rss_mb,
     sim::{SimNet, SimTransport},
-    stats::{machine, percentile},
+    stats::{log_from_env, machine, percentile, write_results},
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -145,22 +145,12 @@ fn node(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    log_from_env();
     let runtime = tokio::runtime::Runtime::new()?;
     let machine = machine();
     let result = runtime.block_on(run(&args, &machine))?;
-    if let Some(dir) = args.out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let json = json!({"machine": machine, "run": result});
-    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("results written to {}", args.out.display());
+    write_results(&args.out, &json)?;
     // A thousand engines take a while to drop; the figures are out.
     runtime.shutdown_background();
     Ok(())
@@ -478,13 +468,6 @@ fn bare(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, meshtalk_protocol::libp2p::multiaddr::Protocol::P2p(_)))
         .collect()
-}
-
-fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        meshtalk_protocol::libp2p::multiaddr::Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
 }
 
 fn record(links: &mut [HashSet<PeerId>], i: usize, seen: Seen) {
