@@ -158,6 +158,11 @@ async fn run(
         });
         rx
     });
+    // So is the saved history (IndexedDB works while the node is built).
+    let (saved_tx, saved_rx) = futures::channel::oneshot::channel();
+    wasm_bindgen_futures::spawn_local(async move {
+        let _ = saved_tx.send(saved::open().await);
+    });
     let keypair = identity::for_this_tab().await;
     // Room members found through the rooms' peer records are the only
     // discovery source: the neighbour manager links the page directly
@@ -198,7 +203,10 @@ async fn run(
     let (mut engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);
     model.me.set(engine.local_peer_id().to_string());
     // What this browser saved shows at once, before the network is back.
-    match saved::open().await {
+    let saved = saved_rx
+        .await
+        .unwrap_or_else(|_| Err("the saved history was not read".into()));
+    match saved {
         Ok((records, journal)) => {
             let loaded = engine.load_history(records, Box::new(journal));
             tracing::info!(

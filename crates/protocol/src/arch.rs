@@ -9,6 +9,8 @@ pub use imp::*;
 pub mod files;
 #[cfg(not(target_arch = "wasm32"))]
 mod settle;
+#[cfg(any(target_arch = "wasm32", test))]
+mod socket;
 
 use crate::engine::error_chain;
 
@@ -335,6 +337,7 @@ mod imp {
                 let noise = noise::Config::new(key).map_err(BoxedError::from)?;
                 Ok::<_, BoxedError>(
                     websocket_websys::Transport::default()
+                        .map(|conn, _| super::socket::NoFlushWait(conn))
                         .upgrade(Version::V1Lazy)
                         .authenticate(noise)
                         .multiplex(yamux::Config::default())

@@ -58,10 +58,26 @@ const CONNECT_BUDGET_MS: f64 = 300.0;
 const TRANSPORTS: [&str; 2] = ["webrtc-direct", "ws"];
 
 /// Installed before the page's scripts: notes when the wasm module has
-/// started and when the status first says connected, in ms since
+/// started, when the page made its link to the relay (a `WebSocket` or an
+/// `RTCPeerConnection`), when that link opened (the socket's `open`, the
+/// peer connection's `connected`), when the page's first message went
+/// over it and when the status first says connected, in ms since
 /// navigation start.
 const CONNECT_PROBE: &str = "addEventListener('TrunkApplicationStarted', \
       () => { window.__startedAt = performance.now(); }); \
+    window.__wire = {}; \
+    const note = k => { if (window.__wire[k] === undefined) window.__wire[k] = performance.now(); }; \
+    const WS = window.WebSocket; \
+    window.WebSocket = class extends WS { \
+      constructor(...a) { super(...a); note('dial'); this.addEventListener('open', () => note('open')); \
+        this.addEventListener('message', () => note('first_in')); } \
+      send(d) { note('first_out'); return super.send(d); } }; \
+    const PC = window.RTCPeerConnection; \
+    window.RTCPeerConnection = class extends PC { \
+      constructor(...a) { super(...a); note('dial'); \
+        this.addEventListener('connectionstatechange', () => { if (this.connectionState === 'connected') note('open'); }); } }; \
+    const send = RTCDataChannel.prototype.send; \
+    RTCDataChannel.prototype.send = function (d) { note('first_out'); return send.call(this, d); }; \
     new MutationObserver((_, obs) => { \
       const s = document.querySelector('[data-testid=status]'); \
       if (s && s.dataset.state === 'connected') { \
@@ -131,6 +147,9 @@ fn main() -> Result<()> {
                 "started": median("started"),
                 "addrs_asked": median("addrs_asked"),
                 "addrs": median("addrs"),
+                "dial": median("dial"),
+                "open": median("open"),
+                "first_out": median("first_out"),
                 "connected": median("connected"),
             },
             "transfer_bytes": median("transfer"),
@@ -220,6 +239,8 @@ const LOAD_TIMINGS: &str = "const r = performance.getEntriesByType('resource'); 
     return { connected: window.__connectedAt, started: window.__startedAt ?? null, \
       html: nav.responseEnd, wasm: wasm ? wasm.responseEnd : null, \
       addrs_asked: addrs ? addrs.startTime : null, addrs: addrs ? addrs.responseEnd : null, \
+      dial: window.__wire.dial ?? null, open: window.__wire.open ?? null, \
+      first_out: window.__wire.first_out ?? null, first_in: window.__wire.first_in ?? null, \
       transfer: nav.transferSize + r.reduce((s, e) => s + e.transferSize, 0) };";
 
 /// One cold page load: when each phase ended, in ms since navigation
@@ -368,12 +389,15 @@ fn report(result: &Value) {
             verdict(median < CONNECT_BUDGET_MS)
         );
         println!(
-            "  phases (median ms since navigation): html {:.0}, wasm in {:.0}, started {:.0}, /api/addrs asked {:.0} answered {:.0}, connected {:.0}",
+            "  phases (median ms since navigation): html {:.0}, wasm in {:.0}, started {:.0}, /api/addrs asked {:.0} answered {:.0}, dialed {:.0}, link open {:.0}, first bytes sent {:.0}, connected {:.0}",
             phase("html"),
             phase("wasm"),
             phase("started"),
             phase("addrs_asked"),
             phase("addrs"),
+            phase("dial"),
+            phase("open"),
+            phase("first_out"),
             phase("connected"),
         );
     }
