@@ -158,7 +158,8 @@ async fn run(
         });
         rx
     });
-    // So is the saved history (IndexedDB works while the node is built).
+    // So is the saved history (IndexedDB works while the node is built and
+    // connects).
     let (saved_tx, saved_rx) = futures::channel::oneshot::channel();
     wasm_bindgen_futures::spawn_local(async move {
         let _ = saved_tx.send(saved::open().await);
@@ -200,24 +201,24 @@ async fn run(
         },
         ..EngineConfig::default()
     };
-    let (mut engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);
+    let (engine, handle, mut events) = Engine::new(swarm, Role::Peer, config);
     model.me.set(engine.local_peer_id().to_string());
-    // What this browser saved shows at once, before the network is back.
-    let saved = saved_rx
-        .await
-        .unwrap_or_else(|_| Err("the saved history was not read".into()));
-    match saved {
-        Ok((records, journal)) => {
-            let loaded = engine.load_history(records, Box::new(journal));
-            tracing::info!(
-                kept = loaded.kept,
-                refused = loaded.refused,
-                "saved history loaded"
-            );
-        }
-        Err(e) => tracing::warn!(error = %e, "no history saved in this browser"),
-    }
     wasm_bindgen_futures::spawn_local(engine.run());
+    // What this browser saved shows as soon as IndexedDB has it, while the
+    // page connects (on a first visit, making the database takes longer
+    // than building the node): the engine keeps what it hears meanwhile.
+    let loader = handle.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let saved = saved_rx
+            .await
+            .unwrap_or_else(|_| Err("the saved history was not read".into()));
+        match saved {
+            Ok((records, journal)) => {
+                let _ = loader.load_history(records, Box::new(journal)).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "no history saved in this browser"),
+        }
+    });
 
     let mut net = Net {
         model,

@@ -37,7 +37,11 @@ use crate::{
     discovery::{Discovery, Neighbours, Source},
     dm::Dms,
     files::{FileHash, Files, Offer},
-    history::{Tap, store::Store, sync::HistorySync},
+    history::{
+        SignedMessage, Tap,
+        store::{Journal, Store},
+        sync::HistorySync,
+    },
     peer_record,
     ping::{PingEvent, Pinger},
     rooms::{Members, Room},
@@ -497,6 +501,7 @@ enum Command {
     FetchFile(FileHash),
     SetNick(String),
     ClearHistory(Room),
+    LoadHistory(Vec<SignedMessage>, Box<dyn Journal>),
     PublishRaw(String, Vec<u8>),
     SubscribeRaw(String),
     FindPeer(PeerId),
@@ -603,6 +608,19 @@ impl EngineHandle {
     /// that saves it); peers still hold theirs.
     pub async fn clear_history(&self, room: Room) -> Result<(), CommandError> {
         self.call(Command::ClearHistory(room)).await
+    }
+
+    /// Loads saved history into a running engine, as
+    /// [`Engine::load_history`] does before it runs: a page reads its
+    /// IndexedDB while it connects instead of before. What the engine
+    /// heard meanwhile is kept and written to `journal` too, and the rooms
+    /// we are in show the loaded lines as history.
+    pub async fn load_history(
+        &self,
+        saved: Vec<SignedMessage>,
+        journal: Box<dyn Journal>,
+    ) -> Result<(), CommandError> {
+        self.call(Command::LoadHistory(saved, journal)).await
     }
 
     /// Publishes bytes as they are to any topic. Returns once gossipsub
@@ -1059,6 +1077,18 @@ impl Engine {
             }
             Command::FetchFile(sha256) => self.fetch_file(sha256)?,
             Command::ClearHistory(room) => self.lock_history().clear(&room.topic().hash()),
+            Command::LoadHistory(saved, journal) => {
+                let loaded = self.load_history(saved, journal);
+                tracing::info!(
+                    kept = loaded.kept,
+                    refused = loaded.refused,
+                    "saved history loaded"
+                );
+                let rooms: Vec<Room> = self.rooms.values().cloned().collect();
+                for room in rooms {
+                    self.replay_history(&room);
+                }
+            }
             Command::SetNick(nick) => {
                 validate::check(&Payload::Nick(nick.clone()), 0)?;
                 self.nick = Some(nick);

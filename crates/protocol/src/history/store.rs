@@ -115,20 +115,43 @@ impl Store {
     /// had served it, and from then on writes what is kept and dropped to
     /// `journal` (which holds the loaded records already; what the limits
     /// drop of them is written as dropped).
+    ///
+    /// The store may hold records already (a page reads its saved history
+    /// while it connects): those go to the journal too, and an author's
+    /// nickname kept already is newer than a saved one, so it stays.
     pub fn load(
         &mut self,
         saved: Vec<SignedMessage>,
         journal: Box<dyn Journal>,
         now_ms: i64,
     ) -> Loaded {
+        let held: Vec<(TopicHash, Key, SignedMessage)> =
+            self.rooms
+                .iter()
+                .flat_map(|(topic, room)| {
+                    let lines = room.lines.iter().map(|(cursor, record)| {
+                        (topic.clone(), Key::Line(*cursor), record.clone())
+                    });
+                    let nicks = room
+                        .nicks
+                        .iter()
+                        .map(|(peer, record)| (topic.clone(), Key::Nick(*peer), record.clone()));
+                    lines.chain(nicks)
+                })
+                .collect();
         let mut loaded = Loaded::default();
         let mut keys = Vec::new();
         for record in saved {
             let topic = TopicHash::from_raw(record.topic.clone().unwrap_or_default());
             match super::verify(&record, &topic) {
                 Ok(verified) => {
-                    keys.push((topic, key_of(&verified)));
-                    self.insert(&verified, &record, now_ms);
+                    let key = key_of(&verified);
+                    let newer_nick = matches!(&key, Key::Nick(peer)
+                        if self.rooms.get(&topic).is_some_and(|r| r.nicks.contains_key(peer)));
+                    keys.push((topic, key));
+                    if !newer_nick {
+                        self.insert(&verified, &record, now_ms);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "saved history record refused");
@@ -137,6 +160,23 @@ impl Store {
             }
         }
         self.journal = Some(journal);
+        if let Some(journal) = self.journal.as_mut() {
+            for (topic, key, record) in held {
+                let still = match &key {
+                    Key::Line(cursor) => self
+                        .rooms
+                        .get(&topic)
+                        .is_some_and(|r| r.lines.contains_key(cursor)),
+                    Key::Nick(peer) => self
+                        .rooms
+                        .get(&topic)
+                        .is_some_and(|r| r.nicks.contains_key(peer)),
+                };
+                if still {
+                    journal.kept(&topic, &key, &record);
+                }
+            }
+        }
         // What did not fit (or aged out) goes from the journal too.
         for (topic, key) in keys {
             let here = match &key {
@@ -516,6 +556,58 @@ mod tests {
                 format!("dropped {:?}", Key::Line(cursor(2))),
                 format!("kept {:?}", Key::Line(cursor(4))),
             ]
+        );
+    }
+
+    fn nick(key: &Keypair, name: &str, seq: u64) -> (Verified, SignedMessage) {
+        let signed = sign(key, &room(), &encode(&Payload::Nick(name.into())), seq);
+        (verify(&signed, &room()).expect("valid"), signed)
+    }
+
+    #[test]
+    fn records_held_before_a_late_load_are_journaled_and_their_newer_nick_stays() {
+        let key = Keypair::generate_ed25519();
+        let now = 1_000_000_000;
+        let mut store = Store::new(Limits::default());
+        // Heard from the network while the saved history was being read.
+        let (v, s) = line(&key, now + 2, 2);
+        assert!(store.insert(&v, &s, now));
+        let (v, s) = nick(&key, "now", 10);
+        assert!(store.insert(&v, &s, now));
+
+        let saved = vec![line(&key, now + 1, 1).1, nick(&key, "before", 1).1];
+        let recorder = Recorder::default();
+        let loaded = store.load(saved, Box::new(recorder.clone()), now);
+        assert_eq!(
+            loaded,
+            Loaded {
+                kept: 2,
+                refused: 0
+            }
+        );
+        let all = store.page(&room(), None, 10, now);
+        assert_eq!(texts(&all), ["line 1", "line 2"]);
+        assert_eq!(
+            texts(&Page {
+                lines: all.nicks,
+                ..Page::default()
+            }),
+            ["now"]
+        );
+        let journal = recorder.0.lock().expect("lock").clone();
+        let cursor = (now + 2, [2; MESSAGE_ID_LEN]);
+        assert!(
+            journal.contains(&format!("kept {:?}", Key::Line(cursor))),
+            "{journal:?}"
+        );
+        assert!(
+            journal.contains(&format!("kept {:?}", Key::Nick(key.public().to_peer_id()))),
+            "{journal:?}"
+        );
+        assert_eq!(
+            journal.len(),
+            2,
+            "the saved records are the journal's already: {journal:?}"
         );
     }
 
