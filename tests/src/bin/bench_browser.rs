@@ -7,7 +7,9 @@
 //! - Page load to `connected`, over WebRTC-direct and over WebSocket, each
 //!   load in a fresh browser profile (cold cache), with where the time
 //!   goes: HTML in, wasm module in, module compiled and started,
-//!   `/api/addrs` answered, connected (handshake and room subscription).
+//!   `/api/addrs` answered, link to the relay made (`WebSocket` or
+//!   `RTCPeerConnection` created), link open, first bytes sent over it,
+//!   connected (handshake and room subscription).
 //! - Browser → relay → browser latency: page A sends at 50 messages/s,
 //!   page B timestamps each message when it enters its DOM (pages opened
 //!   with `?direct=off`).
