@@ -67,7 +67,9 @@ impl Engine {
     /// Loads the history an earlier run saved and keeps writing it to
     /// `journal` (a relay's database, a page's IndexedDB). Call before
     /// [`Engine::run`]: the saved lines of each room show as history as
-    /// soon as the engine joins it, before the network is back.
+    /// soon as the engine joins it, before the network is back (a running
+    /// engine takes them through
+    /// [`EngineHandle::load_history`](super::EngineHandle::load_history)).
     pub fn load_history(&mut self, saved: Vec<SignedMessage>, journal: Box<dyn Journal>) -> Loaded {
         self.lock_history().load(saved, journal, validate::now_ms())
     }

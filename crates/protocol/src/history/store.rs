@@ -146,8 +146,7 @@ impl Store {
             match super::verify(&record, &topic) {
                 Ok(verified) => {
                     let key = key_of(&verified);
-                    let newer_nick = matches!(&key, Key::Nick(peer)
-                        if self.rooms.get(&topic).is_some_and(|r| r.nicks.contains_key(peer)));
+                    let newer_nick = matches!(&key, Key::Nick(peer) if self.has_nick(&topic, peer));
                     keys.push((topic, key));
                     if !newer_nick {
                         self.insert(&verified, &record, now_ms);
@@ -159,23 +158,18 @@ impl Store {
                 }
             }
         }
-        self.journal = Some(journal);
-        if let Some(journal) = self.journal.as_mut() {
-            for (topic, key, record) in held {
-                let still = match &key {
-                    Key::Line(cursor) => self
-                        .rooms
-                        .get(&topic)
-                        .is_some_and(|r| r.lines.contains_key(cursor)),
-                    Key::Nick(peer) => self
-                        .rooms
-                        .get(&topic)
-                        .is_some_and(|r| r.nicks.contains_key(peer)),
-                };
-                if still {
-                    journal.kept(&topic, &key, &record);
-                }
-            }
+        // Records held before the load that the limits left in place go
+        // to the journal too.
+        let held: Vec<_> = held
+            .into_iter()
+            .filter(|(topic, key, _)| match key {
+                Key::Line(cursor) => self.contains(topic, cursor),
+                Key::Nick(peer) => self.has_nick(topic, peer),
+            })
+            .collect();
+        let journal = self.journal.insert(journal);
+        for (topic, key, record) in held {
+            journal.kept(&topic, &key, &record);
         }
         // What did not fit (or aged out) goes from the journal too.
         for (topic, key) in keys {
@@ -277,6 +271,13 @@ impl Store {
         self.rooms
             .get(room)
             .is_some_and(|r| r.lines.contains_key(cursor))
+    }
+
+    /// Whether the room holds a nickname record of this author.
+    fn has_nick(&self, room: &TopicHash, peer: &PeerId) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.nicks.contains_key(peer))
     }
 
     /// The newest line's cursor in a room.
