@@ -15,7 +15,12 @@
 //!   seconds), never a relay (the circuits to room members run through
 //!   relays);
 //! - an address that fails waits before it is tried again, longer after
-//!   each failure.
+//!   each failure;
+//! - random walks and room lookups run at their configured pace while
+//!   they find something new and slow down, up to sixteen times, while
+//!   they do not ([`Cadence`]): each Kademlia query reaches the relays
+//!   closest to its key, and in a network of a few relays that is every
+//!   relay, connections the neighbour manager then prunes again.
 //!
 //! A relay keeps every bootstrap address connected and links to the other
 //! relays it discovers; it never prunes (its peers are its purpose; its
@@ -273,6 +278,67 @@ pub struct Plan {
     pub dial: Vec<Target>,
     /// Peers to disconnect.
     pub prune: Vec<PeerId>,
+}
+
+/// How much slower than its configured pace a discovery query that keeps
+/// finding nothing new runs: sixteen times (a walk every 8 minutes, a room
+/// lookup every 5 and a bit, with the defaults).
+const CADENCE_SLOWEST: u32 = 16;
+
+/// When a periodic discovery query (a random walk, a room's provider
+/// lookup) runs next: at the configured pace while it finds peers it did
+/// not know, twice as far apart after each run that found nothing new, up
+/// to [`CADENCE_SLOWEST`] times the pace.
+#[derive(Clone, Debug)]
+pub struct Cadence {
+    pace: Duration,
+    every: Duration,
+    next: Instant,
+}
+
+impl Cadence {
+    /// A query every `pace`, the first at `first`.
+    pub fn new(pace: Duration, first: Instant) -> Self {
+        Self {
+            pace,
+            every: pace,
+            next: first,
+        }
+    }
+
+    /// Whether a query is due.
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// A query started: the next is due after the current interval (or
+    /// sooner, once this one says what it found).
+    pub fn started(&mut self, now: Instant) {
+        self.next = now + self.every;
+    }
+
+    /// A query finished: back to the configured pace when it found
+    /// something new, else half as often as before.
+    pub fn finished(&mut self, now: Instant, found_new: bool) {
+        self.every = if found_new {
+            self.pace
+        } else {
+            (self.every * 2).min(self.pace * CADENCE_SLOWEST)
+        };
+        self.next = now + self.every;
+    }
+
+    /// Back to the configured pace (links were lost): the next query runs
+    /// within one pace from now.
+    pub fn hurry(&mut self, now: Instant) {
+        self.every = self.pace;
+        self.next = self.next.min(now + self.pace);
+    }
+
+    /// The time between two queries now.
+    pub fn interval(&self) -> Duration {
+        self.every
+    }
 }
 
 /// The neighbour manager's state.
@@ -688,6 +754,50 @@ mod tests {
                 Target::Addr(a) => peer_of(a).expect("test addresses name a peer"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_query_that_finds_nothing_new_runs_half_as_often_down_to_a_sixteenth() {
+        let pace = Duration::from_secs(30);
+        let start = Instant::now();
+        let mut cadence = Cadence::new(pace, start);
+        assert!(cadence.due(start));
+        let mut now = start;
+        let mut intervals = Vec::new();
+        for _ in 0..6 {
+            cadence.started(now);
+            assert!(!cadence.due(now));
+            cadence.finished(now, false);
+            intervals.push(cadence.interval().as_secs());
+            assert!(!cadence.due(now + cadence.interval() - Duration::from_secs(1)));
+            now += cadence.interval();
+            assert!(cadence.due(now));
+        }
+        assert_eq!(intervals, [60, 120, 240, 480, 480, 480]);
+        // Something new: back to the pace at once.
+        cadence.started(now);
+        cadence.finished(now, true);
+        assert_eq!(cadence.interval(), pace);
+        assert!(cadence.due(now + pace));
+    }
+
+    #[test]
+    fn a_slowed_query_hurries_back_when_links_are_lost() {
+        let pace = Duration::from_secs(20);
+        let start = Instant::now();
+        let mut cadence = Cadence::new(pace, start);
+        for _ in 0..4 {
+            cadence.started(start);
+            cadence.finished(start, false);
+        }
+        assert_eq!(cadence.interval(), pace * 16);
+        cadence.hurry(start + Duration::from_secs(5));
+        assert_eq!(cadence.interval(), pace);
+        assert!(cadence.due(start + Duration::from_secs(25)));
+        // Hurrying never postpones a query that is due sooner.
+        let mut soon = Cadence::new(pace, start);
+        soon.hurry(start + Duration::from_secs(5));
+        assert!(soon.due(start));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::{
         Behaviour, BehaviourEvent, GossipEvent, KAD_PROTOCOL, RELAY_APP_SCORE, Role,
         is_relay_agent, relay_addrs, room_score_params,
     },
-    discovery::{Discovery, Neighbours, Source},
+    discovery::{Cadence, Discovery, Neighbours, Source},
     dm::Dms,
     files::{FileHash, Files, Offer},
     history::{
@@ -720,9 +720,11 @@ pub struct Engine {
     /// Dials asked for by a command: their failures are reported.
     commanded: HashSet<ConnectionId>,
     walks: HashSet<kad::QueryId>,
-    next_walk: Option<Instant>,
+    /// When the next random walk runs (set by the first link).
+    walk_cadence: Option<Cadence>,
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
-    next_lookup: HashMap<TopicHash, Instant>,
+    /// When each room's members are looked up next.
+    lookup_cadence: HashMap<TopicHash, Cadence>,
     /// The relay holding our reservation, and the listener for it.
     reservation: Option<(PeerId, ListenerId)>,
     next_reserve: Instant,
@@ -782,6 +784,8 @@ pub(crate) struct ProviderQuery {
     /// Asked for by a command: report the result as an event.
     asked: bool,
     found: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// It named a member we did not know.
+    found_new: bool,
 }
 
 impl Engine {
@@ -845,9 +849,9 @@ impl Engine {
             dialing: HashMap::new(),
             commanded: HashSet::new(),
             walks: HashSet::new(),
-            next_walk: None,
+            walk_cadence: None,
             provider_queries: HashMap::new(),
-            next_lookup: HashMap::new(),
+            lookup_cadence: HashMap::new(),
             reservation: None,
             next_reserve: Instant::now(),
             reserve_failures: 0,
@@ -914,7 +918,7 @@ impl Engine {
                     PingEvent::Unanswered(peer) => {
                         // Dead peers can keep a connection "open" for long
                         // (WebRTC notices after ~30 s): close it now.
-                        tracing::info!(%peer, "ping unanswered; closing the connection");
+                        tracing::info!(%peer, "pings unanswered twice in a row; closing the connection");
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }
                 },
@@ -1025,7 +1029,7 @@ impl Engine {
                     .kad
                     .stop_providing(&room.provider_key());
                 self.neighbours.left_room(&topic.hash());
-                self.next_lookup.remove(&topic.hash());
+                self.lookup_cadence.remove(&topic.hash());
                 self.last_announce.remove(&topic.hash());
                 self.announce_due.remove(&topic.hash());
                 self.announce_owed.remove(&topic.hash());
@@ -1121,6 +1125,7 @@ impl Engine {
                         room,
                         asked: true,
                         found: Vec::new(),
+                        found_new: false,
                     },
                 );
             }
@@ -1581,8 +1586,13 @@ impl Engine {
                         Ok(ok) => ok.peers,
                         Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                     };
+                    let mut found_new = false;
                     for info in peers {
-                        self.discovered(info.peer_id, &info.addrs, Source::RandomWalk);
+                        found_new |= self.discovered(info.peer_id, &info.addrs, Source::RandomWalk);
+                    }
+                    if let Some(cadence) = self.walk_cadence.as_mut() {
+                        cadence.finished(Instant::now(), found_new);
+                        tracing::debug!(found_new, next_in = ?cadence.interval(), "random walk done");
                     }
                 }
                 kad::QueryResult::GetProviders(result) => self.on_providers(id, result, step.last),

@@ -33,6 +33,13 @@ const MAX_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const INBOUND_IDLE: Duration = Duration::from_secs(120);
 /// Inbound ping streams one peer may hold open.
 const MAX_INBOUND_PER_PEER: usize = 2;
+/// Pings left unanswered in a row before the peer counts as gone: one can
+/// be a busy peer or a busy machine (a relay saturated by a thousand
+/// newcomers answers late, and dropping its links then only brings them
+/// back at once, handshakes and all); two in a row (the second sent as
+/// soon as the first times out: 30 s with the usual 5 s interval) is a
+/// peer or path that is gone.
+const MISSES_TO_GIVE_UP: u32 = 2;
 
 enum Outcome {
     Pong {
@@ -62,8 +69,9 @@ enum Next {
 pub(crate) enum PingEvent {
     /// An answer, after this round trip.
     Pong(PeerId, Duration),
-    /// No answer within the timeout: the peer (or the path to it) is gone,
-    /// even if no transport has noticed yet.
+    /// No answer to [`MISSES_TO_GIVE_UP`] pings in a row, each within the
+    /// timeout: the peer (or the path to it) is gone, even if no transport
+    /// has noticed yet.
     Unanswered(PeerId),
 }
 
@@ -79,6 +87,8 @@ pub(crate) struct Pinger {
     /// stream, and libp2p-stream dials a peer to open one.
     pinging: HashMap<PeerId, AbortHandle>,
     inbound: HashMap<PeerId, usize>,
+    /// Pings in a row each peer left unanswered, for those that did.
+    misses: HashMap<PeerId, u32>,
 }
 
 impl Pinger {
@@ -93,6 +103,7 @@ impl Pinger {
             tasks: FuturesUnordered::new(),
             pinging: HashMap::new(),
             inbound: HashMap::new(),
+            misses: HashMap::new(),
         }
     }
 
@@ -121,6 +132,7 @@ impl Pinger {
         if let Some(cancel) = self.pinging.remove(peer) {
             cancel.abort();
         }
+        self.misses.remove(peer);
     }
 
     /// The next round trip or unanswered ping. Pending forever when there
@@ -175,6 +187,7 @@ impl Pinger {
             Outcome::Cancelled => None,
             Outcome::Pong { peer, rtt, stream } => {
                 if self.pinging.contains_key(&peer) {
+                    self.misses.remove(&peer);
                     self.schedule(peer, Some(stream), self.interval);
                     return Some(PingEvent::Pong(peer, rtt));
                 }
@@ -189,11 +202,28 @@ impl Pinger {
                 tracing::debug!(%peer, %error, "ping failed");
                 let pinged = self.pinging.contains_key(&peer);
                 if retry && pinged {
-                    self.schedule(peer, None, self.interval);
+                    // After a time-out the next ping goes at once: it
+                    // decides whether the peer is gone.
+                    let delay = if timed_out {
+                        Duration::ZERO
+                    } else {
+                        self.interval
+                    };
+                    self.schedule(peer, None, delay);
                 } else {
                     self.pinging.remove(&peer);
                 }
-                (timed_out && pinged).then_some(PingEvent::Unanswered(peer))
+                if !(timed_out && pinged) {
+                    return None;
+                }
+                let misses = self.misses.entry(peer).or_default();
+                *misses += 1;
+                if *misses < MISSES_TO_GIVE_UP {
+                    tracing::debug!(%peer, "ping unanswered; trying once more");
+                    return None;
+                }
+                self.misses.remove(&peer);
+                Some(PingEvent::Unanswered(peer))
             }
             Outcome::InboundClosed { peer } => {
                 if let Some(open) = self.inbound.get_mut(&peer) {
@@ -291,5 +321,50 @@ async fn with_timeout<T>(
     match select(Box::pin(work), Delay::new(limit)).await {
         Either::Left((result, _)) => result,
         Either::Right(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "ping timed out")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timed_out(peer: PeerId) -> Outcome {
+        Outcome::Failed {
+            peer,
+            error: "timed out".into(),
+            retry: true,
+            timed_out: true,
+        }
+    }
+
+    #[test]
+    fn a_peer_is_given_up_after_two_unanswered_pings_in_a_row_not_one() {
+        let control = libp2p_stream::Behaviour::new().new_control();
+        let mut pinger = Pinger::new(control, Duration::from_secs(5));
+        let (slow, gone) = (PeerId::random(), PeerId::random());
+        pinger.start(slow);
+        pinger.start(gone);
+        assert!(pinger.on_outcome(timed_out(slow)).is_none());
+        assert!(pinger.on_outcome(timed_out(gone)).is_none());
+        assert!(matches!(
+            pinger.on_outcome(timed_out(gone)),
+            Some(PingEvent::Unanswered(p)) if p == gone
+        ));
+        // A peer that left and came back starts with a clean slate.
+        pinger.stop(&slow);
+        pinger.start(slow);
+        assert!(pinger.on_outcome(timed_out(slow)).is_none());
+        // A failure that is no time-out (a stream refused) is no miss.
+        let refused = Outcome::Failed {
+            peer: slow,
+            error: "refused".into(),
+            retry: true,
+            timed_out: false,
+        };
+        assert!(pinger.on_outcome(refused).is_none());
+        assert!(matches!(
+            pinger.on_outcome(timed_out(slow)),
+            Some(PingEvent::Unanswered(p)) if p == slow
+        ));
     }
 }

@@ -84,9 +84,17 @@ type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a peer's event reader passes on.
 enum Seen {
-    Message { seq: usize },
+    Message {
+        seq: usize,
+    },
     Connected(PeerId),
     Disconnected(PeerId),
+    /// A room message of ours went to gossipsub.
+    Published,
+    /// Our messages wait for a peer in the room.
+    Held,
+    /// Our neighbours' queues were full.
+    Slowed,
 }
 
 /// Builds a node on the simulated network: the usual behaviour and engine
@@ -259,6 +267,9 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                         }
                     }
                     Event::Connected { peer, .. } => Seen::Connected(peer),
+                    Event::Sent { id: Some(_), .. } => Seen::Published,
+                    Event::Held { .. } => Seen::Held,
+                    Event::Slowed { .. } => Seen::Slowed,
                     Event::Disconnected {
                         peer, remaining: 0, ..
                     } => Seen::Disconnected(peer),
@@ -328,6 +339,11 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     let mut sent = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut last_delivery = Instant::now();
+    // What the publishers' engines said of the messages handed to them.
+    let (mut published, mut held, mut slowed) = (0usize, 0usize, 0usize);
+    // How long the publishers' engines took to take a message (ms).
+    let mut answered: Vec<f64> = Vec::with_capacity(total);
+    let mut unanswered = 0usize;
     let quiet_after = Duration::from_secs(10);
     loop {
         tokio::select! {
@@ -337,8 +353,23 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                     let from = pick(args.seed ^ 0x5eed, sent as u64, n);
                     sender_of[sent] = from;
                     sent_at[sent] = Some(Instant::now());
-                    handles[from].send(room.clone(), format!("{sent}|")).await?;
+                    let asked = Instant::now();
+                    // An engine too busy to answer within 5 s is noted,
+                    // not waited for: the others go on publishing.
+                    match tokio::time::timeout(
+                        Duration::from_secs(5),
+                        handles[from].send(room.clone(), format!("{sent}|")),
+                    )
+                    .await
+                    {
+                        Ok(done) => done?,
+                        Err(_) => unanswered += 1,
+                    }
+                    answered.push(asked.elapsed().as_secs_f64() * 1e3);
                     sent += 1;
+                    if sent == total {
+                        last_delivery = Instant::now();
+                    }
                 }
                 if sent == total && last_delivery.elapsed() > quiet_after {
                     break;
@@ -354,6 +385,9 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                         }
                     }
                     Seen::Message { .. } => {}
+                    Seen::Published => published += 1,
+                    Seen::Held => held += 1,
+                    Seen::Slowed => slowed += 1,
                     other => record(&mut links, i, other),
                 }
             }
@@ -417,6 +451,17 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         ratio * 100.0,
         within_300 as f64 * 100.0 / expected.max(1) as f64
     );
+    println!(
+        "published: {published} of {total} went to gossipsub; held for want of a peer in the room {held} times, neighbours' queues full {slowed} times"
+    );
+    answered.sort_by(f64::total_cmp);
+    let (took50, took_max) = (
+        percentile(&answered, 0.5),
+        answered.last().copied().unwrap_or(0.0),
+    );
+    println!(
+        "engines took a message to send in p50 {took50:.0} ms, at most {took_max:.0} ms; {unanswered} did not answer within 5 s"
+    );
     println!("publish to delivery: p50 {p50:.0} ms, p99 {p99:.0} ms");
     println!(
         "publish to the last peer: {}/{total} messages reached every peer; p50 {all50:.0} ms, p99 {all99:.0} ms",
@@ -453,6 +498,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "secs": args.secs,
         "settle_s": args.settle,
         "deliveries": {"expected": expected, "delivered": delivered, "ratio": ratio, "within_300_ms": within_300},
+        "published": {"to_gossipsub": published, "held": held, "slowed": slowed, "command_ms": {"p50": took50, "max": took_max}, "unanswered": unanswered},
         "latency_ms": {"p50": p50, "p99": p99},
         "to_every_peer_ms": {"messages": to_all.len(), "of": total, "p50": all50, "p99": all99},
         "copies_per_delivery": {"net": per_delivery_net, "raw": per_delivery, "background_per_s": background_per_s},
@@ -478,6 +524,6 @@ fn record(links: &mut [HashSet<PeerId>], i: usize, seen: Seen) {
         Seen::Disconnected(peer) => {
             links[i].remove(&peer);
         }
-        Seen::Message { .. } => {}
+        Seen::Message { .. } | Seen::Published | Seen::Held | Seen::Slowed => {}
     }
 }

@@ -23,7 +23,7 @@ use super::{CommandError, Engine, Event, FIRST_WALK, ProviderQuery, dial_error_t
 use crate::{
     arch,
     behaviour::Role,
-    discovery::{SHARES_A_ROOM, Source, Target},
+    discovery::{Cadence, SHARES_A_ROOM, Source, Target},
     rooms::Room,
 };
 
@@ -76,7 +76,11 @@ impl Engine {
         {
             tracing::warn!(%room, error = %e, "cannot announce the room in the DHT");
         }
-        self.next_lookup.insert(room.topic().hash(), Instant::now());
+        let now = Instant::now();
+        self.lookup_cadence.insert(
+            room.topic().hash(),
+            Cadence::new(self.discovery.room_lookup_every, now),
+        );
     }
 
     /// Announces every room again (new addresses, a newly reachable DHT).
@@ -207,38 +211,46 @@ impl Engine {
         self.reserve();
         let sources = &self.discovery.sources;
         if sources.has(Source::RandomWalk) {
-            let due = *self.next_walk.get_or_insert(now + FIRST_WALK);
-            if now >= due {
+            let every = self.discovery.random_walk_every;
+            let walk = self
+                .walk_cadence
+                .get_or_insert_with(|| Cadence::new(every, now + FIRST_WALK));
+            if self.neighbours.link_count() < self.discovery.watermarks.low {
+                walk.hurry(now);
+            }
+            if walk.due(now) {
+                walk.started(now);
                 let query = self
                     .swarm
                     .behaviour_mut()
                     .kad
                     .get_closest_peers(PeerId::random());
                 self.walks.insert(query);
-                self.next_walk = Some(now + self.discovery.random_walk_every);
             }
         }
         if self.room_subnets() {
             let due: Vec<Room> = self
                 .rooms
                 .iter()
-                .filter(|(topic, _)| self.next_lookup.get(*topic).is_some_and(|t| now >= *t))
+                .filter(|(topic, _)| self.lookup_cadence.get(*topic).is_some_and(|c| c.due(now)))
                 .map(|(_, room)| room.clone())
                 .collect();
             for room in due {
+                if let Some(cadence) = self.lookup_cadence.get_mut(&room.topic().hash()) {
+                    cadence.started(now);
+                }
                 let query = self
                     .swarm
                     .behaviour_mut()
                     .kad
                     .get_providers(room.provider_key());
-                self.next_lookup
-                    .insert(room.topic().hash(), now + self.discovery.room_lookup_every);
                 self.provider_queries.insert(
                     query,
                     ProviderQuery {
                         room,
                         asked: false,
                         found: Vec::new(),
+                        found_new: false,
                     },
                 );
             }
@@ -272,9 +284,11 @@ impl Engine {
         }
     }
 
-    /// Records what a source found, reporting it the first time.
-    pub(super) fn discovered(&mut self, peer: PeerId, addrs: &[Multiaddr], source: Source) {
-        if self.neighbours.discovered(peer, addrs, source) {
+    /// Records what a source found, reporting it the first time. Returns
+    /// whether it was the first time.
+    pub(super) fn discovered(&mut self, peer: PeerId, addrs: &[Multiaddr], source: Source) -> bool {
+        let first = self.neighbours.discovered(peer, addrs, source);
+        if first {
             tracing::debug!(%peer, %source, "discovered");
             self.emit(Event::Discovered {
                 peer,
@@ -282,6 +296,7 @@ impl Engine {
                 addrs: addrs.to_vec(),
             });
         }
+        first
     }
 
     pub(super) fn on_providers(
@@ -296,23 +311,34 @@ impl Engine {
                 // Kademlia reports providers by id; the addresses from their
                 // records are only held while the query runs, so ask now.
                 let addrs = self.kad_addresses(peer);
-                if let Some(query) = self.provider_queries.get_mut(&id) {
-                    if !query.found.iter().any(|(p, _)| *p == peer) {
-                        query.found.push((peer, addrs.clone()));
-                    }
-                    let topic = query.room.topic().hash();
-                    self.member_found(peer, addrs, [topic], Source::Rooms);
+                let Some(query) = self.provider_queries.get_mut(&id) else {
+                    continue;
+                };
+                if !query.found.iter().any(|(p, _)| *p == peer) {
+                    query.found.push((peer, addrs.clone()));
+                }
+                let topic = query.room.topic().hash();
+                if self.member_found(peer, addrs, [topic], Source::Rooms)
+                    && let Some(query) = self.provider_queries.get_mut(&id)
+                {
+                    query.found_new = true;
                 }
             }
         }
-        if last
-            && let Some(query) = self.provider_queries.remove(&id)
-            && query.asked
-        {
+        if !last {
+            return;
+        }
+        let Some(query) = self.provider_queries.remove(&id) else {
+            return;
+        };
+        if query.asked {
             self.emit(Event::Providers {
                 room: query.room,
                 providers: query.found,
             });
+        } else if let Some(cadence) = self.lookup_cadence.get_mut(&query.room.topic().hash()) {
+            cadence.finished(Instant::now(), query.found_new);
+            tracing::debug!(room = %query.room, found_new = query.found_new, next_in = ?cadence.interval(), "room lookup done");
         }
     }
 
@@ -344,15 +370,15 @@ impl Engine {
     }
 
     /// A source named `peer` as a member of `topics`: those that are our
-    /// rooms count, and the find is reported the first time this source
-    /// names it.
+    /// rooms count, and the find is reported (and true returned) the first
+    /// time this source names it.
     pub(super) fn member_found(
         &mut self,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         topics: impl IntoIterator<Item = TopicHash>,
         source: Source,
-    ) {
+    ) -> bool {
         let mut first = false;
         for topic in topics {
             if self.is_room_topic(&topic) {
@@ -366,6 +392,7 @@ impl Engine {
                 addrs,
             });
         }
+        first
     }
 
     /// Addresses Kademlia knows for a peer (routing table and running
