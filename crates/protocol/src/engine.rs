@@ -918,7 +918,7 @@ impl Engine {
                     PingEvent::Unanswered(peer) => {
                         // Dead peers can keep a connection "open" for long
                         // (WebRTC notices after ~30 s): close it now.
-                        tracing::info!(%peer, "pings unanswered twice in a row; closing the connection");
+                        tracing::info!(%peer, "pings unanswered; closing the connection");
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }
                 },

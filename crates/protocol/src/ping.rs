@@ -33,13 +33,15 @@ const MAX_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const INBOUND_IDLE: Duration = Duration::from_secs(120);
 /// Inbound ping streams one peer may hold open.
 const MAX_INBOUND_PER_PEER: usize = 2;
-/// Pings left unanswered in a row before the peer counts as gone: one can
-/// be a busy peer or a busy machine (a relay saturated by a thousand
-/// newcomers answers late, and dropping its links then only brings them
-/// back at once, handshakes and all); two in a row (the second sent as
-/// soon as the first times out: 30 s with the usual 5 s interval) is a
-/// peer or path that is gone.
-const MISSES_TO_GIVE_UP: u32 = 2;
+/// Pings left unanswered in a row before the peer counts as gone. On a
+/// native node one can be a busy peer or a busy machine (a relay saturated
+/// by a thousand newcomers answers late, and dropping its links then only
+/// brings them back at once, handshakes and all); two in a row (the second
+/// sent as soon as the first times out: 30 s with the usual 5 s interval)
+/// is a peer or path that is gone. A page has one relay link, and its
+/// browser would notice a dead relay's WebRTC connection only after ~30 s:
+/// it gives up after one and dials another relay.
+const MISSES_TO_GIVE_UP: u32 = if crate::arch::NATIVE { 2 } else { 1 };
 
 enum Outcome {
     Pong {
@@ -338,6 +340,7 @@ mod tests {
     }
 
     #[test]
+    // A native node's rule (a page gives up after one).
     fn a_peer_is_given_up_after_two_unanswered_pings_in_a_row_not_one() {
         let control = libp2p_stream::Behaviour::new().new_control();
         let mut pinger = Pinger::new(control, Duration::from_secs(5));
