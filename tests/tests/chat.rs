@@ -1,10 +1,12 @@
 //! Two `meshtalk chat` peers connected only to a relay chat over each
 //! transport, in both directions, and see each other's nickname changes;
-//! a large room names those who speak without answering every newcomer.
+//! a large room names those who speak without answering every newcomer,
+//! and a newcomer to it names itself when it speaks, not on arrival.
 
 use std::{
+    collections::HashSet,
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -18,6 +20,10 @@ use meshtalk_protocol::{
     transport::Transport,
 };
 use meshtalk_tests::{ChatPeer, Relay, WAIT, load::relay_only, peer, temp_dir};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn chat_over(transport: Transport) -> Result<()> {
     let relay = Relay::start(&temp_dir("chat"))?;
@@ -108,7 +114,9 @@ fn piped_lines_are_held_until_the_room_has_a_peer_then_chat_exits() -> Result<()
 /// In a room of more than [`ANSWER_NEWCOMERS_UP_TO`] members, those there
 /// do not each answer a newcomer with their name (every answer would reach
 /// every member); one who speaks announces its name first, so the
-/// newcomer shows its line under it.
+/// newcomer shows its line under it. The newcomer itself, told by the
+/// relay how large the room is, does not announce its arrival to everyone:
+/// its name comes with its first line.
 #[test]
 fn a_large_room_names_its_speakers_instead_of_answering_each_newcomer() -> Result<()> {
     let relay = Relay::start(&temp_dir("presence"))?;
@@ -126,6 +134,10 @@ fn a_large_room_names_its_speakers_instead_of_answering_each_newcomer() -> Resul
         // that many once the next one comes.
         let members = ANSWER_NEWCOMERS_UP_TO + 1;
         let heard = Arc::new(AtomicUsize::new(0));
+        // Whom the old members heard join, and the names they saw on the
+        // newcomer's line.
+        let joined = Arc::new(Mutex::new(HashSet::new()));
+        let named = Arc::new(Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         for batch in (0..members).collect::<Vec<_>>().chunks(10) {
             let joins = batch
@@ -134,15 +146,25 @@ fn a_large_room_names_its_speakers_instead_of_answering_each_newcomer() -> Resul
             for node in futures::future::join_all(joins).await {
                 let mut node = node?;
                 handles.push(node.handle.clone());
-                let heard = Arc::clone(&heard);
+                let (heard, joined, named) =
+                    (Arc::clone(&heard), Arc::clone(&joined), Arc::clone(&named));
                 tokio::spawn(async move {
                     let mut known = 0;
                     while let Some(event) = node.events.next().await {
-                        if matches!(event, Event::PeerJoined { .. }) {
-                            known += 1;
-                            if known == members - 1 {
-                                heard.fetch_add(1, Ordering::SeqCst);
+                        match event {
+                            Event::PeerJoined { peer, .. } => {
+                                lock(&joined).insert(peer);
+                                known += 1;
+                                if known == members - 1 {
+                                    heard.fetch_add(1, Ordering::SeqCst);
+                                }
                             }
+                            Event::Message { message, nick, .. }
+                                if message.text == "newcomer speaks" =>
+                            {
+                                lock(&named).push(nick);
+                            }
+                            _ => {}
                         }
                     }
                 });
@@ -173,6 +195,11 @@ fn a_large_room_names_its_speakers_instead_of_answering_each_newcomer() -> Resul
         if let Ok(Some(peer)) = quiet {
             anyhow::bail!("{peer} answered the newcomer in a room of {members}");
         }
+        // The relay told the newcomer how large the room is: it does not
+        // announce itself to everyone until it speaks.
+        if lock(&joined).contains(&newcomer.peer_id) {
+            anyhow::bail!("the newcomer announced itself to a room of {members}");
+        }
 
         handles[7].send(room.clone(), "seven speaks").await?;
         let nick = tokio::time::timeout(WAIT, async {
@@ -188,6 +215,24 @@ fn a_large_room_names_its_speakers_instead_of_answering_each_newcomer() -> Resul
         .await
         .map_err(|_| anyhow::anyhow!("the newcomer never got the line"))?;
         assert_eq!(nick, Some(Some("old7".to_string())));
+
+        // Its first line comes with its name.
+        newcomer
+            .handle
+            .send(room.clone(), "newcomer speaks")
+            .await?;
+        tokio::time::timeout(WAIT, async {
+            while lock(&named).len() < members {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("not every member got the newcomer's line"))?;
+        let names = lock(&named).clone();
+        assert!(
+            names.iter().all(|n| n.as_deref() == Some("newcomer")),
+            "the newcomer's line came without its name: {names:?}"
+        );
         anyhow::Ok(())
     })
 }

@@ -161,6 +161,7 @@ fn forged_history_is_dropped_and_honest_history_still_arrives() -> Result<()> {
         lines: forgeries(&room.topic().hash(), &Keypair::generate_ed25519()),
         nicks: Vec::new(),
         more: Some(false),
+        members: None,
     }
     .encode_to_vec();
     let mut requests = hostile.handle.streams().accept(HISTORY_PROTOCOL)?;

@@ -40,7 +40,7 @@ use crate::{
     history::{
         SignedMessage, Tap,
         store::{Journal, Store},
-        sync::HistorySync,
+        sync::{HistorySync, RoomSizes},
     },
     peer_record,
     ping::{PingEvent, Pinger},
@@ -706,6 +706,18 @@ pub struct Engine {
     /// Large rooms with members who joined since our last announcement:
     /// we announce ourselves before we next speak there.
     announce_owed: HashSet<TopicHash>,
+    /// Rooms we joined and have not announced ourselves in yet, waiting to
+    /// learn from history answers whether they are large, each with the
+    /// time we announce ourselves anyway.
+    announce_deferred: HashMap<TopicHash, Instant>,
+    /// The largest room size a history answer gave us, by room (members
+    /// of a large room who stay silent are not heard of otherwise).
+    room_size_heard: HashMap<TopicHash, u32>,
+    /// A relay's count of the peers in each room, served in its history
+    /// answers.
+    room_sizes: RoomSizes,
+    /// When we last asked a relay for the names of a room's speakers.
+    names_asked: HashMap<TopicHash, Instant>,
     connections: HashMap<ConnectionId, (PeerId, Multiaddr)>,
     /// Direct (`/webrtc`) connections: the peer, and whether we dialed.
     direct: HashMap<ConnectionId, (PeerId, bool)>,
@@ -810,6 +822,7 @@ impl Engine {
         let discovery = config.discovery.clone();
         let swarm_peer = *swarm.local_peer_id();
         let history = Arc::new(Mutex::new(Store::new(config.history.limits)));
+        let room_sizes = RoomSizes::default();
         let history_config = config.history;
         let dm_deadline = config.dm_deadline;
         let uc = config.uc;
@@ -838,6 +851,10 @@ impl Engine {
             last_announce: HashMap::new(),
             announce_due: HashMap::new(),
             announce_owed: HashSet::new(),
+            announce_deferred: HashMap::new(),
+            room_size_heard: HashMap::new(),
+            room_sizes: room_sizes.clone(),
+            names_asked: HashMap::new(),
             connections: HashMap::new(),
             direct: HashMap::new(),
             pinger,
@@ -861,7 +878,7 @@ impl Engine {
             webrtc_addrs: Vec::new(),
             record_due: Instant::now(),
             records_seen: HashMap::new(),
-            history_sync: HistorySync::new(swarm_streams, history.clone()),
+            history_sync: HistorySync::new(swarm_streams, history.clone(), room_sizes),
             history,
             history_config,
             last_created: 0,
@@ -945,6 +962,7 @@ impl Engine {
                     self.ticks = self.ticks.wrapping_add(1);
                     if self.ticks.is_multiple_of(NEIGHBOUR_TICKS) {
                         self.manage_neighbours();
+                        self.count_room_members();
                     }
                     self.close_graylisted();
                     self.announce_due_nicks();
@@ -952,6 +970,7 @@ impl Engine {
                     self.announce_record();
                     self.forget_silent_members();
                     self.release_late_live();
+                    self.announce_deferred_due();
                     self.retry_dms();
                     self.close_due_relayed();
                     self.flush();
@@ -1033,6 +1052,9 @@ impl Engine {
                 self.last_announce.remove(&topic.hash());
                 self.announce_due.remove(&topic.hash());
                 self.announce_owed.remove(&topic.hash());
+                self.announce_deferred.remove(&topic.hash());
+                self.room_size_heard.remove(&topic.hash());
+                self.names_asked.remove(&topic.hash());
             }
             Command::Send(room, text) => {
                 let mut message = ChatMessage::new(text);
@@ -1058,7 +1080,10 @@ impl Engine {
                     self.join(room.clone())?;
                 }
                 // Newcomers who have not heard our name yet hear it first.
-                if self.announce_owed.contains(&topic) || self.announce_due.contains_key(&topic) {
+                if self.announce_owed.contains(&topic)
+                    || self.announce_due.contains_key(&topic)
+                    || self.announce_deferred.contains_key(&topic)
+                {
                     self.announce_nick(topic.clone());
                 }
                 self.queue(Outgoing {
@@ -1167,7 +1192,9 @@ impl Engine {
         }
         self.rooms.insert(topic.hash(), room.clone());
         self.joined_ms.insert(topic.hash(), validate::now_ms());
-        self.announce_nick(topic.hash());
+        if !self.defer_announce(topic.hash()) {
+            self.announce_nick(topic.hash());
+        }
         self.provide(&room);
         self.peers_topic(&room, true);
         self.files_topic(&room, true);
@@ -1183,6 +1210,7 @@ impl Engine {
         }
         self.announce_due.remove(&topic);
         self.announce_owed.remove(&topic);
+        self.announce_deferred.remove(&topic);
         self.last_announce.insert(topic.clone(), Instant::now());
         let nick = self.nick.clone().unwrap_or_default();
         self.queue(Outgoing {
@@ -1907,7 +1935,7 @@ impl Engine {
             }
             // The newcomer learns who we are (in a large room, when we
             // next speak), and what we offer.
-            if self.members.count(&topic) <= ANSWER_NEWCOMERS_UP_TO {
+            if !self.large_room(&topic) {
                 self.schedule_announce(topic.clone());
             } else {
                 self.announce_owed.insert(topic.clone());
@@ -1917,6 +1945,7 @@ impl Engine {
         match payload {
             Payload::Message(message) => {
                 let nick = self.nicks.get(&from).cloned();
+                let unnamed = nick.is_none();
                 let line = Event::Message {
                     room,
                     from,
@@ -1924,6 +1953,9 @@ impl Engine {
                     message,
                     history: false,
                 };
+                if unnamed && self.large_room(&topic) {
+                    self.ask_for_names(&topic);
+                }
                 // History first: a live line waits (briefly) for the
                 // history on its way.
                 if let Some(line) = self.hold_live(&topic, line) {

@@ -10,6 +10,13 @@
 //! joined the room (an answer can bring a line said since before
 //! gossipsub does: that one is live). A server that sends a
 //! forged record is asked no more, and gossipsub scores it down.
+//!
+//! A relay's answers also say how many peers it sees in the room. A peer
+//! that joins a room announces itself once the answers are in (or after
+//! [`ANNOUNCE_AT_THE_LATEST`]), unless one said the room is larger than
+//! [`ANSWER_NEWCOMERS_UP_TO`]: then it announces itself just before it
+//! first speaks, so a thousand newcomers do not cost a large room a
+//! million deliveries of their names.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,7 +27,7 @@ use libp2p::{
     gossipsub::{self, TopicHash},
 };
 
-use super::{Engine, Event};
+use super::{ANSWER_NEWCOMERS_UP_TO, Engine, Event};
 use crate::{
     behaviour::Role,
     history::{
@@ -41,6 +48,15 @@ const MAX_PAGES: u32 = 10;
 /// Longest a room's live lines wait for the history asked for (so history
 /// shows first, in order).
 const HOLD_LIVE: Duration = Duration::from_secs(3);
+/// The newest lines asked of a relay for the names of their authors, when
+/// a line comes from an author we cannot name in a large room.
+const NAMES_LINES: usize = 20;
+/// Shortest gap between two such requests in one room.
+const NAMES_GAP: Duration = Duration::from_secs(2);
+/// Longest a peer that joined a room waits for history answers to say
+/// how large the room is before it announces itself anyway (when no
+/// relay answers at all).
+const ANNOUNCE_AT_THE_LATEST: Duration = Duration::from_secs(10);
 /// The application score of a peer that served a forged record: with
 /// gossipsub's weight of 10 it lands below the graylist threshold (-80).
 const FORGER_APP_SCORE: f64 = -10.0;
@@ -246,6 +262,14 @@ impl Engine {
         let Some(room) = self.rooms.get(&topic).cloned() else {
             return;
         };
+        if let Some(members) = answer.members {
+            let heard = self.room_size_heard.entry(topic.clone()).or_default();
+            *heard = (*heard).max(members);
+            if self.large_room(&topic) && self.announce_deferred.remove(&topic).is_some() {
+                tracing::debug!(%room, members, "a large room: we announce ourselves when we first speak");
+                self.announce_owed.insert(topic.clone());
+            }
+        }
         let now = validate::now_ms();
         let mut forged = 0;
         let mut check = |signed: &SignedMessage| match verify(signed, &topic) {
@@ -375,10 +399,123 @@ impl Engine {
 
     fn release_live(&mut self, topic: &TopicHash) {
         if let Some(held) = self.held_live.remove(topic) {
-            for event in held.events {
+            for mut event in held.events {
+                // A name that came with the history meanwhile.
+                if let Event::Message {
+                    from,
+                    nick: nick @ None,
+                    ..
+                } = &mut event
+                {
+                    *nick = self.nicks.get(from).cloned();
+                }
                 self.emit(event);
             }
         }
+        // The answers are in and none said the room is large.
+        if self.announce_deferred.contains_key(topic) {
+            self.announce_nick(topic.clone());
+        }
+    }
+
+    /// A line came from an author we cannot name, in a large room where
+    /// nobody announced themselves to us: asks a relay in the room for its
+    /// newest lines, whose answer carries their authors' names, and holds
+    /// the room's live lines meanwhile (briefly, as for history).
+    pub(super) fn ask_for_names(&mut self, topic: &TopicHash) {
+        if self
+            .held_live
+            .get(topic)
+            .is_some_and(|h| !h.waiting.is_empty())
+            || self
+                .names_asked
+                .get(topic)
+                .is_some_and(|at| at.elapsed() < NAMES_GAP)
+        {
+            return;
+        }
+        let relay = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(p, topics)| {
+                topics.contains(&topic) && self.neighbours.relay(p) && !self.distrusted.contains(p)
+            })
+            .map(|(p, _)| *p)
+            .next();
+        let Some(relay) = relay else {
+            return;
+        };
+        tracing::debug!(%relay, %topic, "asking for the names of the room's speakers");
+        self.names_asked.insert(topic.clone(), Instant::now());
+        // One page only: the newest lines are all it is for.
+        self.history_pages.insert((relay, topic.clone()), MAX_PAGES);
+        self.held_live
+            .entry(topic.clone())
+            .or_insert_with(|| HeldLive {
+                waiting: HashSet::new(),
+                since: Instant::now(),
+                events: Vec::new(),
+            })
+            .waiting
+            .insert(relay);
+        self.history_sync
+            .fetch_up_to(relay, topic.clone(), None, NAMES_LINES);
+    }
+
+    /// Whether a room is too large to answer each newcomer in: we know
+    /// more than [`ANSWER_NEWCOMERS_UP_TO`] members, or a relay told us of
+    /// more.
+    pub(super) fn large_room(&self, topic: &TopicHash) -> bool {
+        let told = self.room_size_heard.get(topic).map_or(0, |n| *n as usize);
+        self.members.count(topic).max(told) > ANSWER_NEWCOMERS_UP_TO
+    }
+
+    /// We joined `topic`: a peer that asks for history waits for the
+    /// answers (they say how large the room is) before it announces
+    /// itself. Returns whether the announcement waits.
+    pub(super) fn defer_announce(&mut self, topic: TopicHash) -> bool {
+        if self.role != Role::Peer || !self.history_config.fetch {
+            return false;
+        }
+        self.announce_deferred
+            .insert(topic, Instant::now() + ANNOUNCE_AT_THE_LATEST);
+        true
+    }
+
+    /// Announces ourselves in the rooms whose size nobody told us in time.
+    pub(super) fn announce_deferred_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TopicHash> = self
+            .announce_deferred
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in due {
+            self.announce_nick(topic);
+        }
+    }
+
+    /// A relay counts the peers in each room once a second, for its
+    /// history answers.
+    pub(super) fn count_room_members(&mut self) {
+        if self.role != Role::Relay {
+            return;
+        }
+        let mut sizes: HashMap<TopicHash, HashSet<PeerId>> = HashMap::new();
+        // Other relays follow rooms for their own peers: not members.
+        let peers = self.swarm.behaviour().gossipsub.all_peers();
+        for (peer, topics) in peers.filter(|(p, _)| !self.neighbours.relay(p)) {
+            for topic in topics {
+                sizes.entry(topic.clone()).or_default().insert(*peer);
+            }
+        }
+        *self
+            .room_sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sizes;
     }
 
     /// Live lines held longer than [`HOLD_LIVE`] go out anyway.

@@ -12,14 +12,20 @@
 //!   repeated Message lines = 1;  // pubsub Messages, as their authors signed them
 //!   repeated Message nicks = 2;  // the newest UPDATE_PEER of each author of those lines
 //!   optional bool more = 3;      // lines follow the last one
+//!   optional uint32 members = 4; // other peers the answering relay sees in the room
 //! }
 //! ```
+//!
+//! `members` lets a newcomer tell a large room from a small one before it
+//! announces itself (PROTOCOL.md); only relays set it, and it counts only
+//! the peers linked to the relay that answers, so it is a lower bound.
 //!
 //! Without a cursor the answer holds the newest lines. Answers carry at
 //! most 500 lines and 1 MiB; a peer may ask [`REQUESTS_PER_MINUTE`] times a
 //! minute, and is refused (the stream dropped) beyond.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -78,7 +84,15 @@ pub struct HistoryAnswer {
     /// Whether more lines follow.
     #[prost(bool, optional, tag = "3")]
     pub more: Option<bool>,
+    /// Peers other than the asker the answering relay sees subscribed to
+    /// the room (relays not counted).
+    #[prost(uint32, optional, tag = "4")]
+    pub members: Option<u32>,
 }
+
+/// The peers subscribed to each room as a relay sees them, shared by the
+/// engine (which looks once a second) and the answers it serves.
+pub(crate) type RoomSizes = Arc<Mutex<HashMap<TopicHash, HashSet<PeerId>>>>;
 
 impl HistoryRequest {
     fn cursor(&self) -> Option<Cursor> {
@@ -112,14 +126,16 @@ pub(crate) struct HistorySync {
     control: Control,
     incoming: Option<IncomingStreams>,
     store: Arc<Mutex<Store>>,
+    sizes: RoomSizes,
     tasks: FuturesUnordered<BoxFuture<'static, SyncEvent>>,
     asked: PerMinute,
 }
 
 impl HistorySync {
     /// Takes over the history protocol on `control`, serving `store` (a
-    /// store that keeps nothing serves nothing: the protocol stays free).
-    pub(crate) fn new(mut control: Control, store: Arc<Mutex<Store>>) -> Self {
+    /// store that keeps nothing serves nothing: the protocol stays free),
+    /// with the room sizes in `sizes` (empty but on relays).
+    pub(crate) fn new(mut control: Control, store: Arc<Mutex<Store>>, sizes: RoomSizes) -> Self {
         let serve = store
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -131,6 +147,7 @@ impl HistorySync {
             control,
             incoming,
             store,
+            sizes,
             tasks: FuturesUnordered::new(),
             asked: PerMinute::new(REQUESTS_PER_MINUTE),
         }
@@ -139,11 +156,22 @@ impl HistorySync {
     /// Asks `peer` for the lines of `room` after `after` (the newest when
     /// none).
     pub(crate) fn fetch(&mut self, peer: PeerId, room: TopicHash, after: Option<Cursor>) {
+        self.fetch_up_to(peer, room, after, MAX_ANSWER_RECORDS);
+    }
+
+    /// [`Self::fetch`], for at most `limit` lines.
+    pub(crate) fn fetch_up_to(
+        &mut self,
+        peer: PeerId,
+        room: TopicHash,
+        after: Option<Cursor>,
+        limit: usize,
+    ) {
         let request = HistoryRequest {
             topic: Some(room.to_string()),
             after_created_ms: after.map(|(created, _)| created),
             after_id: after.map(|(_, id)| id.to_vec()),
-            limit: Some(MAX_ANSWER_RECORDS as u32),
+            limit: Some(limit.min(MAX_ANSWER_RECORDS) as u32),
         };
         let control = self.control.clone();
         let exchange = async move {
@@ -161,9 +189,9 @@ impl HistorySync {
     }
 
     fn serve(&mut self, peer: PeerId, stream: Stream) {
-        let store = self.store.clone();
+        let (store, sizes) = (self.store.clone(), self.sizes.clone());
         let task = async move {
-            if let Err(e) = within(EXCHANGE_TIMEOUT, answer(stream, store)).await {
+            if let Err(e) = within(EXCHANGE_TIMEOUT, answer(peer, stream, store, sizes)).await {
                 tracing::debug!(%peer, error = %e, "history request not answered");
             }
             SyncEvent::Served
@@ -188,7 +216,12 @@ impl HistorySync {
 }
 
 /// Reads a request, answers it from the store, closes the stream.
-async fn answer(mut stream: Stream, store: Arc<Mutex<Store>>) -> Result<(), String> {
+async fn answer(
+    asker: PeerId,
+    mut stream: Stream,
+    store: Arc<Mutex<Store>>,
+    sizes: RoomSizes,
+) -> Result<(), String> {
     let bytes = read_message(&mut stream, MAX_REQUEST)
         .await
         .map_err(|e| e.to_string())?;
@@ -196,16 +229,24 @@ async fn answer(mut stream: Stream, store: Arc<Mutex<Store>>) -> Result<(), Stri
         HistoryRequest::decode(bytes.as_slice()).map_err(|e| format!("undecodable: {e}"))?;
     let topic = request.topic.clone().ok_or("request without a topic")?;
     let limit = request.limit.map_or(MAX_ANSWER_RECORDS, |l| l as usize);
+    let topic = TopicHash::from_raw(topic);
     let page = store.lock().unwrap_or_else(PoisonError::into_inner).page(
-        &TopicHash::from_raw(topic),
+        &topic,
         request.cursor(),
         limit,
         crate::validate::now_ms(),
     );
+    // The members other than the asker.
+    let members = sizes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&topic)
+        .map(|peers| (peers.len() - usize::from(peers.contains(&asker))) as u32);
     let answer = HistoryAnswer {
         lines: page.lines,
         nicks: page.nicks,
         more: Some(page.more),
+        members,
     };
     write_message(&mut stream, &answer.encode_to_vec())
         .await
