@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use meshtalk_protocol::{
     libp2p::{Multiaddr, multiaddr::Protocol},
     transport::Transport,
@@ -91,6 +91,28 @@ pub fn sha256_of(path: &Path) -> Result<String> {
         "application/octet-stream",
     ))?;
     Ok(offer.sha256.to_string())
+}
+
+/// `addr` (a WebRTC-direct or other UDP address) with its port swapped for
+/// that of a socket that takes datagrams and never reads them, so no
+/// answer and no ICMP error come back: a dial there behaves as on a network
+/// that drops UDP. The socket must be kept while the address is in use.
+pub fn udp_blackhole(addr: &Multiaddr) -> Result<(std::net::UdpSocket, Multiaddr)> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = socket.local_addr()?.port();
+    let mut swapped = false;
+    let addr = addr
+        .iter()
+        .map(|p| match p {
+            Protocol::Udp(_) => {
+                swapped = true;
+                Protocol::Udp(port)
+            }
+            p => p,
+        })
+        .collect();
+    ensure!(swapped, "{addr} has no UDP port");
+    Ok((socket, addr))
 }
 
 /// A fresh, empty directory under the system temp dir.

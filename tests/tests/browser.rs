@@ -31,7 +31,7 @@ use meshtalk_tests::{
     foreign::{ForeignPeer, Implementation},
     noise,
     page::ChatPage,
-    peer, relay_network, sha256_of, temp_dir, web_dir,
+    peer, relay_network, sha256_of, temp_dir, udp_blackhole, web_dir,
     webdriver::Driver,
 };
 
@@ -56,7 +56,19 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
     let driver = Driver::start()?;
     let url = format!("{}/?transport={transport}&room=e2e", relay.http);
     let a = ChatPage::open(&driver, &url, Some(transport))?;
-    let b = ChatPage::open(&driver, &url, Some(transport))?;
+    // Over WebSocket, page B is as on a network that drops UDP: told a
+    // WebRTC-direct address that never answers first, it races the
+    // WebSocket one after a second and chats over that.
+    let (_blackhole, dropped) = udp_blackhole(&relay.addr(Transport::WebRtcDirect)?)?;
+    let b_url = match transport {
+        "ws" => format!(
+            "{}/?relay={dropped}&relay={}&room=e2e",
+            relay.http,
+            relay.addr(Transport::WebSocket)?
+        ),
+        _ => url.clone(),
+    };
+    let b = ChatPage::open(&driver, &b_url, Some(transport))?;
     let mut cli = ChatPeer::start(
         "cli",
         &relay.addr(Transport::Tcp)?,

@@ -37,8 +37,16 @@ use crate::{
     saved,
 };
 
-/// How long one dial may take before the next address is tried.
+/// How long one dial may take before it is given up.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a dial may go unanswered before the next address is dialed
+/// alongside it; the first to connect is the relay link and a later one is
+/// closed (the "happy eyeballs" of RFC 8305). A network that drops UDP
+/// thus reaches the relay over WebSocket about a second after the page
+/// starts, not after [`DIAL_TIMEOUT`]. WebRTC-direct connects in about
+/// 300 ms on loopback and in six or seven round trips across the
+/// internet, so a working one is rarely raced.
+const HEDGE_AFTER: Duration = Duration::from_secs(1);
 /// First pause before reconnecting; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest pause between reconnection attempts.
@@ -104,17 +112,21 @@ pub fn start(model: Model, params: Params) -> Actions {
 
 /// The state of the link to the relay.
 enum Link {
-    /// Trying `current`, then the rest.
+    /// Dials in flight (`tries`, oldest first) and the addresses not tried
+    /// yet, the next of which starts at `next_at` unless one connects.
     Dialing {
-        current: (Transport, Multiaddr),
+        tries: Vec<Try>,
         rest: VecDeque<(Transport, Multiaddr)>,
-        deadline: Instant,
+        next_at: Option<Instant>,
+        /// Why the last dial that ended failed, for when all do.
+        reason: String,
     },
-    /// Connected to this relay over `transport`; until `check` passes, it
-    /// has not yet shown that it is in our room, and the page does not say
-    /// "connected".
+    /// Connected to this relay at `addr` over `transport`; until `check`
+    /// passes, it has not yet shown that it is in our room, and the page
+    /// does not say "connected".
     Up {
         relay: PeerId,
+        addr: Multiaddr,
         transport: Transport,
         check: Option<Instant>,
     },
@@ -122,6 +134,26 @@ enum Link {
     Down { until: Instant },
     /// Waiting for the person to give an address.
     Idle,
+}
+
+/// One dial to a relay address in flight.
+struct Try {
+    addr: Multiaddr,
+    deadline: Instant,
+}
+
+impl Link {
+    /// When the link needs looking at again, if ever.
+    fn wake_at(&self) -> Option<Instant> {
+        match self {
+            Link::Dialing { tries, next_at, .. } => {
+                tries.iter().map(|t| t.deadline).chain(*next_at).min()
+            }
+            Link::Down { until } => Some(*until),
+            Link::Up { check, .. } => *check,
+            Link::Idle => None,
+        }
+    }
 }
 
 struct Net {
@@ -237,12 +269,7 @@ async fn run(
     }
     net.attempt().await;
     loop {
-        let wait = match &net.link {
-            Link::Dialing { deadline, .. } => Some(*deadline),
-            Link::Down { until } => Some(*until),
-            Link::Up { check, .. } => *check,
-            Link::Idle => None,
-        };
+        let wait = net.link.wake_at();
         let timer = async move {
             match wait {
                 Some(at) => Delay::new(at.saturating_duration_since(Instant::now())).await,
@@ -291,45 +318,57 @@ impl Net {
         }
         relays.extend(self.other_relays.iter().cloned());
         let secure = crate::page::served_over_https();
-        let mut queue: VecDeque<_> = relays
+        let queue: VecDeque<_> = relays
             .iter()
             .flat_map(|addrs| candidates(addrs, self.params.transport, secure))
             .collect();
-        match queue.pop_front() {
-            Some(first) => self.dial(first, queue).await,
-            None => self.stop(format!(
+        if queue.is_empty() {
+            return self.stop(format!(
                 "the relay offers no address for transport {}; give one with ?relay=",
                 self.params.transport
-            )),
+            ));
         }
+        self.launch(Vec::new(), queue, String::new()).await;
     }
 
-    async fn dial(
+    /// Dials the next address alongside the `tries` in flight (skipping
+    /// those the engine refuses at once); with nothing left in flight the
+    /// link goes down for `reason`, the last failure.
+    async fn launch(
         &mut self,
-        current: (Transport, Multiaddr),
-        rest: VecDeque<(Transport, Multiaddr)>,
+        mut tries: Vec<Try>,
+        mut rest: VecDeque<(Transport, Multiaddr)>,
+        mut reason: String,
     ) {
-        tracing::info!(addr = %current.1, "dialing the relay");
-        self.model.status.set(Status::Connecting {
-            transport: current.0.to_string(),
-        });
-        if let Err(e) = self.handle.dial(current.1.clone()).await {
-            tracing::warn!(error = %e, "dial refused");
-            return self.next_candidate(rest, e.to_string()).await;
+        while let Some((transport, addr)) = rest.pop_front() {
+            tracing::info!(%addr, "dialing the relay");
+            match self.handle.dial(addr.clone()).await {
+                Ok(()) => {
+                    self.model.status.set(Status::Connecting {
+                        transport: transport.to_string(),
+                    });
+                    tries.push(Try {
+                        addr,
+                        deadline: Instant::now() + DIAL_TIMEOUT,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dial refused");
+                    reason = e.to_string();
+                }
+            }
         }
+        if tries.is_empty() {
+            return self.down(reason);
+        }
+        let next_at = (!rest.is_empty()).then(|| Instant::now() + HEDGE_AFTER);
         self.link = Link::Dialing {
-            current,
+            tries,
             rest,
-            deadline: Instant::now() + DIAL_TIMEOUT,
+            next_at,
+            reason,
         };
-    }
-
-    /// The current dial failed: tries the next address, or goes down.
-    async fn next_candidate(&mut self, mut rest: VecDeque<(Transport, Multiaddr)>, reason: String) {
-        match rest.pop_front() {
-            Some(next) => Box::pin(self.dial(next, rest)).await,
-            None => self.down(reason),
-        }
     }
 
     fn down(&mut self, reason: String) {
@@ -354,23 +393,46 @@ impl Net {
 
     async fn on_timer(&mut self) {
         match std::mem::replace(&mut self.link, Link::Idle) {
-            Link::Dialing { current, rest, .. } => {
-                let reason = format!(
-                    "no answer from {} within {} s",
-                    current.1,
-                    DIAL_TIMEOUT.as_secs()
-                );
-                self.next_candidate(rest, reason).await;
+            Link::Dialing {
+                mut tries,
+                rest,
+                next_at,
+                mut reason,
+            } => {
+                let now = Instant::now();
+                tries.retain(|t| {
+                    let waiting = t.deadline > now;
+                    if !waiting {
+                        reason = format!(
+                            "no answer from {} within {} s",
+                            t.addr,
+                            DIAL_TIMEOUT.as_secs()
+                        );
+                    }
+                    waiting
+                });
+                if tries.is_empty() || next_at.is_some_and(|at| at <= now) {
+                    self.launch(tries, rest, reason).await;
+                } else {
+                    self.link = Link::Dialing {
+                        tries,
+                        rest,
+                        next_at,
+                        reason,
+                    };
+                }
             }
             Link::Down { .. } => self.attempt().await,
             Link::Up {
                 relay,
+                addr,
                 transport,
                 check: Some(_),
             } => {
                 tracing::warn!(%relay, "the relay never joined our room; reconnecting");
                 self.link = Link::Up {
                     relay,
+                    addr,
                     transport,
                     check: None,
                 };
@@ -489,7 +551,10 @@ impl Net {
                 transport,
                 outbound,
             } => {
-                self.links.entry(peer).or_default().push((transport, addr));
+                self.links
+                    .entry(peer)
+                    .or_default()
+                    .push((transport, addr.clone()));
                 self.show_links(peer);
                 if transport == Transport::WebRtc {
                     self.direct_problem_peer = None;
@@ -498,14 +563,30 @@ impl Net {
                 // A direct link (or its relayed signaling connection) is
                 // never the relay link.
                 let to_relay = !matches!(transport, Transport::WebRtc | Transport::Circuit);
-                if outbound && to_relay && !matches!(self.link, Link::Up { .. }) {
-                    tracing::info!(%peer, %transport, "connected to the relay; joining the room");
-                    self.failures = 0;
-                    self.link = Link::Up {
-                        relay: peer,
-                        transport,
-                        check: Some(Instant::now() + ROOM_CHECK),
-                    };
+                if !(outbound && to_relay) {
+                    return;
+                }
+                match &self.link {
+                    // A dial that lost the race (or was given up on)
+                    // connected after all: one relay link is enough.
+                    Link::Up {
+                        relay, addr: up, ..
+                    } => {
+                        if (peer, &addr) != (*relay, up) {
+                            tracing::info!(%peer, %addr, "a second link to a relay: closing it");
+                            let _ = self.handle.close_connection(peer, addr).await;
+                        }
+                    }
+                    _ => {
+                        tracing::info!(%peer, %transport, "connected to the relay; joining the room");
+                        self.failures = 0;
+                        self.link = Link::Up {
+                            relay: peer,
+                            addr,
+                            transport,
+                            check: Some(Instant::now() + ROOM_CHECK),
+                        };
+                    }
                 }
             }
             Event::Disconnected {
@@ -527,14 +608,26 @@ impl Net {
                     self.down("the relay went away".into());
                 }
             }
-            Event::DialFailed { error, .. } => {
-                // Only the dial in progress moves on; a stale dial failing
-                // later must not disturb a link that is up or waiting.
-                if matches!(self.link, Link::Dialing { .. })
-                    && let Link::Dialing { rest, .. } =
-                        std::mem::replace(&mut self.link, Link::Idle)
+            Event::DialFailed { addr, error, .. } => {
+                // Only a dial in flight counts; a stale one failing later
+                // must not disturb a link that is up or waiting.
+                let Link::Dialing { tries, reason, .. } = &mut self.link else {
+                    return;
+                };
+                let Some(i) = tries.iter().position(|t| Some(&t.addr) == addr.as_ref()) else {
+                    return;
+                };
+                tries.remove(i);
+                *reason = error;
+                if tries.is_empty()
+                    && let Link::Dialing {
+                        tries,
+                        rest,
+                        reason,
+                        ..
+                    } = std::mem::replace(&mut self.link, Link::Idle)
                 {
-                    self.next_candidate(rest, error).await;
+                    self.launch(tries, rest, reason).await;
                 }
             }
             Event::Subscribed { room, peer } => {
@@ -542,6 +635,7 @@ impl Net {
                     relay,
                     transport,
                     check,
+                    ..
                 } = &mut self.link
                     && *relay == peer
                     && room == self.room

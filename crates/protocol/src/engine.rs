@@ -208,6 +208,8 @@ pub enum Event {
     DialFailed {
         /// The peer, when known.
         peer: Option<PeerId>,
+        /// The address dialed, when one was given.
+        addr: Option<Multiaddr>,
         /// What went wrong, for a person.
         error: String,
     },
@@ -492,6 +494,7 @@ pub enum Event {
 enum Command {
     Dial(Multiaddr),
     Disconnect(PeerId),
+    CloseConnection(PeerId, Multiaddr),
     Listen(Multiaddr),
     Join(Room),
     Leave(Room),
@@ -557,6 +560,17 @@ impl EngineHandle {
     /// Closes every connection with a peer.
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), CommandError> {
         self.call(Command::Disconnect(peer)).await
+    }
+
+    /// Closes the connections with a peer at one address (as
+    /// [`Event::Connected`] gave it), keeping the others: the loser of two
+    /// dials raced to one relay.
+    pub async fn close_connection(
+        &self,
+        peer: PeerId,
+        addr: Multiaddr,
+    ) -> Result<(), CommandError> {
+        self.call(Command::CloseConnection(peer, addr)).await
     }
 
     /// Joins a room (and announces our nickname there).
@@ -1035,6 +1049,17 @@ impl Engine {
             Command::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
+            Command::CloseConnection(peer, addr) => {
+                let ids: Vec<ConnectionId> = self
+                    .connections
+                    .iter()
+                    .filter(|(_, (p, a))| *p == peer && *a == addr)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    self.swarm.close_connection(id);
+                }
+            }
             Command::Leave(room) => {
                 self.peers_topic(&room, false);
                 self.files_topic(&room, false);
@@ -1462,6 +1487,7 @@ impl Engine {
                 if self.commanded.remove(&connection_id) {
                     self.emit(Event::DialFailed {
                         peer: peer_id,
+                        addr: dialed,
                         error,
                     });
                 }

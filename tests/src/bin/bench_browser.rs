@@ -4,7 +4,9 @@
 //! - Page weight: every file of `dist/`, raw, gzip and Brotli (the twins
 //!   `cargo xtask web` writes), and what a cold load transferred, as the
 //!   browser's resource timing counts it (budget: 700 KB).
-//! - Page load to `connected`, over WebRTC-direct and over WebSocket, each
+//! - Page load to `connected`, over WebRTC-direct and over WebSocket, and
+//!   where UDP is dropped (the page is given a WebRTC-direct address that
+//!   never answers, then the WebSocket one), each
 //!   load in a fresh browser profile (cold cache), with where the time
 //!   goes: HTML in, wasm module in, module compiled and started,
 //!   `/api/addrs` answered, link to the relay made (`WebSocket` or
@@ -24,11 +26,12 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use meshtalk_protocol::transport::Transport;
 use meshtalk_tests::{
     Relay, WAIT,
     page::ChatPage,
     stats::{machine, percentile},
-    temp_dir, web_dir,
+    temp_dir, udp_blackhole, web_dir,
     webdriver::Driver,
 };
 use serde_json::{Value, json};
@@ -51,6 +54,14 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/browser.json")]
     out: PathBuf,
+    /// The page to serve [default: the workspace's dist/], e.g. a copy of
+    /// an older build to compare with.
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
+    /// Only the page loads (weight and load to connected): no latency or
+    /// direct-link runs.
+    #[arg(long)]
+    connect_only: bool,
 }
 
 /// What a cold load may transfer.
@@ -58,6 +69,8 @@ const PAGE_BUDGET_BYTES: u64 = 700_000;
 /// Load-to-connected target on loopback.
 const CONNECT_BUDGET_MS: f64 = 300.0;
 const TRANSPORTS: [&str; 2] = ["webrtc-direct", "ws"];
+/// The name of the load series where UDP gets no answer.
+const UDP_DROPPED: &str = "udp dropped";
 
 /// Installed before the page's scripts: notes when the wasm module has
 /// started, when the page made its link to the relay (a `WebSocket` or an
@@ -110,7 +123,10 @@ const RECEIVE_PROBE: &str = "window.__recv = []; \
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let dist = web_dir()?;
+    let dist = match &args.web_dir {
+        Some(dir) => dir.clone(),
+        None => web_dir()?,
+    };
     let weight = page_weight(&dist)?;
     let relay = Relay::start_with(
         &temp_dir("bench-browser"),
@@ -118,13 +134,29 @@ fn main() -> Result<()> {
     )?;
     let driver = Driver::start()?;
 
+    // A WebRTC-direct address of the relay's whose port only swallows
+    // datagrams (a socket that is never read: no ICMP error either), as on
+    // a network that drops UDP; the page is told it first, then WebSocket.
+    // As on a network that drops UDP: the page is told a WebRTC-direct
+    // address that never answers first, then the WebSocket one.
+    let (_blackhole, dropped) = udp_blackhole(&relay.addr(Transport::WebRtcDirect)?)?;
+    let ws = relay.addr(Transport::WebSocket)?;
+    let dropped_url = format!(
+        "{}/?relay={dropped}&relay={ws}&room=bench-dropped",
+        relay.http
+    );
+
     let mut connect = Vec::new();
     let mut latency = Vec::new();
-    for transport in TRANSPORTS {
-        let url = format!(
-            "{}/?transport={transport}&room=bench-{transport}",
-            relay.http
-        );
+    for transport in TRANSPORTS.into_iter().chain([UDP_DROPPED]) {
+        let url = if transport == UDP_DROPPED {
+            dropped_url.clone()
+        } else {
+            format!(
+                "{}/?transport={transport}&room=bench-{transport}",
+                relay.http
+            )
+        };
         let mut loads = Vec::new();
         for _ in 0..args.loads {
             loads.push(load_to_connected(&driver, &url)?);
@@ -157,6 +189,9 @@ fn main() -> Result<()> {
             "transfer_bytes": median("transfer"),
             "loads": loads,
         }));
+        if args.connect_only || transport == UDP_DROPPED {
+            continue;
+        }
         let relayed = format!("{url}&direct=off");
         latency.push(message_latency(
             &driver, &relay, &relayed, transport, false, &args,
@@ -164,17 +199,19 @@ fn main() -> Result<()> {
     }
     // The direct link, against the relayed run over the same transport
     // just before.
-    let transport = "webrtc-direct";
-    let url = format!("{}/?transport={transport}&room=bench-direct", relay.http);
     let mut links = Vec::new();
-    for _ in 0..args.links {
-        let (a, b) = direct_pair(&driver, &url, transport)?;
-        links.push(link_time(&a, &b)?);
+    if !args.connect_only {
+        let transport = "webrtc-direct";
+        let url = format!("{}/?transport={transport}&room=bench-direct", relay.http);
+        for _ in 0..args.links {
+            let (a, b) = direct_pair(&driver, &url, transport)?;
+            links.push(link_time(&a, &b)?);
+        }
+        links.sort_by(f64::total_cmp);
+        latency.push(message_latency(
+            &driver, &relay, &url, transport, true, &args,
+        )?);
     }
-    links.sort_by(f64::total_cmp);
-    latency.push(message_latency(
-        &driver, &relay, &url, transport, true, &args,
-    )?);
 
     let result = json!({
         "machine": machine(),
