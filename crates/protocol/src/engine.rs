@@ -1268,6 +1268,13 @@ impl Engine {
             .map(|(topic, _)| topic.clone())
             .collect();
         for topic in due {
+            // The room grew large since the answer was put off: newcomers
+            // hear our name when we next speak instead.
+            if self.large_room(&topic) {
+                self.announce_due.remove(&topic);
+                self.announce_owed.insert(topic);
+                continue;
+            }
             self.announce_nick(topic);
         }
     }
