@@ -1260,14 +1260,7 @@ impl Engine {
     }
 
     fn announce_due_nicks(&mut self) {
-        let now = Instant::now();
-        let due: Vec<TopicHash> = self
-            .announce_due
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(topic, _)| topic.clone())
-            .collect();
-        for topic in due {
+        for topic in due(&self.announce_due) {
             // The room grew large since the answer was put off: newcomers
             // hear our name when we next speak instead.
             if self.large_room(&topic) {
@@ -2011,6 +2004,16 @@ impl Engine {
             }
         }
     }
+}
+
+/// The keys of `schedule` whose time has come.
+fn due<K: Clone>(schedule: &HashMap<K, Instant>) -> Vec<K> {
+    let now = Instant::now();
+    schedule
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 /// The transport of a connection. An inbound connection's shows in our own

@@ -21,7 +21,7 @@ use web_time::{Duration, Instant};
 
 use libp2p::{PeerId, gossipsub::MessageAcceptance};
 
-use super::{CommandError, Engine, Event, Outgoing, Role};
+use super::{CommandError, Engine, Event, Outgoing, Role, due};
 use crate::{
     arch::files::{Downloads, FileSource},
     files::{self, DEFAULT_MAX_FILE_SIZE, FileEvent, FileHash, Offer},
@@ -220,14 +220,7 @@ impl Engine {
 
     /// Offers again what is due.
     pub(super) fn reoffer_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<Room> = self
-            .offers
-            .reoffer
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(room, _)| room.clone())
-            .collect();
+        let due = due(&self.offers.reoffer);
         let local = self.local_peer_id();
         for room in due {
             self.offers.reoffer.remove(&room);

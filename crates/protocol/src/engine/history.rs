@@ -27,7 +27,7 @@ use libp2p::{
     gossipsub::{self, TopicHash},
 };
 
-use super::{ANSWER_NEWCOMERS_UP_TO, Engine, Event};
+use super::{ANSWER_NEWCOMERS_UP_TO, Engine, Event, due};
 use crate::{
     behaviour::Role,
     history::{
@@ -218,15 +218,7 @@ impl Engine {
         let after = self.lock_history().newest(topic);
         tracing::debug!(%peer, %topic, ?after, "asking for history");
         self.history_pages.insert((peer, topic.clone()), 1);
-        self.held_live
-            .entry(topic.clone())
-            .or_insert_with(|| HeldLive {
-                waiting: HashSet::new(),
-                since: Instant::now(),
-                events: Vec::new(),
-            })
-            .waiting
-            .insert(peer);
+        self.wait_for(peer, topic);
         self.history_sync.fetch(peer, topic.clone(), after);
     }
 
@@ -374,6 +366,20 @@ pub(super) struct HeldLive {
 }
 
 impl Engine {
+    /// `peer` was asked for lines of `topic`: the room's live lines wait
+    /// for its answer.
+    fn wait_for(&mut self, peer: PeerId, topic: &TopicHash) {
+        self.held_live
+            .entry(topic.clone())
+            .or_insert_with(|| HeldLive {
+                waiting: HashSet::new(),
+                since: Instant::now(),
+                events: Vec::new(),
+            })
+            .waiting
+            .insert(peer);
+    }
+
     /// Holds a live line of a room whose history is on the way; returns it
     /// back when there is nothing to wait for.
     pub(super) fn hold_live(&mut self, topic: &TopicHash, event: Event) -> Option<Event> {
@@ -451,15 +457,7 @@ impl Engine {
         self.names_asked.insert(topic.clone(), Instant::now());
         // One page only: the newest lines are all it is for.
         self.history_pages.insert((relay, topic.clone()), MAX_PAGES);
-        self.held_live
-            .entry(topic.clone())
-            .or_insert_with(|| HeldLive {
-                waiting: HashSet::new(),
-                since: Instant::now(),
-                events: Vec::new(),
-            })
-            .waiting
-            .insert(relay);
+        self.wait_for(relay, topic);
         self.history_sync
             .fetch_up_to(relay, topic.clone(), None, NAMES_LINES);
     }
@@ -486,14 +484,7 @@ impl Engine {
 
     /// Announces ourselves in the rooms whose size nobody told us in time.
     pub(super) fn announce_deferred_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<TopicHash> = self
-            .announce_deferred
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(topic, _)| topic.clone())
-            .collect();
-        for topic in due {
+        for topic in due(&self.announce_deferred) {
             self.announce_nick(topic);
         }
     }
