@@ -4,13 +4,20 @@ use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
     process::Command,
+    sync::OnceLock,
+    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
 
-/// Announces a step of a task.
+/// When the first step was announced: each step says how long the task
+/// has run, so a slow CI run shows where its time went.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Announces a step of a task, with the minutes and seconds since the first.
 pub fn step(what: &str) {
-    eprintln!("\nxtask: == {what}");
+    let secs = STARTED.get_or_init(Instant::now).elapsed().as_secs();
+    eprintln!("\nxtask: == [{:02}:{:02}] {what}", secs / 60, secs % 60);
 }
 
 /// The workspace root (xtask lives one level down).
