@@ -1960,11 +1960,16 @@ impl Engine {
                 }
             }
             // The newcomer learns who we are (in a large room, when we
-            // next speak), and what we offer.
-            if !self.large_room(&topic) {
-                self.schedule_announce(topic.clone());
-            } else {
-                self.announce_owed.insert(topic.clone());
+            // next speak), and what we offer. While our own announcement
+            // waits for the answers that say how large the room is, it
+            // serves this newcomer too: answering now would announce us
+            // in a room that may be large.
+            if !self.announce_deferred.contains_key(&topic) {
+                if self.large_room(&topic) {
+                    self.announce_owed.insert(topic.clone());
+                } else {
+                    self.schedule_announce(topic.clone());
+                }
             }
             self.files_newcomer(room.clone());
         }

@@ -394,12 +394,25 @@ impl Engine {
 
     /// `peer` answered (or failed) about `topic`: once nobody is left to
     /// wait for, the held live lines go out.
+    /// Once every answer is in and none said the room is large, a peer
+    /// that joined announces itself (not when the held lines merely time
+    /// out: a relay slow to answer may yet say the room is large).
     fn history_done(&mut self, peer: PeerId, topic: &TopicHash) {
-        if let Some(held) = self.held_live.get_mut(topic) {
-            held.waiting.remove(&peer);
-            if held.waiting.is_empty() {
-                self.release_live(topic);
+        let all_in = match self.held_live.get_mut(topic) {
+            Some(held) => {
+                held.waiting.remove(&peer);
+                held.waiting.is_empty()
             }
+            // Released when they took too long: this answer was the one
+            // waited for.
+            None => true,
+        };
+        if !all_in {
+            return;
+        }
+        self.release_live(topic);
+        if self.announce_deferred.contains_key(topic) {
+            self.announce_nick(topic.clone());
         }
     }
 
@@ -417,10 +430,6 @@ impl Engine {
                 }
                 self.emit(event);
             }
-        }
-        // The answers are in and none said the room is large.
-        if self.announce_deferred.contains_key(topic) {
-            self.announce_nick(topic.clone());
         }
     }
 
