@@ -19,7 +19,7 @@ use meshtalk_protocol::{
     transport::Transport,
     wire::{ChatMessage, Payload, encode},
 };
-use meshtalk_tests::{ChatPeer, Relay, WAIT, peer, temp_dir};
+use meshtalk_tests::{ChatPeer, Relay, WAIT, load::relay_only, peer, temp_dir};
 use prost::Message as _;
 use serde_json::Value;
 
@@ -104,6 +104,47 @@ fn a_late_joiner_gets_the_history_over_tcp_and_over_quic() -> Result<()> {
     fresh.wait_message("for everyone")?;
     ensure!(fresh.texts() == ["for everyone"], "{:?}", fresh.texts());
     Ok(())
+}
+
+/// Newcomers that join a room at once, each asking the relay for history.
+const AT_ONCE: usize = 40;
+
+#[test]
+fn forty_newcomers_joining_at_once_all_get_the_history() -> Result<()> {
+    // libp2p-stream hands the relay one stream at a time and resets those
+    // that come while the one before waits to be taken: the relay's engine
+    // must take them as they come, or most of these requests fail.
+    let relay = Relay::start(&temp_dir("history-at-once"))?;
+    let said = ["one", "two"];
+    say_and_leave(&relay, "burst", "ada", &said)?;
+    let addr = relay.addr(Transport::Tcp)?;
+    let config = EngineConfig {
+        rooms: vec![Room::new("burst")?],
+        discovery: relay_only(),
+        ..EngineConfig::default()
+    };
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let joins =
+            (0..AT_ONCE).map(|_| peer::connect(config.clone(), std::slice::from_ref(&addr)));
+        let nodes = futures::future::join_all(joins).await;
+        let waits = nodes.into_iter().map(|node| async move {
+            let mut node = node?;
+            peer::wait_for(&mut node, "the room's history", |event| {
+                matches!(event, Event::HistoryFetched { lines, .. } if *lines == said.len())
+            })
+            .await
+        });
+        let failed = futures::future::join_all(waits)
+            .await
+            .into_iter()
+            .filter(Result::is_err)
+            .count();
+        ensure!(
+            failed == 0,
+            "{failed} of {AT_ONCE} newcomers got no history"
+        );
+        Ok(())
+    })
 }
 
 /// Records a hostile server makes up: a line claimed for someone else, a

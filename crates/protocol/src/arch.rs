@@ -57,6 +57,12 @@ mod imp {
     /// Native peers run AutoNAT, DCUtR and mDNS.
     pub const NATIVE: bool = true;
 
+    /// Runs `task` on a task of its own, beside the engine: on tokio, as the
+    /// native swarm's connections do.
+    pub fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+        tokio::spawn(task);
+    }
+
     /// No `/webrtc` (private-to-private) natively: see ARCHITECTURE.md.
     pub const WEBRTC: bool = false;
 
@@ -239,6 +245,12 @@ mod imp {
 
     /// Browsers cannot be dialed back or hole-punched, nor use mDNS.
     pub const NATIVE: bool = false;
+
+    /// Runs `task` on a task of its own, beside the engine: on the page's
+    /// event loop.
+    pub fn spawn(task: impl Future<Output = ()> + 'static) {
+        wasm_bindgen_futures::spawn_local(task);
+    }
 
     /// Browsers link to each other over `/webrtc` (through a relay first).
     pub const WEBRTC: bool = true;

@@ -29,12 +29,13 @@ use futures::{
     stream::FuturesUnordered,
 };
 use libp2p::{PeerId, Stream, StreamProtocol};
-use libp2p_stream::{Control, IncomingStreams};
+use libp2p_stream::Control;
 use prost::Message as _;
 
 use crate::{
     framing::{
-        Next, PerMinute, accept, ask, next_inbound, next_of, read_message, within, write_message,
+        Inbound, Next, PerMinute, accept, ask, next_inbound, next_of, read_message, within,
+        write_message,
     },
     uc,
     validate::{self, MAX_NICK_BYTES, Rejection},
@@ -144,8 +145,8 @@ pub(crate) enum DmEvent {
 /// Sends our direct messages and receives others'.
 pub(crate) struct Dms {
     control: Control,
-    incoming: Option<IncomingStreams>,
-    uc_incoming: Option<IncomingStreams>,
+    incoming: Option<Inbound>,
+    uc_incoming: Option<Inbound>,
     tasks: FuturesUnordered<BoxFuture<'static, DmEvent>>,
     received: PerMinute,
 }

@@ -44,14 +44,14 @@ use futures::{
     stream::{FuturesUnordered, SelectAll},
 };
 use libp2p::{PeerId, Stream, StreamProtocol, gossipsub::IdentTopic, gossipsub::TopicHash};
-use libp2p_stream::{Control, IncomingStreams};
+use libp2p_stream::Control;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::{
     arch::files::{Download, FileSource, Saved, Task, task},
     framing::{
-        Next, PerMinute, accept, next_inbound, next_of, read_length, read_message, within,
+        Inbound, Next, PerMinute, accept, next_inbound, next_of, read_length, read_message, within,
         write_length, write_message,
     },
     rooms::Room,
@@ -399,9 +399,9 @@ pub(crate) enum FileEvent {
 /// Serves the files we offer and fetches others'.
 pub(crate) struct Files {
     control: Control,
-    incoming: Option<IncomingStreams>,
+    incoming: Option<Inbound>,
     /// Requests on universal-connectivity's protocol.
-    uc_incoming: Option<IncomingStreams>,
+    uc_incoming: Option<Inbound>,
     tasks: FuturesUnordered<Task>,
     reports: SelectAll<mpsc::UnboundedReceiver<FileEvent>>,
     report: mpsc::UnboundedSender<FileEvent>,

@@ -9,6 +9,7 @@ use std::{collections::HashMap, io, time::Duration};
 
 use futures::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, StreamExt,
+    channel::mpsc,
     future::{Either, select},
     stream::FuturesUnordered,
 };
@@ -55,9 +56,19 @@ impl PerMinute {
 
 /// Takes over `protocol` on `control`: the streams peers open with it.
 /// `None` (with a warning) when something else took it already.
-pub(crate) fn accept(control: &mut Control, protocol: StreamProtocol) -> Option<IncomingStreams> {
+pub(crate) fn accept(control: &mut Control, protocol: StreamProtocol) -> Option<Inbound> {
     match control.accept(protocol.clone()) {
-        Ok(incoming) => Some(incoming),
+        Ok(incoming) => {
+            let (to, queue) = mpsc::channel(INBOUND_QUEUE);
+            Some(Inbound {
+                queue,
+                taker: Some(Taker {
+                    protocol,
+                    from: incoming,
+                    to,
+                }),
+            })
+        }
         Err(e) => {
             tracing::warn!(error = %e, %protocol, "protocol already taken");
             None
@@ -65,8 +76,63 @@ pub(crate) fn accept(control: &mut Control, protocol: StreamProtocol) -> Option<
     }
 }
 
+/// Streams peers opened with one of our protocols and we have not taken
+/// yet, at most this many: beyond, a stream is dropped (reset).
+const INBOUND_QUEUE: usize = 128;
+
+/// The streams peers open with one of our protocols.
+///
+/// libp2p-stream hands a stream over only while the one before it has been
+/// taken, and drops (resets) it otherwise: when fifty newcomers ask a busy
+/// relay for history at once, many of them would be refused while the
+/// engine's task handles other events. A [`Taker`], a task of its own
+/// ([`crate::arch::spawn`], started when the streams are first waited for),
+/// takes them as they come into a queue of [`INBOUND_QUEUE`].
+pub(crate) struct Inbound {
+    queue: mpsc::Receiver<(PeerId, Stream)>,
+    /// The task, until it starts.
+    taker: Option<Taker>,
+}
+
+impl futures::Stream for Inbound {
+    type Item = (PeerId, Stream);
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(taker) = self.taker.take() {
+            crate::arch::spawn(taker.run());
+        }
+        self.queue.poll_next_unpin(cx)
+    }
+}
+
+/// Moves the streams peers open with `protocol` from libp2p-stream into
+/// an [`Inbound`]'s queue.
+struct Taker {
+    protocol: StreamProtocol,
+    from: IncomingStreams,
+    to: mpsc::Sender<(PeerId, Stream)>,
+}
+
+impl Taker {
+    /// Until either side is gone.
+    async fn run(mut self) {
+        while let Some(inbound) = self.from.next().await {
+            if let Err(e) = self.to.try_send(inbound) {
+                if e.is_disconnected() {
+                    return;
+                }
+                let protocol = &self.protocol;
+                tracing::debug!(%protocol, "{INBOUND_QUEUE} streams waiting already: one more dropped");
+            }
+        }
+    }
+}
+
 /// The next stream a peer opens on `incoming`; pending forever without one.
-pub(crate) async fn next_inbound(incoming: &mut Option<IncomingStreams>) -> (PeerId, Stream) {
+pub(crate) async fn next_inbound(incoming: &mut Option<Inbound>) -> (PeerId, Stream) {
     match incoming.as_mut() {
         Some(listener) => match listener.next().await {
             Some(inbound) => inbound,
@@ -88,7 +154,7 @@ pub(crate) enum Next<T> {
 /// forever with neither, so it can sit in a `select!` (a listener that
 /// ends is waited on no more: [`next_inbound`]).
 pub(crate) async fn next_of<T, F: Future<Output = T> + Unpin>(
-    incoming: &mut Option<IncomingStreams>,
+    incoming: &mut Option<Inbound>,
     tasks: &mut FuturesUnordered<F>,
 ) -> Next<T> {
     let outcome = async move {

@@ -17,10 +17,10 @@ use futures::{
 };
 use futures_timer::Delay;
 use libp2p::{PeerId, Stream, StreamProtocol};
-use libp2p_stream::{Control, IncomingStreams, OpenStreamError};
+use libp2p_stream::{Control, OpenStreamError};
 use web_time::Instant;
 
-use crate::framing::accept;
+use crate::framing::{Inbound, accept};
 
 /// The ping protocol id.
 pub const PING_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/ping/1.0.0");
@@ -80,7 +80,7 @@ pub(crate) enum PingEvent {
 /// Pings every connected peer at an interval and answers their pings.
 pub(crate) struct Pinger {
     control: Control,
-    incoming: Option<IncomingStreams>,
+    incoming: Option<Inbound>,
     interval: Duration,
     timeout: Duration,
     tasks: FuturesUnordered<BoxFuture<'static, Outcome>>,

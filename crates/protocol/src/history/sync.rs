@@ -31,8 +31,9 @@ use std::{
 };
 
 use futures::{AsyncWriteExt, FutureExt, future::BoxFuture, stream::FuturesUnordered};
+use futures_timer::Delay;
 use libp2p::{PeerId, Stream, StreamProtocol, gossipsub::TopicHash};
-use libp2p_stream::{Control, IncomingStreams};
+use libp2p_stream::Control;
 use prost::Message as _;
 
 use super::{
@@ -40,7 +41,9 @@ use super::{
     store::{Cursor, MAX_ANSWER_BYTES, MAX_ANSWER_RECORDS, Store},
 };
 use crate::{
-    framing::{Next, PerMinute, accept, ask, next_of, read_message, within, write_message},
+    framing::{
+        Inbound, Next, PerMinute, accept, ask, next_of, read_message, within, write_message,
+    },
     wire::MESSAGE_ID_LEN,
 };
 
@@ -54,6 +57,13 @@ const MAX_REQUEST: usize = 1024;
 const MAX_ANSWER: usize = MAX_ANSWER_BYTES + 256 * 1024;
 /// How long one exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Times a request is made before it fails: a busy relay's libp2p-stream
+/// resets streams that come faster than its engine takes them (see
+/// `framing::Inbound`), so a newcomer among many asks again, after a pause
+/// of [`RETRY_PAUSE_MS`] (random, so the many do not come back together).
+const FETCH_TRIES: u32 = 3;
+/// Shortest and longest pause before asking again, in milliseconds.
+const RETRY_PAUSE_MS: (u64, u64) = (100, 800);
 
 /// A request for a room's lines.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -124,7 +134,7 @@ pub(crate) enum SyncEvent {
 /// Answers history requests from the store and asks peers for theirs.
 pub(crate) struct HistorySync {
     control: Control,
-    incoming: Option<IncomingStreams>,
+    incoming: Option<Inbound>,
     store: Arc<Mutex<Store>>,
     sizes: RoomSizes,
     tasks: FuturesUnordered<BoxFuture<'static, SyncEvent>>,
@@ -176,7 +186,29 @@ impl HistorySync {
         let control = self.control.clone();
         let exchange = async move {
             let request = request.encode_to_vec();
-            let bytes = ask(control, peer, HISTORY_PROTOCOL, &request, MAX_ANSWER, "").await?;
+            let mut tries = 0;
+            let bytes = loop {
+                tries += 1;
+                let asked = ask(
+                    control.clone(),
+                    peer,
+                    HISTORY_PROTOCOL,
+                    &request,
+                    MAX_ANSWER,
+                    "",
+                )
+                .await;
+                match asked {
+                    Ok(bytes) => break bytes,
+                    Err(e) if tries < FETCH_TRIES => {
+                        tracing::debug!(%peer, error = %e, "history request failed; asking again");
+                        let (least, most) = RETRY_PAUSE_MS;
+                        let pause = rand::random_range(least..=most);
+                        Delay::new(Duration::from_millis(pause)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             HistoryAnswer::decode(bytes.as_slice()).map_err(|e| format!("undecodable answer: {e}"))
         };
         let task = async move {
