@@ -393,10 +393,9 @@ impl Engine {
     }
 
     /// `peer` answered (or failed) about `topic`: once nobody is left to
-    /// wait for, the held live lines go out.
-    /// Once every answer is in and none said the room is large, a peer
-    /// that joined announces itself (not when the held lines merely time
-    /// out: a relay slow to answer may yet say the room is large).
+    /// wait for, the held live lines go out and, none having said the room
+    /// is large, a peer that joined announces itself (not when the held
+    /// lines merely time out: a relay slow to answer may yet say so).
     fn history_done(&mut self, peer: PeerId, topic: &TopicHash) {
         let all_in = match self.held_live.get_mut(topic) {
             Some(held) => {
