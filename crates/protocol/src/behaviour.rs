@@ -18,8 +18,10 @@ use crate::{
     history::Tap,
 };
 
+mod dht;
 mod gossip;
 mod ip_limits;
+pub use dht::Dht;
 pub use gossip::{Gossip, GossipEvent};
 
 /// Identify's protocol version string for meshtalk peers.
@@ -183,7 +185,7 @@ pub use composed::{Behaviour, BehaviourEvent};
 #[allow(missing_docs)]
 mod composed {
     use libp2p::{
-        allow_block_list, connection_limits, identify, kad, relay,
+        allow_block_list, connection_limits, identify, relay,
         swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     };
 
@@ -213,7 +215,7 @@ mod composed {
         /// Relayed connections for `/webrtc` signaling (browser).
         pub webrtc: Toggle<meshtalk_webrtc::Behaviour>,
         /// The DHT: bootstrap, peer routing.
-        pub kad: kad::Behaviour<kad::store::MemoryStore>,
+        pub kad: super::Dht,
         /// Learning whether we are publicly reachable (native).
         pub autonat: Toggle<arch::Autonat>,
         /// Hole punching through relayed connections (native).
@@ -351,7 +353,7 @@ impl Behaviour {
             identify,
             streams,
             webrtc: webrtc.into(),
-            kad,
+            kad: Dht::new(kad),
             autonat: autonat.into(),
             dcutr: dcutr.into(),
             mdns: mdns.into(),

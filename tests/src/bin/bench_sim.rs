@@ -16,10 +16,17 @@
 //! received per delivered message (duplicates included, relays too), and
 //! the connections per peer. Writes `target/bench/sim.json`. Not in CI: it
 //! takes minutes and gigabytes.
+//!
+//! Every node shares this machine's cores, so a network too large for them
+//! runs slow: timers fire late, handshakes and pings time out, and the
+//! figures then measure the machine rather than the protocol. A probe
+//! therefore times how late a 50 ms timer fires all along, and the report
+//! says when the simulation fell behind real time.
 
 use std::{
     collections::HashSet,
     path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -75,9 +82,57 @@ struct Args {
     /// Seed of the link delays and of who publishes.
     #[arg(long, default_value = "1")]
     seed: u64,
+    /// Seconds to wait for deliveries after the last message was handed
+    /// over; the run ends sooner once no delivery came for 10 s.
+    #[arg(long, default_value = "60")]
+    drain: u64,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/sim.json")]
     out: PathBuf,
+}
+
+/// How often the lag probe's timer is due.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
+
+/// A timer firing later than this on p99 means the simulation could not
+/// keep up: lags of the order of the shortest link delay distort every
+/// figure.
+const BEHIND_MS: f64 = 20.0;
+
+/// Times how late a periodic timer fires on the shared runtime: each
+/// sample is (when, how late in ms). Every engine's timers and wake-ups
+/// wait in the same queues, so this is how far the simulation runs behind
+/// real time.
+fn lag_probe() -> Arc<Mutex<Vec<(Instant, f64)>>> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let out = samples.clone();
+    tokio::spawn(async move {
+        loop {
+            let due = Instant::now() + PROBE_EVERY;
+            tokio::time::sleep(PROBE_EVERY).await;
+            let now = Instant::now();
+            let late = now.saturating_duration_since(due).as_secs_f64() * 1e3;
+            out.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((now, late));
+        }
+    });
+    samples
+}
+
+/// p50, p99 and the largest of the probe's lags between `from` and `to`.
+fn lags(samples: &[(Instant, f64)], from: Instant, to: Instant) -> (f64, f64, f64) {
+    let mut late: Vec<f64> = samples
+        .iter()
+        .filter(|(at, _)| *at >= from && *at <= to)
+        .map(|(_, late)| *late)
+        .collect();
+    late.sort_by(f64::total_cmp);
+    (
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
+        late.last().copied().unwrap_or(f64::NAN),
+    )
 }
 
 type BoxedError = Box<dyn std::error::Error + Send + Sync>;
@@ -95,6 +150,14 @@ enum Seen {
     Held,
     /// Our neighbours' queues were full.
     Slowed,
+}
+
+/// What became of a message handed to a publisher's engine.
+struct Handed {
+    /// How long the engine took to take it.
+    took: Duration,
+    /// It did not take it within 5 s, or refused it.
+    failed: bool,
 }
 
 /// Builds a node on the simulated network: the usual behaviour and engine
@@ -189,6 +252,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     );
     let room = Room::new("sim")?;
     let started = Instant::now();
+    let probe = lag_probe();
     let rss_start = rss_mb(std::process::id())?;
 
     // Relays: as `meshtalk-relay` runs them, without disk or HTTP.
@@ -304,7 +368,11 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     // that are not the benchmark's messages (peer records, presence).
     let background_window = Duration::from_secs(args.settle.min(10));
     let settle_end = tokio::time::Instant::now() + Duration::from_secs(args.settle);
+    // The settled network is judged over the same last seconds.
+    let quiet_from = Instant::now() + Duration::from_secs(args.settle) - background_window;
     let mut background_start = None;
+    // Connections peers opened in the last seconds of settling.
+    let mut opened_settled = 0usize;
     loop {
         let window_start = settle_end - background_window;
         if background_start.is_none() && tokio::time::Instant::now() >= window_start {
@@ -316,12 +384,18 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
             settle_end
         };
         match tokio::time::timeout_at(until, rx.recv()).await {
-            Ok(Some((i, seen, _))) => record(&mut links, i, seen),
+            Ok(Some((i, seen, _))) => {
+                if background_start.is_some() && matches!(seen, Seen::Connected(_)) {
+                    opened_settled += 1;
+                }
+                record(&mut links, i, seen);
+            }
             Ok(None) => break,
             Err(_) if until == settle_end => break,
             Err(_) => {}
         }
     }
+    let settled_at = Instant::now();
     let rss_settled = rss_mb(std::process::id())?;
     let copies_before = copies(&handles) + copies(&relay_handles);
     let background_per_s = (copies_before - background_start.unwrap_or(copies_before)) as f64
@@ -344,7 +418,12 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     // How long the publishers' engines took to take a message (ms).
     let mut answered: Vec<f64> = Vec::with_capacity(total);
     let mut unanswered = 0usize;
+    // Connections peers opened while messages went round.
+    let mut opened_publishing = 0usize;
+    let (handed_tx, mut handed_rx) = mpsc::unbounded_channel::<Handed>();
     let quiet_after = Duration::from_secs(10);
+    let drain = Duration::from_secs(args.drain);
+    let mut all_handed: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -353,26 +432,33 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                     let from = pick(args.seed ^ 0x5eed, sent as u64, n);
                     sender_of[sent] = from;
                     sent_at[sent] = Some(Instant::now());
-                    let asked = Instant::now();
-                    // An engine too busy to answer within 5 s is noted,
-                    // not waited for: the others go on publishing.
-                    match tokio::time::timeout(
-                        Duration::from_secs(5),
-                        handles[from].send(room.clone(), format!("{sent}|")),
-                    )
-                    .await
-                    {
-                        Ok(done) => done?,
-                        Err(_) => unanswered += 1,
-                    }
-                    answered.push(asked.elapsed().as_secs_f64() * 1e3);
+                    // Handed over in a task of its own: an engine too busy
+                    // to take a message must not hold up the schedule.
+                    let (handle, room, text) = (handles[from].clone(), room.clone(), format!("{sent}|"));
+                    let handed = handed_tx.clone();
+                    tokio::spawn(async move {
+                        let asked = Instant::now();
+                        let failed = !matches!(
+                            tokio::time::timeout(Duration::from_secs(5), handle.send(room, text)).await,
+                            Ok(Ok(()))
+                        );
+                        let _ = handed.send(Handed { took: asked.elapsed(), failed });
+                    });
                     sent += 1;
-                    if sent == total {
-                        last_delivery = Instant::now();
+                }
+                if sent == total && answered.len() + unanswered == total {
+                    let handed = *all_handed.get_or_insert_with(Instant::now);
+                    let quiet = last_delivery.elapsed().min(handed.elapsed()) > quiet_after;
+                    if quiet || handed.elapsed() > drain {
+                        break;
                     }
                 }
-                if sent == total && last_delivery.elapsed() > quiet_after {
-                    break;
+            }
+            Some(handed) = handed_rx.recv() => {
+                if handed.failed {
+                    unanswered += 1;
+                } else {
+                    answered.push(handed.took.as_secs_f64() * 1e3);
                 }
             }
             next = rx.recv() => {
@@ -388,11 +474,17 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                     Seen::Published => published += 1,
                     Seen::Held => held += 1,
                     Seen::Slowed => slowed += 1,
-                    other => record(&mut links, i, other),
+                    other => {
+                        if matches!(other, Seen::Connected(_)) {
+                            opened_publishing += 1;
+                        }
+                        record(&mut links, i, other);
+                    }
                 }
             }
         }
     }
+    let ended = Instant::now();
     let wire = copies(&handles) + copies(&relay_handles) - copies_before;
     let background = background_per_s * start.elapsed().as_secs_f64();
     // An engine that stopped before the end panicked (it runs until its
@@ -460,7 +552,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         answered.last().copied().unwrap_or(0.0),
     );
     println!(
-        "engines took a message to send in p50 {took50:.0} ms, at most {took_max:.0} ms; {unanswered} did not answer within 5 s"
+        "engines took a message to send in p50 {took50:.0} ms, at most {took_max:.0} ms; {unanswered} did not take it within 5 s or refused it"
     );
     println!("publish to delivery: p50 {p50:.0} ms, p99 {p99:.0} ms");
     println!(
@@ -487,8 +579,33 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         println!("engines that stopped (panicked): {stopped} peers, {relays_stopped} relays");
     }
     println!(
+        "connections opened by peers: {opened_settled} in the last {} s of settling, {opened_publishing} while publishing ({:.0} s)",
+        background_window.as_secs(),
+        ended.duration_since(start).as_secs_f64()
+    );
+    println!(
         "process memory: {rss_start:.0} MB at start, {rss_settled:.0} MB settled, {rss_end:.0} MB at the end"
     );
+    let samples = probe.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let settling = lags(&samples, quiet_from, settled_at);
+    let publishing = lags(&samples, start, ended);
+    println!(
+        "timer lag (a {} ms timer, how late it fired): last {} s of settling p50 {:.1} / p99 {:.1} / max {:.0} ms, publishing p50 {:.1} / p99 {:.1} / max {:.0} ms",
+        PROBE_EVERY.as_millis(),
+        background_window.as_secs(),
+        settling.0,
+        settling.1,
+        settling.2,
+        publishing.0,
+        publishing.1,
+        publishing.2
+    );
+    let behind = settling.1.max(publishing.1) > BEHIND_MS;
+    if behind {
+        println!(
+            "this machine could not keep up: timers fired more than {BEHIND_MS:.0} ms late (p99), so the figures above measure its cores, not the protocol; simulate fewer peers or use more cores"
+        );
+    }
 
     Ok(json!({
         "relays": args.relays,
@@ -506,6 +623,12 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "relay_connections_per_peer": relay_counts,
         "engines_stopped": {"peers": stopped, "relays": relays_stopped},
         "rss_mb": {"start": rss_start, "settled": rss_settled, "end": rss_end},
+        "connections_opened": {"settled_window": opened_settled, "publishing": opened_publishing},
+        "timer_lag_ms": {
+            "settling": {"p50": settling.0, "p99": settling.1, "max": settling.2},
+            "publishing": {"p50": publishing.0, "p99": publishing.1, "max": publishing.2},
+        },
+        "fell_behind": behind,
     }))
 }
 
