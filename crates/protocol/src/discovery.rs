@@ -480,8 +480,10 @@ impl Neighbours {
                 boot = Some(entry.addr.clone());
             }
         }
+        // The wait before a dial resets when a link proves stable (see
+        // `disconnected`), not when it opens: a member that prunes each
+        // link soon after it opens must be dialed less and less often.
         if let Some(known) = self.known.get_mut(&peer) {
-            known.backoff = Backoff::default();
             known.dialing = None;
         }
         boot
@@ -489,16 +491,20 @@ impl Neighbours {
 
     /// The last connection to `peer` closed. A link that closes soon after
     /// it opened (the other side pruned it, or it is unstable) counts as a
-    /// failure: dialing it again at once would only churn connections, and
-    /// every churned connection loses the messages in flight on it.
+    /// failure, and the wait doubles with each one: dialing it again at
+    /// once would only churn connections, and every churned connection
+    /// loses the messages in flight on it. A link that lasted resets the
+    /// wait.
     pub fn disconnected(&mut self, peer: &PeerId, now: Instant) {
         let Some(link) = self.links.remove(peer) else {
             return;
         };
-        if now.duration_since(link.since) < STABLE_LINK
-            && let Some(known) = self.known.get_mut(peer)
-        {
-            known.backoff.failed(now);
+        if let Some(known) = self.known.get_mut(peer) {
+            if now.duration_since(link.since) < STABLE_LINK {
+                known.backoff.failed(now);
+            } else {
+                known.backoff = Backoff::default();
+            }
         }
     }
 
@@ -849,6 +855,35 @@ mod tests {
         n.connected(boot, None, t1);
         n.disconnected(&boot, t1 + STABLE_LINK);
         assert_eq!(n.plan(t1 + Duration::from_secs(2), |_| 0).dial.len(), 1);
+    }
+
+    #[test]
+    fn a_member_that_keeps_dropping_us_soon_is_dialed_less_and_less_often() {
+        // As a member above its high mark does: it prunes each link of
+        // ours once the link is 10 s old.
+        let mut n = peer_node(vec![], 0, 4);
+        let room = TopicHash::from_raw("meshtalk/room/r");
+        let m = PeerId::random();
+        n.room_member(m, &[addr(10, m)], room, Source::Rooms);
+        let mut t = Instant::now();
+        for wait in [1, 2, 4, 8] {
+            assert_eq!(dialed_peers(&n.plan(t, |_| 0)), vec![m]);
+            n.connected(m, None, t);
+            let dropped = t + Duration::from_secs(10);
+            n.disconnected(&m, dropped);
+            let early = dropped + Duration::from_secs(wait) - Duration::from_millis(100);
+            assert!(
+                n.plan(early, |_| 0).dial.is_empty(),
+                "dialed again within {wait} s"
+            );
+            t = dropped + Duration::from_secs(wait);
+        }
+        // A link that lasts resets the wait.
+        assert_eq!(dialed_peers(&n.plan(t, |_| 0)), vec![m]);
+        n.connected(m, None, t);
+        let dropped = t + STABLE_LINK;
+        n.disconnected(&m, dropped);
+        assert_eq!(dialed_peers(&n.plan(dropped, |_| 0)), vec![m]);
     }
 
     #[test]
