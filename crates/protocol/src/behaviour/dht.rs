@@ -7,8 +7,8 @@
 //! connection. Members are DHT clients and refuse the request, so each of
 //! those connections carries nothing; the neighbour manager prunes them as
 //! soon as they are old enough, and the next lookup dials them again. In a
-//! simulated room of 30 peers that was 900 connections opened in 45 s, and
-//! Noise handshakes took a tenth of the CPU of a 1,000-peer run.
+//! simulated room of 30 peers that was about 900 dials in 45 s, and Noise
+//! handshakes took a tenth of the CPU of a 1,000-peer run.
 //!
 //! [`Dht`] wraps Kademlia, remembers whom a lookup named as a provider, and
 //! answers the query's dial of such a peer with an immediate failure
