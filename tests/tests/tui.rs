@@ -95,8 +95,13 @@ fn the_terminal_ui_chats_and_quits_in_tmux() -> Result<()> {
     tmux.wait_for("/help lists the commands")?;
 
     // Tess joins; Ada learns her name; Tess speaks.
-    ada.proc.wait_json("tess's name", |v| {
-        (v["type"] == "nick" && v["nick"] == "tess").then_some(())
+    let tess = ada.proc.wait_json("tess's name", |v| {
+        (v["type"] == "nick" && v["nick"] == "tess").then(|| v["from"].clone())
+    })?;
+    // Members of a room link to each other (rooms as subnets): only a
+    // neighbour sees a member leave, below.
+    ada.proc.wait_json("a link to tess", |v| {
+        (v["type"] == "connected" && v["peer"] == tess).then_some(())
     })?;
     tmux.keys("hello from a terminal")?;
     let m = ada.wait_message("hello from a terminal")?;
