@@ -977,6 +977,7 @@ impl Engine {
                     if self.ticks.is_multiple_of(NEIGHBOUR_TICKS) {
                         self.manage_neighbours();
                         self.count_room_members();
+                        self.redial_holders();
                     }
                     self.close_graylisted();
                     self.announce_due_nicks();

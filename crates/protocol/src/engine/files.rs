@@ -15,7 +15,7 @@
 //! they do (at most [`UC_FETCHES`] at a time and [`UC_FILES_PER_MINUTE`]
 //! per peer), then shown as offered and saved.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use web_time::{Duration, Instant};
 
@@ -243,6 +243,24 @@ impl Engine {
                     ack: None,
                 });
             }
+        }
+    }
+
+    /// Once a second: the holders of files on their way that we are not
+    /// connected to are dialed again through our relays. A holder that
+    /// has just joined may not hold its relay reservation yet when the
+    /// fetch starts, and the fetch waits for a stream for a while.
+    pub(super) fn redial_holders(&mut self) {
+        let local = self.local_peer_id();
+        let away: HashSet<PeerId> = self
+            .fetching
+            .iter()
+            .filter_map(|sha256| self.offers.known.get(sha256))
+            .flat_map(|known| known.holders.iter().copied())
+            .filter(|p| *p != local && !self.swarm.is_connected(p))
+            .collect();
+        for holder in away {
+            self.dial_through_relays(holder, "file");
         }
     }
 
