@@ -246,10 +246,10 @@ impl Engine {
         }
     }
 
-    /// Once a second: the holders of files on their way that we are not
-    /// connected to are dialed again through our relays. A holder that
-    /// has just joined may not hold its relay reservation yet when the
-    /// fetch starts, and the fetch waits for a stream for a while.
+    /// The holders of files on their way that we are not connected to are
+    /// dialed through our relays: when a fetch starts, and again once a
+    /// second (a holder that has just joined may not hold its relay
+    /// reservation yet, and the fetch waits for a stream for a while).
     pub(super) fn redial_holders(&mut self) {
         let local = self.local_peer_id();
         let away: HashSet<PeerId> = self
@@ -299,20 +299,13 @@ impl Engine {
         }
         // Connected holders first; the others get a connection now.
         holders.sort_by_key(|p| !self.swarm.is_connected(p));
-        let away: Vec<PeerId> = holders
-            .iter()
-            .copied()
-            .filter(|p| !self.swarm.is_connected(p))
-            .collect();
-        for holder in away {
-            self.dial_through_relays(holder, "file");
-        }
         let download = self
             .file_config
             .downloads
             .start(&offer.name)
             .map_err(|e| CommandError::File(format!("cannot save {}: {e}", offer.name)))?;
         self.fetching.insert(sha256);
+        self.redial_holders();
         self.files.fetch(&offer, holders, download);
         Ok(())
     }
