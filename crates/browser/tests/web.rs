@@ -17,7 +17,7 @@ use futures_timer::Delay;
 use meshtalk_browser::params::{Params, TransportChoice, candidates};
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
-    behaviour::{Behaviour, BehaviourConfig, Pubsub, Role},
+    behaviour::{Behaviour, BehaviourConfig, Boxed, Pubsub, Role},
     engine::{Engine, EngineConfig, Event},
     libp2p::{Multiaddr, Swarm, identity::Keypair},
     rooms::Room,
@@ -165,7 +165,7 @@ fn test_relay(addr: Option<&str>) -> Multiaddr {
 }
 
 /// A page's swarm (peer role, default transports).
-async fn peer_swarm() -> Swarm<Behaviour> {
+async fn peer_swarm() -> Swarm<Boxed<Behaviour>> {
     arch::build_swarm(
         Keypair::generate_ed25519(),
         TransportConfig::default(),

@@ -49,7 +49,7 @@ mod imp {
     };
 
     use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
-    use crate::behaviour::{Behaviour, BehaviourConfig, TransportParts};
+    use crate::behaviour::{Behaviour, BehaviourConfig, Boxed, TransportParts};
 
     /// The WebRTC-direct certificate; its hash is part of the listen address.
     pub use libp2p_webrtc::tokio::Certificate;
@@ -158,7 +158,7 @@ mod imp {
         keypair: Keypair,
         transport: TransportConfig,
         config: &BehaviourConfig,
-    ) -> Result<Swarm<Behaviour>, SwarmError> {
+    ) -> Result<Swarm<Boxed<Behaviour>>, SwarmError> {
         // quinn brings aws-lc-rs and webrtc brings ring: with two providers
         // rustls cannot pick one itself and WebRTC-direct handshakes panic.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -214,7 +214,9 @@ mod imp {
                     streams: libp2p_stream::Behaviour::new(),
                     webrtc: None,
                 };
-                Behaviour::new(key, parts, config).map_err(BoxedError::from)
+                Behaviour::new(key, parts, config)
+                    .map(Boxed::new)
+                    .map_err(BoxedError::from)
             })
             .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
         Ok(swarm
@@ -241,7 +243,7 @@ mod imp {
         BoxedError, CONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain,
         transport_err,
     };
-    use crate::behaviour::{Behaviour, BehaviourConfig, TransportParts};
+    use crate::behaviour::{Behaviour, BehaviourConfig, Boxed, TransportParts};
 
     /// Browsers cannot be dialed back or hole-punched, nor use mDNS.
     pub const NATIVE: bool = false;
@@ -308,7 +310,7 @@ mod imp {
         keypair: Keypair,
         transport: TransportConfig,
         config: &BehaviourConfig,
-    ) -> Result<Swarm<Behaviour>, SwarmError> {
+    ) -> Result<Swarm<Boxed<Behaviour>>, SwarmError> {
         let (relay_transport, relay_client) = relay::client::new(keypair.public().to_peer_id());
         let streams = libp2p_stream::Behaviour::new();
         // Each transport gets libp2p's usual 10 s to connect, but `/webrtc`,
@@ -357,7 +359,11 @@ mod imp {
                 )
             })
             .map_err(transport_err)?
-            .with_behaviour(|key| Behaviour::new(key, parts, config).map_err(BoxedError::from))
+            .with_behaviour(|key| {
+                Behaviour::new(key, parts, config)
+                    .map(Boxed::new)
+                    .map_err(BoxedError::from)
+            })
             .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
         Ok(swarm
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))

@@ -86,9 +86,11 @@ macro_rules! pass_connections_to_inner {
     };
 }
 
+mod boxed;
 mod dht;
 mod gossip;
 mod ip_limits;
+pub use boxed::{Boxed, BoxedHandler};
 pub use dht::Dht;
 pub use gossip::{Gossip, GossipEvent};
 

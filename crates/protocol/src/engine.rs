@@ -31,7 +31,7 @@ use crate::{
     arch,
     arch::files::{FileSource, Saved},
     behaviour::{
-        Behaviour, BehaviourEvent, GossipEvent, KAD_PROTOCOL, RELAY_APP_SCORE, Role,
+        Behaviour, BehaviourEvent, Boxed, GossipEvent, KAD_PROTOCOL, RELAY_APP_SCORE, Role,
         is_relay_agent, relay_addrs, room_score_params,
     },
     discovery::{Cadence, Discovery, Neighbours, Source},
@@ -695,7 +695,7 @@ pub type Observer = Box<dyn FnMut(&SwarmEvent<BehaviourEvent>) + Send>;
 /// The chat engine. Build the swarm with [`crate::arch::build_swarm`], then
 /// [`Engine::new`], then drive [`Engine::run`] on the executor at hand.
 pub struct Engine {
-    swarm: Swarm<Behaviour>,
+    swarm: Swarm<Boxed<Behaviour>>,
     role: Role,
     commands: mpsc::UnboundedReceiver<Request>,
     events: mpsc::UnboundedSender<Event>,
@@ -818,7 +818,7 @@ impl Engine {
     /// Wraps a swarm. Returns the engine, a handle for commands and the
     /// stream of events.
     pub fn new(
-        swarm: Swarm<Behaviour>,
+        swarm: Swarm<Boxed<Behaviour>>,
         role: Role,
         config: EngineConfig,
     ) -> (Self, EngineHandle, mpsc::UnboundedReceiver<Event>) {

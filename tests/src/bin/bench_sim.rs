@@ -35,7 +35,7 @@ use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
     arch::IDLE_CONNECTION_TIMEOUT,
-    behaviour::{Behaviour, BehaviourConfig, Role, TransportParts},
+    behaviour::{Behaviour, BehaviourConfig, Boxed, Role, TransportParts},
     discovery::{Discovery, Source, Sources, peer_of},
     engine::{Engine, EngineConfig, EngineHandle, Event, HistoryConfig},
     libp2p::{
@@ -203,7 +203,9 @@ fn node(
                 streams: libp2p_stream::Behaviour::new(),
                 webrtc: None,
             };
-            Behaviour::new(key, parts, &behaviour).map_err(BoxedError::from)
+            Behaviour::new(key, parts, &behaviour)
+                .map(Boxed::new)
+                .map_err(BoxedError::from)
         })
         .map_err(|e| anyhow::anyhow!("cannot build a simulated node: {e}"))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))

@@ -13,7 +13,7 @@ use futures::{
 };
 use futures_timer::Delay;
 use meshtalk_protocol::{
-    behaviour::{Behaviour, BehaviourEvent},
+    behaviour::{Behaviour, BehaviourEvent, Boxed},
     libp2p::{
         Multiaddr, PeerId, StreamProtocol, Swarm,
         multiaddr::Protocol,
@@ -35,7 +35,7 @@ const PAYLOAD: usize = 3 * 16 * 1024 + 100;
 const CLOSE_WITHIN: Duration = Duration::from_secs(3);
 const STEP: Duration = Duration::from_secs(30);
 
-type Command = Box<dyn FnOnce(&mut Swarm<Behaviour>)>;
+type Command = Box<dyn FnOnce(&mut Swarm<Boxed<Behaviour>>)>;
 
 /// A swarm run by its own task; the test sends it closures and reads its
 /// events.
@@ -76,7 +76,7 @@ impl Node {
         }
     }
 
-    fn run(&self, command: impl FnOnce(&mut Swarm<Behaviour>) + 'static) {
+    fn run(&self, command: impl FnOnce(&mut Swarm<Boxed<Behaviour>>) + 'static) {
         self.commands
             .unbounded_send(Box::new(command))
             .expect("the swarm task runs");
