@@ -326,6 +326,17 @@ impl Engine {
             }
         }
         if !last {
+            // Enough members for our links: the relays not asked yet need
+            // not be (each one asked is a connection; in a network of many
+            // relays that meant every peer linked to every relay at each
+            // lookup). A lookup asked for by a command goes on to the end.
+            if let Some(query) = self.provider_queries.get(&id)
+                && !query.asked
+                && query.found.len() >= LOOKUP_ENOUGH
+                && let Some(mut running) = self.swarm.behaviour_mut().kad.query_mut(&id)
+            {
+                running.finish();
+            }
             return;
         }
         let Some(query) = self.provider_queries.remove(&id) else {
@@ -410,6 +421,10 @@ impl Engine {
             .unwrap_or_default()
     }
 }
+
+/// Members a room lookup must find before it stops asking relays: twice
+/// the links a room gets, so a member we cannot reach has a stand-in.
+const LOOKUP_ENOUGH: usize = 2 * crate::discovery::ROOM_LINKS;
 
 /// Usefulness a relay gains for carrying our reservation or a relayed link
 /// (a shared room counts [`SHARES_A_ROOM`]).
