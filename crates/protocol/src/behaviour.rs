@@ -20,9 +20,14 @@ use crate::{
 
 /// The connection methods of a `NetworkBehaviour` that wraps another in
 /// its `inner` field and changes only what the inner one hands out: each
-/// passes the call on to `inner` (see `dht.rs` and `gossip.rs`).
+/// passes the call on to `inner` (see `dht.rs` and `gossip.rs`). With
+/// `handler = f`, `f` wraps each connection handler `inner` makes (see
+/// `boxed.rs`).
 macro_rules! pass_connections_to_inner {
     () => {
+        pass_connections_to_inner!(handler = std::convert::identity);
+    };
+    (handler = $wrap:expr) => {
         fn handle_pending_inbound_connection(
             &mut self,
             connection_id: ConnectionId,
@@ -40,12 +45,9 @@ macro_rules! pass_connections_to_inner {
             local_addr: &Multiaddr,
             remote_addr: &Multiaddr,
         ) -> Result<THandler<Self>, ConnectionDenied> {
-            self.inner.handle_established_inbound_connection(
-                connection_id,
-                peer,
-                local_addr,
-                remote_addr,
-            )
+            self.inner
+                .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
+                .map($wrap)
         }
 
         fn handle_pending_outbound_connection(
@@ -71,13 +73,15 @@ macro_rules! pass_connections_to_inner {
             role_override: Endpoint,
             port_use: PortUse,
         ) -> Result<THandler<Self>, ConnectionDenied> {
-            self.inner.handle_established_outbound_connection(
-                connection_id,
-                peer,
-                addr,
-                role_override,
-                port_use,
-            )
+            self.inner
+                .handle_established_outbound_connection(
+                    connection_id,
+                    peer,
+                    addr,
+                    role_override,
+                    port_use,
+                )
+                .map($wrap)
         }
 
         fn on_swarm_event(&mut self, event: FromSwarm) {
