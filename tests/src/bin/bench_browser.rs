@@ -286,6 +286,10 @@ const LOAD_TIMINGS: &str = "const r = performance.getEntriesByType('resource'); 
 /// start, and what it transferred.
 fn load_to_connected(driver: &Driver, url: &str) -> Result<Value> {
     let session = driver.session()?;
+    if std::env::var_os("SETTLE").is_some() {
+        session.open("about:blank")?;
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     session.on_new_document(CONNECT_PROBE)?;
     session.open(url)?;
     session.wait_for(
