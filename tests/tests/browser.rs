@@ -125,8 +125,26 @@ fn pages_and_cli_chat(transport: &str) -> Result<()> {
         .session
         .eval("return document.querySelectorAll('.lines img').length")?;
     ensure!(images == 0, "the message became {images} image element(s)");
+
+    // Reloaded, page A is the same peer and chats again at once, though
+    // over WebRTC-direct its old connection still looks open to the relay
+    // (until its ICE checks fail, about 30 s later).
+    a.session.open(&url)?;
+    a.wait_connected(Some(transport), RELOAD_WAIT)?;
+    let me = a
+        .session
+        .eval("return document.querySelector('[data-testid=self]').textContent")?;
+    ensure!(
+        me.as_str() == Some(a.peer_id.as_str()),
+        "after the reload page A is {me}"
+    );
+    page_to_others(&a, &b, &mut cli, "back after a reload")?;
     Ok(())
 }
+
+/// How long a reloaded page may take to connect again: far less than the
+/// half minute a relay takes to see the old connection's end by itself.
+const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 /// A page with `?pubsub=floodsub` chats with a gossipsub terminal and a
 /// floodsub terminal through one relay, which speaks both.

@@ -20,23 +20,16 @@ use crate::{
 
 /// The connection methods of a `NetworkBehaviour` that wraps another in
 /// its `inner` field and changes only what the inner one hands out: each
-/// passes the call on to `inner` (see `dht.rs` and `gossip.rs`). With
-/// `handler = f`, `f` wraps each connection handler `inner` makes (see
-/// `boxed.rs`).
+/// passes the call on to `inner` (see `dht.rs`). With `handler = f`, `f`
+/// wraps each connection handler `inner` makes (see `boxed.rs`). With
+/// `except inbound and swarm events`, `handle_established_inbound_connection`
+/// and `on_swarm_event` are left to the wrapper (see `gossip.rs`).
 macro_rules! pass_connections_to_inner {
     () => {
         pass_connections_to_inner!(handler = std::convert::identity);
     };
     (handler = $wrap:expr) => {
-        fn handle_pending_inbound_connection(
-            &mut self,
-            connection_id: ConnectionId,
-            local_addr: &Multiaddr,
-            remote_addr: &Multiaddr,
-        ) -> Result<(), ConnectionDenied> {
-            self.inner
-                .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-        }
+        pass_connections_to_inner!(handler = $wrap, except inbound and swarm events);
 
         fn handle_established_inbound_connection(
             &mut self,
@@ -48,6 +41,21 @@ macro_rules! pass_connections_to_inner {
             self.inner
                 .handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
                 .map($wrap)
+        }
+
+        fn on_swarm_event(&mut self, event: FromSwarm) {
+            self.inner.on_swarm_event(event);
+        }
+    };
+    (handler = $wrap:expr, except inbound and swarm events) => {
+        fn handle_pending_inbound_connection(
+            &mut self,
+            connection_id: ConnectionId,
+            local_addr: &Multiaddr,
+            remote_addr: &Multiaddr,
+        ) -> Result<(), ConnectionDenied> {
+            self.inner
+                .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
         }
 
         fn handle_pending_outbound_connection(
@@ -82,10 +90,6 @@ macro_rules! pass_connections_to_inner {
                     port_use,
                 )
                 .map($wrap)
-        }
-
-        fn on_swarm_event(&mut self, event: FromSwarm) {
-            self.inner.on_swarm_event(event);
         }
     };
 }

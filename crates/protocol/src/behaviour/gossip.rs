@@ -15,25 +15,38 @@
 //! reports those as [`GossipEvent::Refused`], so that a mixed network's
 //! operator sees why a peer's messages never arrive.
 //!
+//! A page that reloads comes back as the same peer over a new WebRTC-direct
+//! connection while its old one still looks open here: libp2p-webrtc
+//! notices a browser gone only when its ICE checks fail, about 30 s later.
+//! Gossipsub keeps one message queue per peer that every connection's
+//! handler takes from, and greets a peer (its subscriptions) only on the
+//! first connection: the new page would never hear that we are in its
+//! room, and half of what we send it would go down the dead connection.
+//! So a newer inbound WebRTC-direct connection from a peer replaces the
+//! older one: [`Gossip`] tells gossipsub the older one closed before the
+//! newer one arrives (so gossipsub greets the peer afresh, on a queue of
+//! its own), hides the older one from it from then on, and closes it.
+//!
 //! Everything else is gossipsub's own: [`Gossip`] dereferences to it.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     ops::{Deref, DerefMut},
     task::{Context, Poll},
 };
 
 use libp2p::{
     Multiaddr, PeerId,
-    core::{Endpoint, transport::PortUse},
+    core::{ConnectedPoint, Endpoint, transport::PortUse},
     gossipsub,
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm,
+        CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm,
+        behaviour::{ConnectionClosed, ConnectionEstablished},
     },
 };
 
-use crate::{history::Tap, validate::Rejection};
+use crate::{history::Tap, transport::Transport, validate::Rejection};
 
 /// Refusals waiting to be reported; beyond this many (a flood within one
 /// poll) the rest go unreported, though gossipsub still drops them.
@@ -52,6 +65,16 @@ pub struct Gossip {
     /// dials that follow name peers this one told us about.
     last_sender: Option<PeerId>,
     refused: VecDeque<GossipEvent>,
+    /// Established connections by peer, replaced ones included.
+    established: HashMap<PeerId, usize>,
+    /// Each peer's newest inbound WebRTC-direct connection, and its
+    /// endpoint.
+    webrtc_direct_in: HashMap<PeerId, (ConnectionId, ConnectedPoint)>,
+    /// Connections a newer one replaced: gossipsub has been told they
+    /// closed, and hears nothing more of them.
+    replaced: HashMap<ConnectionId, PeerId>,
+    /// Replaced connections to close.
+    to_close: VecDeque<(PeerId, ConnectionId)>,
 }
 
 /// What [`Gossip`] reports.
@@ -102,7 +125,57 @@ impl Gossip {
             tap,
             last_sender: None,
             refused: VecDeque::new(),
+            established: HashMap::new(),
+            webrtc_direct_in: HashMap::new(),
+            replaced: HashMap::new(),
+            to_close: VecDeque::new(),
         }
+    }
+
+    /// How many of `peer`'s connections were replaced (and not yet closed).
+    fn replaced_of(&self, peer: PeerId) -> usize {
+        self.replaced.values().filter(|p| **p == peer).count()
+    }
+
+    /// `connection`, a new inbound one from `peer`, replaces the peer's
+    /// older inbound WebRTC-direct connection, if it is one and there is
+    /// one: gossipsub is told the older one closed, now.
+    fn replace_older(
+        &mut self,
+        connection: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) {
+        if Transport::of(local_addr) != Transport::WebRtcDirect {
+            return;
+        }
+        let endpoint = ConnectedPoint::Listener {
+            local_addr: local_addr.clone(),
+            send_back_addr: remote_addr.clone(),
+        };
+        let Some((older, older_endpoint)) =
+            self.webrtc_direct_in.insert(peer, (connection, endpoint))
+        else {
+            return;
+        };
+        let visible = self
+            .established
+            .get(&peer)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(self.replaced_of(peer));
+        tracing::info!(%peer, "a newer WebRTC-direct connection replaces the older one (a reloaded page)");
+        self.inner
+            .on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id: peer,
+                connection_id: older,
+                endpoint: &older_endpoint,
+                cause: None,
+                remaining_established: visible.saturating_sub(1),
+            }));
+        self.replaced.insert(older, peer);
+        self.to_close.push_back((peer, older));
     }
 }
 
@@ -131,7 +204,71 @@ impl NetworkBehaviour for Gossip {
     type ConnectionHandler = THandler<gossipsub::Behaviour<Tap>>;
     type ToSwarm = GossipEvent;
 
-    pass_connections_to_inner!();
+    pass_connections_to_inner!(handler = std::convert::identity, except inbound and swarm events);
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.replace_older(connection_id, peer, local_addr, remote_addr);
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ConnectionEstablished(established) => {
+                let peer = established.peer_id;
+                // Gossipsub counts only the connections it knows of.
+                let other_established = established
+                    .other_established
+                    .saturating_sub(self.replaced_of(peer));
+                *self.established.entry(peer).or_default() += 1;
+                self.inner.on_swarm_event(FromSwarm::ConnectionEstablished(
+                    ConnectionEstablished {
+                        other_established,
+                        ..established
+                    },
+                ));
+            }
+            FromSwarm::ConnectionClosed(closed) => {
+                let peer = closed.peer_id;
+                if let Some(count) = self.established.get_mut(&peer) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.established.remove(&peer);
+                    }
+                }
+                if self.replaced.remove(&closed.connection_id).is_some() {
+                    // Gossipsub heard of it when it was replaced.
+                    return;
+                }
+                if self
+                    .webrtc_direct_in
+                    .get(&peer)
+                    .is_some_and(|(c, _)| *c == closed.connection_id)
+                {
+                    self.webrtc_direct_in.remove(&peer);
+                }
+                let remaining_established = closed
+                    .remaining_established
+                    .saturating_sub(self.replaced_of(peer));
+                self.inner
+                    .on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+                        remaining_established,
+                        ..closed
+                    }));
+            }
+            event => self.inner.on_swarm_event(event),
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,
@@ -139,6 +276,9 @@ impl NetworkBehaviour for Gossip {
         connection_id: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
+        if self.replaced.contains_key(&connection_id) {
+            return;
+        }
         self.last_sender = Some(peer);
         if let HandlerEvent::Message {
             invalid_messages, ..
@@ -161,6 +301,12 @@ impl NetworkBehaviour for Gossip {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<GossipEvent, THandlerInEvent<Self>>> {
         if let Some(refused) = self.refused.pop_front() {
             return Poll::Ready(ToSwarm::GenerateEvent(refused));
+        }
+        if let Some((peer_id, connection)) = self.to_close.pop_front() {
+            return Poll::Ready(ToSwarm::CloseConnection {
+                peer_id,
+                connection: CloseConnection::One(connection),
+            });
         }
         loop {
             return match self.inner.poll(cx) {
