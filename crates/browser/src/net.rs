@@ -33,7 +33,7 @@ use crate::{
     identity,
     model::{FileLine, FileState, LineKind, Model, PeerRow, Status, short_id},
     page,
-    params::{Params, candidates},
+    params::{Params, TransportChoice, candidates, prefer_last},
     saved,
 };
 
@@ -65,6 +65,9 @@ const PING_INTERVAL: Duration = Duration::from_secs(2);
 const ADDRS_URL: &str = "/api/addrs";
 /// `localStorage` key of the nickname.
 pub const NICK_KEY: &str = "meshtalk.nick";
+/// Where a tab keeps the transport it last reached a relay over
+/// (`sessionStorage`): its reloads try that one first.
+const LAST_TRANSPORT_KEY: &str = "meshtalk.relay-transport";
 
 /// What a person can do on the page.
 #[derive(Clone, Debug)]
@@ -318,17 +321,22 @@ impl Net {
         }
         relays.extend(self.other_relays.iter().cloned());
         let secure = crate::page::served_over_https();
-        let queue: VecDeque<_> = relays
+        let mut queue: Vec<_> = relays
             .iter()
             .flat_map(|addrs| candidates(addrs, self.params.transport, secure))
             .collect();
+        if self.params.transport == TransportChoice::Auto
+            && let Some(last) = crate::page::stored_for_tab(LAST_TRANSPORT_KEY)
+        {
+            prefer_last(&mut queue, &last);
+        }
         if queue.is_empty() {
             return self.stop(format!(
                 "the relay offers no address for transport {}; give one with ?relay=",
                 self.params.transport
             ));
         }
-        self.launch(Vec::new(), queue, String::new()).await;
+        self.launch(Vec::new(), queue.into(), String::new()).await;
     }
 
     /// Dials the next address alongside the `tries` in flight (skipping
@@ -579,6 +587,7 @@ impl Net {
                     }
                     _ => {
                         tracing::info!(%peer, %transport, "connected to the relay; joining the room");
+                        crate::page::store_for_tab(LAST_TRANSPORT_KEY, transport.name());
                         self.failures = 0;
                         self.link = Link::Up {
                             relay: peer,

@@ -37,6 +37,20 @@ pub fn store(key: &str, value: &str) {
     }
 }
 
+/// A value kept in this tab's `sessionStorage`, if any.
+pub fn stored_for_tab(key: &str) -> Option<String> {
+    let storage = web_sys::window()?.session_storage().ok()??;
+    storage.get_item(key).ok()?
+}
+
+/// Keeps a value in this tab's `sessionStorage` (for its reloads); a
+/// browser that refuses just forgets it.
+pub fn store_for_tab(key: &str, value: &str) {
+    if let Some(Ok(Some(storage))) = web_sys::window().map(|w| w.session_storage()) {
+        let _ = storage.set_item(key, value);
+    }
+}
+
 /// Sets one query parameter of the address bar without reloading, so a
 /// reload or a shared link opens the same room.
 pub fn set_query_param(name: &str, value: &str) {

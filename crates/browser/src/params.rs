@@ -235,3 +235,17 @@ pub fn candidates(
     }
     out
 }
+
+/// Puts the addresses of the transport named `last` (the one this tab
+/// last reached its relay over) first, keeping the order otherwise: a
+/// page on a network that drops UDP, which had to wait a second for its
+/// WebRTC-direct dial before WebSocket got through, goes straight to
+/// WebSocket when it is reloaded.
+pub fn prefer_last(queue: &mut Vec<(Transport, Multiaddr)>, last: &str) {
+    // Not a sort: the page would carry a stable sort's code for this alone.
+    let (mut first, rest): (Vec<_>, Vec<_>) = queue
+        .drain(..)
+        .partition(|(transport, _)| transport.name() == last);
+    first.extend(rest);
+    *queue = first;
+}

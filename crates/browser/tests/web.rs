@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use futures_timer::Delay;
-use meshtalk_browser::params::{Params, TransportChoice, candidates};
+use meshtalk_browser::params::{Params, TransportChoice, candidates, prefer_last};
 use meshtalk_protocol::{
     arch::{self, TransportConfig},
     behaviour::{Behaviour, BehaviourConfig, Boxed, Pubsub, Role},
@@ -154,6 +154,24 @@ fn candidates_prefer_webrtc_direct_then_websocket_and_secure_websocket_over_http
     assert_eq!(
         order(TransportChoice::Ws, true),
         ["/ip4/127.0.0.1/tcp/4003/tls/ws"]
+    );
+    // Reached over WebSocket last time: WebSocket first, the rest as before.
+    let mut queue = candidates(&addrs, TransportChoice::Auto, false);
+    prefer_last(&mut queue, "ws");
+    let names: Vec<String> = queue.iter().map(|(_, a)| a.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "/ip4/127.0.0.1/tcp/4002/ws",
+            "/ip4/127.0.0.1/tcp/4003/tls/ws",
+            "/ip4/127.0.0.1/udp/4002/webrtc-direct",
+            "/ip6/::1/udp/4002/webrtc-direct",
+        ]
+    );
+    prefer_last(&mut queue, "webrtc-direct");
+    assert_eq!(
+        queue[0].1.to_string(),
+        "/ip4/127.0.0.1/udp/4002/webrtc-direct"
     );
 }
 
