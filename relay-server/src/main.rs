@@ -102,6 +102,7 @@ async fn run(args: Args) -> Result<()> {
     let transport = TransportConfig {
         webrtc_certificate: Some(certificate),
         websocket_tls: settings.tls.as_ref().map(|tls| tls.websocket.clone()),
+        connect_timeout: None,
     };
     let swarm = arch::build_swarm(keypair, transport, &behaviour).await?;
     let (mut engine, handle, mut events) = Engine::new(

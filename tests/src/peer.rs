@@ -23,7 +23,7 @@ pub async fn connect_with(
     addrs: &[Multiaddr],
 ) -> Result<Node> {
     let keypair = Keypair::generate_ed25519();
-    let mut node = Node::start_as(keypair, config, pubsub, &[]).await?;
+    let mut node = Node::start_as(keypair, config, pubsub, &[], crate::WAIT).await?;
     for addr in addrs {
         node.connect(std::slice::from_ref(addr), crate::WAIT)
             .await?;

@@ -11,7 +11,7 @@ use meshtalk_protocol::{
     transport::Transport,
     wire::{self, ChatMessage, Payload},
 };
-use meshtalk_tests::{ChatPeer, Relay, eventually, hostile, peer::Node, temp_dir};
+use meshtalk_tests::{ChatPeer, Relay, WAIT, eventually, hostile, peer::Node, temp_dir};
 
 #[test]
 fn junk_from_a_hostile_peer_is_rejected_and_honest_peers_keep_chatting() -> Result<()> {
@@ -158,7 +158,7 @@ fn one_address_gets_at_most_its_share_of_connections() -> Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            nodes.push(Node::start(EngineConfig::default(), &[]).await?);
+            nodes.push(Node::start(EngineConfig::default(), &[], WAIT).await?);
         }
         dial(&mut nodes[0], &addr).await?;
         dial(&mut nodes[1], &addr).await?;

@@ -67,7 +67,8 @@ pub struct NetArgs {
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<Multiaddr>,
 
-    /// Seconds to wait for a connection before giving up.
+    /// Seconds to wait for a connection before giving up (each dial,
+    /// handshakes included, may take this long).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub timeout: Duration,
 
@@ -118,7 +119,7 @@ impl NetArgs {
         };
         let listen = listen_addrs(&self.connect, &self.listen);
         let keypair = keyfile::identity(self.identity.as_deref())?;
-        Node::start_as(keypair, engine, self.pubsub, &listen).await
+        Node::start_as(keypair, engine, self.pubsub, &listen, self.timeout).await
     }
 
     /// The discovery settings these flags ask for.

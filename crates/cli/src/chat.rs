@@ -225,7 +225,14 @@ pub async fn listen(args: ListenArgs) -> Result<()> {
         ..EngineConfig::default()
     };
     let keypair = keyfile::identity(args.identity.as_deref())?;
-    let mut node = Node::start_as(keypair, engine, Pubsub::default(), &listen).await?;
+    let mut node = Node::start_as(
+        keypair,
+        engine,
+        Pubsub::default(),
+        &listen,
+        meshtalk_protocol::arch::CONNECT_TIMEOUT,
+    )
+    .await?;
     let mut printer = Printer {
         json: false,
         held: HashMap::new(),

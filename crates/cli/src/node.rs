@@ -29,13 +29,19 @@ pub struct Node {
 
 impl Node {
     /// Builds the swarm (with the discovery sources `engine` names, and
-    /// gossipsub), starts the engine and the listeners.
-    pub async fn start(engine: EngineConfig, listen: &[Multiaddr]) -> Result<Self> {
+    /// gossipsub), starts the engine and the listeners. A connection
+    /// attempt may take `timeout` (`--timeout`), handshakes included.
+    pub async fn start(
+        engine: EngineConfig,
+        listen: &[Multiaddr],
+        timeout: Duration,
+    ) -> Result<Self> {
         Self::start_as(
             Keypair::generate_ed25519(),
             engine,
             Pubsub::default(),
             listen,
+            timeout,
         )
         .await
     }
@@ -47,6 +53,7 @@ impl Node {
         engine: EngineConfig,
         pubsub: Pubsub,
         listen: &[Multiaddr],
+        timeout: Duration,
     ) -> Result<Self> {
         let behaviour = BehaviourConfig {
             role: Role::Peer,
@@ -54,7 +61,11 @@ impl Node {
             pubsub,
             ..BehaviourConfig::default()
         };
-        let swarm = arch::build_swarm(keypair, TransportConfig::default(), &behaviour)
+        let transport = TransportConfig {
+            connect_timeout: Some(timeout),
+            ..TransportConfig::default()
+        };
+        let swarm = arch::build_swarm(keypair, transport, &behaviour)
             .await
             .context("cannot start the libp2p node")?;
         let (engine, handle, events) = Engine::new(swarm, Role::Peer, engine);

@@ -26,7 +26,7 @@ pub async fn run(args: PingArgs) -> Result<()> {
         },
         ..EngineConfig::default()
     };
-    let mut node = Node::start(engine, &[]).await?;
+    let mut node = Node::start(engine, &[], args.timeout).await?;
     let early = node
         .connect(std::slice::from_ref(&args.addr), args.timeout)
         .await?;

@@ -48,7 +48,12 @@ mod imp {
         tcp, yamux,
     };
 
-    use super::{BoxedError, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain, transport_err};
+    use std::time::Duration;
+
+    use super::{
+        BoxedError, CONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain,
+        transport_err,
+    };
     use crate::behaviour::{Behaviour, BehaviourConfig, Boxed, TransportParts};
 
     /// The WebRTC-direct certificate; its hash is part of the listen address.
@@ -150,6 +155,9 @@ mod imp {
         /// With it the node can listen on secure WebSocket (`/tls/ws`);
         /// without, only dial it.
         pub websocket_tls: Option<WebsocketTls>,
+        /// How long one connection attempt may take, handshakes included
+        /// ([`CONNECT_TIMEOUT`] when `None`).
+        pub connect_timeout: Option<Duration>,
     }
 
     /// Builds a swarm with TCP, QUIC, WebRTC-direct, DNS, WebSocket and
@@ -221,6 +229,7 @@ mod imp {
             .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
         Ok(swarm
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_connection_timeout(transport.connect_timeout.unwrap_or(CONNECT_TIMEOUT))
             .build())
     }
 }

@@ -156,7 +156,12 @@ async fn native_pair(
         Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1".parse()?,
         _ => "/ip4/127.0.0.1/tcp/0".parse()?,
     };
-    let mut sender = Node::start(config(&dir.join("sender"))?, &[listen]).await?;
+    let mut sender = Node::start(
+        config(&dir.join("sender"))?,
+        &[listen],
+        meshtalk_tests::WAIT,
+    )
+    .await?;
     let mut addr = None;
     peer::wait_for(&mut sender, "a listen address", |e| match e {
         Event::Listening(a) if Transport::of(a) == transport => {
