@@ -119,17 +119,13 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.session_storage().ok().flatten()
-}
-
 fn stored() -> Option<Keypair> {
-    let text = storage()?.get_item(STORAGE_KEY).ok().flatten()?;
+    let text = crate::page::stored_for_tab(STORAGE_KEY)?;
     Keypair::from_protobuf_encoding(&unhex(&text)?).ok()
 }
 
 fn store(keypair: &Keypair) {
-    if let (Some(storage), Ok(bytes)) = (storage(), keypair.to_protobuf_encoding())
+    if let (Some(storage), Ok(bytes)) = (crate::page::tab_storage(), keypair.to_protobuf_encoding())
         && storage.set_item(STORAGE_KEY, &hex(&bytes)).is_err()
     {
         tracing::warn!("cannot keep the identity in this tab: a reload will make a new one");

@@ -7,6 +7,7 @@ use std::io;
 
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
+use web_sys::Storage;
 
 /// The page URL's query string, including the leading `?` (or empty).
 pub fn query() -> String {
@@ -23,32 +24,47 @@ pub fn served_over_https() -> bool {
         .is_some_and(|p| p == "https:")
 }
 
-/// Reads a value kept in `localStorage`.
-pub fn stored(key: &str) -> Option<String> {
-    let storage = web_sys::window()?.local_storage().ok()??;
-    storage.get_item(key).ok()?
+/// This browser's `localStorage` (kept across visits), if it allows one.
+fn local_storage() -> Option<Storage> {
+    web_sys::window()?.local_storage().ok()?
 }
 
-/// Keeps a value in `localStorage`; a browser that refuses (private mode,
-/// quota) just forgets it.
-pub fn store(key: &str, value: &str) {
-    if let Some(Ok(Some(storage))) = web_sys::window().map(|w| w.local_storage()) {
+/// This tab's `sessionStorage` (kept across its reloads, copied into a
+/// duplicate of the tab), if the browser allows one.
+pub fn tab_storage() -> Option<Storage> {
+    web_sys::window()?.session_storage().ok()?
+}
+
+fn read(storage: Option<Storage>, key: &str) -> Option<String> {
+    storage?.get_item(key).ok()?
+}
+
+/// A browser that refuses (private mode, quota) just forgets the value.
+fn write(storage: Option<Storage>, key: &str, value: &str) {
+    if let Some(storage) = storage {
         let _ = storage.set_item(key, value);
     }
 }
 
+/// Reads a value kept in `localStorage`.
+pub fn stored(key: &str) -> Option<String> {
+    read(local_storage(), key)
+}
+
+/// Keeps a value in `localStorage`; a browser that refuses just forgets it.
+pub fn store(key: &str, value: &str) {
+    write(local_storage(), key, value)
+}
+
 /// A value kept in this tab's `sessionStorage`, if any.
 pub fn stored_for_tab(key: &str) -> Option<String> {
-    let storage = web_sys::window()?.session_storage().ok()??;
-    storage.get_item(key).ok()?
+    read(tab_storage(), key)
 }
 
 /// Keeps a value in this tab's `sessionStorage` (for its reloads); a
 /// browser that refuses just forgets it.
 pub fn store_for_tab(key: &str, value: &str) {
-    if let Some(Ok(Some(storage))) = web_sys::window().map(|w| w.session_storage()) {
-        let _ = storage.set_item(key, value);
-    }
+    write(tab_storage(), key, value)
 }
 
 /// Sets one query parameter of the address bar without reloading, so a
