@@ -737,7 +737,8 @@ pub struct Engine {
     direct: HashMap<ConnectionId, (PeerId, bool)>,
     pinger: Pinger,
     lookups: HashMap<kad::QueryId, PeerId>,
-    dial_listeners: HashSet<Multiaddr>,
+    /// The sockets we opened only to dial from (native WebRTC-direct).
+    dial_listeners: HashMap<Multiaddr, ListenerId>,
     shutdown: Option<Option<Instant>>,
     discovery: Discovery,
     neighbours: Neighbours,
@@ -873,7 +874,7 @@ impl Engine {
             direct: HashMap::new(),
             pinger,
             lookups: HashMap::new(),
-            dial_listeners: HashSet::new(),
+            dial_listeners: HashMap::new(),
             shutdown: None,
             discovery,
             neighbours,
@@ -1466,6 +1467,16 @@ impl Engine {
                 let dialed = self.dialing.remove(&connection_id).flatten();
                 self.neighbours
                     .dial_failed(peer_id, dialed.as_ref(), Instant::now());
+                let webrtc_direct = dialed
+                    .iter()
+                    .chain(match &error {
+                        DialError::Transport(errors) => errors.iter().map(|(a, _)| a).collect(),
+                        _ => Vec::new(),
+                    })
+                    .any(|a| Transport::of(a) == Transport::WebRtcDirect);
+                if webrtc_direct {
+                    self.renew_dial_listeners();
+                }
                 // A failed direct link says why without its long address.
                 let direct = match &error {
                     DialError::Transport(errors) => errors

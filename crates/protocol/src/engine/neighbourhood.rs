@@ -25,6 +25,7 @@ use crate::{
     behaviour::Role,
     discovery::{Cadence, SHARES_A_ROOM, Source, Target},
     rooms::Room,
+    transport::Transport,
 };
 
 impl Engine {
@@ -149,14 +150,41 @@ impl Engine {
 
     fn dial_listener(&mut self, addr: &Multiaddr) -> Result<(), String> {
         if let Some(listen) = arch::listener_for_dial(addr)
-            && !self.dial_listeners.contains(&listen)
+            && !self.dial_listeners.contains_key(&listen)
         {
-            self.swarm
+            let id = self
+                .swarm
                 .listen_on(listen.clone())
                 .map_err(|e| format!("cannot open a local {listen} socket: {e}"))?;
-            self.dial_listeners.insert(listen);
+            self.dial_listeners.insert(listen, id);
         }
         Ok(())
+    }
+
+    /// A WebRTC-direct dial failed. libp2p-webrtc leaves the failed
+    /// connection running on the socket it went out from, and that socket
+    /// hands whatever comes from the same remote address to it: dialed
+    /// again from there, the same relay is not reached until the old
+    /// connection times out (seen on a busy machine, where the relay's first
+    /// Noise message can arrive before our end of the handshake channel
+    /// exists, webrtc-rs issue 748, and the dial then fails after 10 s).
+    /// So once no WebRTC-direct connection or dial of ours needs them, the
+    /// sockets we opened to dial from are closed, and the next dial opens
+    /// a fresh one.
+    pub(super) fn renew_dial_listeners(&mut self) {
+        let webrtc_direct = |addr: &Multiaddr| Transport::of(addr) == Transport::WebRtcDirect;
+        let in_use = self
+            .connections
+            .values()
+            .any(|(_, addr)| webrtc_direct(addr))
+            || self.dialing.values().flatten().any(webrtc_direct);
+        if in_use {
+            return;
+        }
+        for (listen, id) in self.dial_listeners.drain() {
+            tracing::debug!(%listen, "closing the socket a failed WebRTC-direct dial went out from");
+            self.swarm.remove_listener(id);
+        }
     }
 
     /// Once a second: dial and prune as the neighbour manager says, and
