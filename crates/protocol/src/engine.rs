@@ -1467,24 +1467,23 @@ impl Engine {
                 let dialed = self.dialing.remove(&connection_id).flatten();
                 self.neighbours
                     .dial_failed(peer_id, dialed.as_ref(), Instant::now());
+                // The addresses tried, each with why it failed.
+                let tried = match &error {
+                    DialError::Transport(errors) => errors.as_slice(),
+                    _ => &[],
+                };
                 let webrtc_direct = dialed
                     .iter()
-                    .chain(match &error {
-                        DialError::Transport(errors) => errors.iter().map(|(a, _)| a).collect(),
-                        _ => Vec::new(),
-                    })
+                    .chain(tried.iter().map(|(a, _)| a))
                     .any(|a| Transport::of(a) == Transport::WebRtcDirect);
                 if webrtc_direct {
                     self.renew_dial_listeners();
                 }
                 // A failed direct link says why without its long address.
-                let direct = match &error {
-                    DialError::Transport(errors) => errors
-                        .iter()
-                        .find(|(a, _)| Transport::of(a) == Transport::WebRtc)
-                        .map(|(_, e)| error_chain(e)),
-                    _ => None,
-                };
+                let direct = tried
+                    .iter()
+                    .find(|(a, _)| Transport::of(a) == Transport::WebRtc)
+                    .map(|(_, e)| error_chain(e));
                 let error = dial_error_text(&error);
                 tracing::debug!(?peer_id, %error, "dial failed");
                 if let Some(peer) = peer_id {
