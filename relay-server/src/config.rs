@@ -66,7 +66,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "MESHTALK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Directory of the browser page served at `/` (Trunk's output).
+    /// Directory of the browser page served at `/` (`cargo xtask web` builds it).
     /// [default: the workspace's dist/ when `cargo xtask web` has built it]
     #[arg(long, value_name = "DIR", env = "MESHTALK_WEB_DIR")]
     pub web_dir: Option<PathBuf>,

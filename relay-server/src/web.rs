@@ -1,16 +1,16 @@
-//! Serves the browser page (Trunk's output, `dist/`) at `/`, with
+//! Serves the browser page (what `cargo xtask web` built, `dist/`) at `/`, with
 //! tower-http's `ServeDir`: only files inside the web directory (`..` and
 //! other escapes get 404), each in the Brotli or gzip twin that
 //! `cargo xtask web` wrote next to it when the browser accepts it
 //! (`Content-Encoding`, `Vary: Accept-Encoding`).
 //!
-//! Caching: files whose names carry Trunk's content hash
+//! Caching: files whose names carry their content's hash
 //! (`meshtalk-browser-<hash>_bg.wasm`) never change, so browsers keep them
 //! for a year without asking again; everything else (`index.html`, which
 //! names the current hashed files) is revalidated every time.
 //!
 //! Every page response carries a Content-Security-Policy that allows only
-//! what the page does: its own scripts (Trunk's inline loader by its
+//! what the page does: its own scripts (the inline module loader by its
 //! SHA-256), compiling WebAssembly, its own style sheet and images, `blob:`
 //! images (shared files, which it may also read back), and connections to
 //! its relay's HTTP API and to relays over WebSocket (WebRTC is not
@@ -111,8 +111,9 @@ async fn headers(State(csp): State<Arc<HeaderValue>>, request: Request, next: Ne
     response
 }
 
-/// Whether the last component of `path` carries a content hash as Trunk
-/// writes it: `name-<hex>.ext` or `name-<hex>_bg.wasm`, 12 to 32 hex digits.
+/// Whether the last component of `path` carries a content hash as
+/// `cargo xtask web` writes it: `name-<hex>.ext` or `name-<hex>_bg.wasm`,
+/// 12 to 32 hex digits.
 fn is_content_named(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or_default();
     let stem = name.split('.').next().unwrap_or_default();
@@ -123,7 +124,7 @@ fn is_content_named(path: &str) -> bool {
 }
 
 /// The policy for a page whose `index.html` is `index`: its inline
-/// scripts (Trunk's module loader) are allowed by their SHA-256, nothing
+/// scripts (the module loader) are allowed by their SHA-256, nothing
 /// else inline.
 fn content_security_policy(index: &str) -> String {
     let mut scripts = String::from("'self' 'wasm-unsafe-eval'");

@@ -4,7 +4,7 @@
 //!
 //! - `run`: build the chat page and a relay, and start the relay on
 //!   127.0.0.1 serving the page;
-//! - `web`: build the chat page into `dist/` (Trunk, release);
+//! - `web`: build the chat page into `dist/` (release, or `--dev`);
 //! - `test`: every check CI runs (format, lints on native and wasm32, unit,
 //!   browser and end-to-end tests), installing what is missing first;
 //! - `bench`: the benchmarks, with a table on stdout and JSON in
@@ -43,8 +43,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         relay_args: Vec<String>,
     },
-    /// Build the chat page into dist/ (Trunk, release, wasm-opt).
-    Web,
+    /// Build the chat page into dist/ (size-tuned release build).
+    Web {
+        /// A quick debug build instead, which keeps every log level
+        /// (`?log=debug`); rebuild and reload the page to try a change.
+        #[arg(long)]
+        dev: bool,
+    },
     /// Run every check and test CI runs.
     Test,
     /// Run the benchmarks (release build, loopback only): native, then
@@ -71,7 +76,8 @@ enum Command {
         runs: Option<u64>,
     },
     /// Install the toolchains and tools the tests need (wasm32 target,
-    /// wasm-bindgen-cli, Trunk, wasm-pack, wasm-opt, Chromium).
+    /// wasm-bindgen-cli, Chromium and chromedriver, the interop peers,
+    /// cargo-fuzz).
     Setup,
 }
 
@@ -79,7 +85,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { relay_args } => run(&relay_args),
-        Command::Web => toolchain::wasm().and_then(|wasm| web::build(&wasm)),
+        Command::Web { dev } => toolchain::wasm().and_then(|wasm| {
+            web::build(
+                &wasm,
+                if dev {
+                    web::Profile::Dev
+                } else {
+                    web::Profile::Release
+                },
+            )
+        }),
         Command::Test => test(),
         Command::Bench {
             sim: true,
@@ -108,7 +123,7 @@ fn main() -> ExitCode {
 
 fn run(relay_args: &[String]) -> Result<()> {
     let wasm = toolchain::wasm()?;
-    web::build(&wasm)?;
+    web::build(&wasm, web::Profile::Release)?;
     step("building the relay (release)");
     cargo(&["build", "--release", "-p", "meshtalk-relay"]).run()?;
     step("starting meshtalk-relay on 127.0.0.1 (Ctrl-C stops it)");
@@ -155,10 +170,10 @@ fn test() -> Result<()> {
         "meshtalk-fuzz",
     ])
     .run()?;
-    web::build(&wasm)?;
-    step("browser unit and connection tests (wasm-pack test --headless --chrome)");
+    web::build(&wasm, web::Profile::Release)?;
+    step("browser unit and connection tests (wasm32, in headless Chromium)");
     let relay = relay::TestRelay::start()?;
-    web::wasm_pack_test(&wasm, &relay.env())?;
+    web::browser_tests(&wasm, &relay.env())?;
     drop(relay);
     remove_stale_test_dirs();
     step("unit, property, end-to-end and browser tests");
@@ -233,7 +248,7 @@ fn simulate(args: &[String]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     let wasm = toolchain::wasm()?;
     web::test_tools()?;
-    web::build(&wasm)?;
+    web::build(&wasm, web::Profile::Release)?;
     step("building relay and benchmarks (release)");
     cargo(&[
         "build",

@@ -1,8 +1,12 @@
 //! The browser side: its tools (wasm-bindgen-cli at the version in
-//! Cargo.lock, Trunk, wasm-pack, Chromium and chromedriver), each installed
-//! when missing, and the page build into `dist/`.
+//! Cargo.lock, with its test runner; Chromium and chromedriver), each
+//! installed when missing, the page build into `dist/`, and the browser
+//! crate's tests in Chromium.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -11,10 +15,6 @@ use crate::{
     toolchain::{self, Wasm},
 };
 
-/// Trunk 0.22 needs a newer rustc than 1.95; 0.21.14 builds with `--locked`.
-const TRUNK_VERSION: &str = "0.21.14";
-/// wasm-pack for `wasm-pack test`.
-const WASM_PACK_VERSION: &str = "0.15.1";
 /// Custom sections the page does not need: function names (most of an
 /// unstripped module) and toolchain notes.
 const DROPPED_SECTIONS: &[&str] = &["name", "producers", "target_features"];
@@ -66,30 +66,23 @@ pub fn ensure_tool(program: &str, krate: &str, version: &str, locked: bool) -> R
 }
 
 /// Installs what building the page needs: wasm-bindgen-cli (without
-/// `--locked`: one of its locked dependencies left the registry), Trunk,
-/// and wasm-opt when the system offers it.
+/// `--locked`: one of its locked dependencies left the registry), which
+/// also brings the browser tests' runner.
 pub fn build_tools() -> Result<()> {
     ensure_tool(
         "wasm-bindgen",
         "wasm-bindgen-cli",
         &wasm_bindgen_version()?,
         false,
-    )?;
-    ensure_tool("trunk", "trunk", TRUNK_VERSION, true)?;
-    if version_of("wasm-opt").is_none() && Path::new("/usr/bin/apt-get").exists() {
-        step("installing binaryen (wasm-opt)");
-        toolchain::apt_install(&["binaryen"])?;
-    }
-    Ok(())
+    )
 }
 
-/// Installs what the browser tests need on top: wasm-pack, Chromium and
-/// chromedriver (unless `$CHROME` and `$CHROMEDRIVER` name others); tmux,
-/// for the terminal UI's test; and the js-libp2p and py-libp2p peers of
-/// the interop tests.
+/// Installs what the browser tests need on top: Chromium and chromedriver
+/// (unless `$CHROME` and `$CHROMEDRIVER` name others); tmux, for the
+/// terminal UI's test; and the js-libp2p and py-libp2p peers of the
+/// interop tests.
 pub fn test_tools() -> Result<()> {
     build_tools()?;
-    ensure_tool("wasm-pack", "wasm-pack", WASM_PACK_VERSION, false)?;
     let chrome = std::env::var_os("CHROME").is_some() || Path::new("/usr/bin/chromium").exists();
     let driver =
         std::env::var_os("CHROMEDRIVER").is_some() || Path::new("/usr/bin/chromedriver").exists();
@@ -185,46 +178,188 @@ fn page_env(wasm: &Wasm) -> Vec<(String, String)> {
     env
 }
 
-/// Builds the page into `dist/` with Trunk (release), drops the wasm
-/// module's name and toolchain sections, and writes a Brotli (`.br`) and a
-/// gzip (`.gz`) twin of each file, which the relay serves to browsers that
-/// accept them; then prints the sizes.
+/// How the page's wasm is built.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Size-tuned release build; logs at most `info`.
+    Release,
+    /// Quick debug build with every log level, for working on the page.
+    Dev,
+}
+
+/// The page's name in the files it is built into.
+const PAGE: &str = "meshtalk-browser";
+
+/// Builds the page into `dist/`: the browser crate for wasm32, the
+/// wasm-bindgen glue for ES modules, the module without its name and
+/// toolchain sections, and `web/index.html` with its style sheet and icon.
+/// Every file but `index.html` is named by its content
+/// (`name-<16 hex digits>.ext`, which the relay caches for a year), and
+/// `index.html` gets preload links to the glue and the module and the
+/// script that starts the page ([`LOADER`]). Then, for a release build, a
+/// Brotli (`.br`) and a gzip (`.gz`) twin of each file, which the relay
+/// serves to browsers that accept them, and the sizes.
 ///
 /// Binaryen's wasm-opt is not used: Debian's version 108 renumbers the
 /// tables of a module with an externref table, and the page then fails at
 /// start with "WebAssembly.Table.grow(): failed to grow table". The
 /// size-tuned profile and the stripping alone keep the page well inside
 /// its budget.
-pub fn build(wasm: &Wasm) -> Result<()> {
+pub fn build(wasm: &Wasm, profile: Profile) -> Result<()> {
     build_tools()?;
-    step("building the chat page (trunk build --release, into dist/)");
-    Cmd::new("trunk")
-        .args(["build", "--release"])
-        .envs(&page_env(wasm))
-        .run()?;
+    let glue = compile(wasm, profile)?;
     let dist = workspace_root().join("dist");
-    for entry in fs::read_dir(&dist).context("cannot read dist/")? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wasm") {
-            let module = fs::read(&path)?;
-            let stripped = strip_sections(&module, DROPPED_SECTIONS)
-                .with_context(|| format!("{} is not a wasm module", path.display()))?;
-            eprintln!(
-                "xtask: {}: {} KB, {} KB without names",
-                path.display(),
-                module.len() / 1024,
-                stripped.len() / 1024
-            );
-            fs::write(&path, stripped)?;
-            // Kept with its names for size analysis:
-            // `twiggy top target/wasm/page-with-names.wasm`.
-            fs::write(
-                Path::new(&wasm_target_dir()).join("page-with-names.wasm"),
-                module,
-            )?;
+    if dist.exists() {
+        fs::remove_dir_all(&dist).context("cannot empty dist/")?;
+    }
+    fs::create_dir_all(&dist).context("cannot create dist/")?;
+    let module_path = glue.join(format!("{PAGE}_bg.wasm"));
+    let module =
+        fs::read(&module_path).with_context(|| format!("cannot read {}", module_path.display()))?;
+    let stripped = strip_sections(&module, DROPPED_SECTIONS)
+        .with_context(|| format!("{} is not a wasm module", module_path.display()))?;
+    eprintln!(
+        "xtask: {}: {} KB, {} KB without names",
+        module_path.display(),
+        module.len() / 1024,
+        stripped.len() / 1024
+    );
+    // Kept with its names for size analysis:
+    // `twiggy top target/wasm/page-with-names.wasm`.
+    fs::write(
+        Path::new(&wasm_target_dir()).join("page-with-names.wasm"),
+        &module,
+    )?;
+    let script = fs::read(glue.join(format!("{PAGE}.js")))?;
+    // The glue and the module belong together: one name for both.
+    let hash = content_hash(&[&script, &stripped]);
+    let script_name = format!("{PAGE}-{hash}.js");
+    let module_name = format!("{PAGE}-{hash}_bg.wasm");
+    fs::write(dist.join(&script_name), &script)?;
+    fs::write(dist.join(&module_name), &stripped)?;
+    // Inline JavaScript of the crates the page uses, imported by the glue
+    // relative to itself.
+    if glue.join("snippets").is_dir() {
+        copy_dir(&glue.join("snippets"), &dist.join("snippets"))?;
+    }
+    write_index(&dist, &script_name, &module_name)?;
+    // A debug module is tens of MB, which Brotli's best takes long over;
+    // the relay serves it as it is.
+    match profile {
+        Profile::Release => precompress(&dist),
+        Profile::Dev => Ok(()),
+    }
+}
+
+/// Builds the browser crate for wasm32 and runs wasm-bindgen on it;
+/// returns the directory with the glue (`meshtalk-browser.js`) and the
+/// module (`meshtalk-browser_bg.wasm`).
+fn compile(wasm: &Wasm, profile: Profile) -> Result<PathBuf> {
+    let (label, dir) = match profile {
+        Profile::Release => ("release", "release"),
+        Profile::Dev => ("dev", "debug"),
+    };
+    step(&format!("building the chat page ({label}, into dist/)"));
+    let mut args = vec![
+        "build",
+        "-p",
+        PAGE,
+        "--lib",
+        "--target",
+        toolchain::WASM_TARGET,
+    ];
+    if profile == Profile::Release {
+        args.push("--release");
+    }
+    cargo(&args).envs(&page_env(wasm)).run()?;
+    let built = Path::new(&wasm_target_dir())
+        .join(toolchain::WASM_TARGET)
+        .join(dir)
+        .join(format!("{}.wasm", PAGE.replace('-', "_")));
+    let glue = Path::new(&wasm_target_dir()).join("bindgen");
+    let _ = fs::remove_dir_all(&glue);
+    Cmd::new("wasm-bindgen")
+        .args(["--target", "web", "--no-typescript", "--out-name", PAGE])
+        .args(["--out-dir"])
+        .args([&glue, &built])
+        .run()?;
+    Ok(glue)
+}
+
+/// Writes `dist/index.html` from `web/index.html`, with the style sheet
+/// and icon copied under content names and the page's preload links and
+/// loader added to its head.
+fn write_index(dist: &Path, script_name: &str, module_name: &str) -> Result<()> {
+    let web = workspace_root().join("web");
+    let mut index =
+        fs::read_to_string(web.join("index.html")).context("cannot read web/index.html")?;
+    for asset in PAGE_ASSETS {
+        let body = fs::read(web.join(asset)).with_context(|| format!("cannot read web/{asset}"))?;
+        let (stem, ext) = asset.rsplit_once('.').unwrap_or((asset, ""));
+        let named = format!("{stem}-{}.{ext}", content_hash(&[&body]));
+        fs::write(dist.join(&named), &body)?;
+        index = replace_once(
+            &index,
+            &format!("href=\"{asset}\""),
+            &format!("href=\"{named}\""),
+        )
+        .with_context(|| format!("web/index.html must link {asset} once"))?;
+    }
+    let start = format!(
+        "    <link rel=\"modulepreload\" href=\"{script_name}\" data-page />\n    \
+         <link rel=\"preload\" href=\"{module_name}\" as=\"fetch\" type=\"application/wasm\" crossorigin=\"anonymous\" data-page />\n    \
+         <script type=\"module\">{LOADER}</script>\n  </head>"
+    );
+    index = replace_once(&index, "  </head>", &start)
+        .context("web/index.html must have one `  </head>`")?;
+    fs::write(dist.join("index.html"), index)?;
+    Ok(())
+}
+
+/// The script that starts the page: it imports the glue and instantiates
+/// the module that the preload links name. It is the same for every build,
+/// so the relay's Content-Security-Policy, which allows it by its hash,
+/// stays right when the page is rebuilt under a running relay.
+const LOADER: &str = "const page = rel => document.querySelector(`link[rel=${rel}][data-page]`).href; \
+     const { default: init } = await import(page('modulepreload')); \
+     await init({ module_or_path: page('preload') }); \
+     dispatchEvent(new Event('meshtalk-started'));";
+
+/// The files of `web/` that `index.html` links by name.
+const PAGE_ASSETS: &[&str] = &["style.css", "favicon.svg"];
+
+/// The first 16 hex digits of the SHA-256 of `parts` one after another.
+fn content_hash(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `text` with its one occurrence of `from` replaced by `to`; `None` when
+/// `from` occurs not once.
+fn replace_once(text: &str, from: &str, to: &str) -> Option<String> {
+    (text.matches(from).count() == 1).then(|| text.replacen(from, to, 1))
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target)?;
         }
     }
-    precompress(&dist)
+    Ok(())
 }
 
 /// Writes `FILE.br` and `FILE.gz` next to each file of `dist` (old twins
@@ -235,7 +370,7 @@ fn precompress(dist: &Path) -> Result<()> {
         .context("cannot read dist/")?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
-    files.retain(|p| !p.extension().is_some_and(|e| e == "br" || e == "gz"));
+    files.retain(|p| p.is_file() && !p.extension().is_some_and(|e| e == "br" || e == "gz"));
     files.sort();
     let (mut raw, mut gz, mut br) = (0, 0, 0);
     eprintln!("xtask: the page on the wire (bytes: raw, gzip, brotli)");
@@ -333,24 +468,29 @@ fn leb128(bytes: &[u8], mut at: usize) -> Result<(usize, usize)> {
     bail!("number too long")
 }
 
-/// `wasm-pack test --headless --chrome crates/browser` (a debug build:
-/// with `--release`, `-Z build-std` builds `core` twice and fails), with
-/// the wasm toolchain's environment plus `extra`.
-pub fn wasm_pack_test(wasm: &Wasm, extra: &[(String, String)]) -> Result<()> {
+/// The browser crate's tests in headless Chromium: `cargo test` for
+/// wasm32 with wasm-bindgen's test runner (a debug build: with
+/// `--release`, `-Z build-std` builds `core` twice and fails), with the
+/// wasm toolchain's environment plus `extra`. The runner drives Chromium
+/// through chromedriver with the options in `crates/browser/webdriver.json`.
+pub fn browser_tests(wasm: &Wasm, extra: &[(String, String)]) -> Result<()> {
     let mut env = wasm.env();
-    env.push(("CARGO_TARGET_DIR".into(), wasm_target_dir()));
-    if std::env::var_os("CHROMEDRIVER").is_none() && Path::new("/usr/bin/chromedriver").exists() {
+    env.push((
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER".into(),
+        "wasm-bindgen-test-runner".into(),
+    ));
+    if std::env::var_os("CHROMEDRIVER").is_none() {
         env.push(("CHROMEDRIVER".into(), "/usr/bin/chromedriver".into()));
     }
     env.extend_from_slice(extra);
-    Cmd::new("wasm-pack")
-        .args(["test", "--headless", "--chrome", "crates/browser"])
+    cargo(&["test", "-p", PAGE, "--target", toolchain::WASM_TARGET])
+        .args(["--target-dir", &wasm_target_dir()])
         .envs(&env)
         .run()
 }
 
-/// The wasm build's own target dir, absolute: wasm-pack runs cargo from
-/// the crate's directory.
+/// The wasm build's own target dir, absolute (wasm-bindgen runs from the
+/// workspace root, cargo's test runner from the crate's directory).
 fn wasm_target_dir() -> String {
     workspace_root().join("target/wasm").display().to_string()
 }

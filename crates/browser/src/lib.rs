@@ -2,8 +2,8 @@
 //!
 //! The meshtalk browser peer: [`meshtalk_protocol`]'s behaviour, wire
 //! format, validation and chat engine compiled to WebAssembly, behind a
-//! Leptos chat page. Trunk builds it from `web/index.html`
-//! (`cargo xtask web`), and `meshtalk-relay` serves the result.
+//! Leptos chat page. `cargo xtask web` builds it, with `web/index.html`,
+//! into `dist/`, and `meshtalk-relay` serves the result.
 //!
 //! The page connects to a relay over WebRTC-direct, falling back to
 //! WebSocket, and joins the same gossipsub rooms as native peers.

@@ -79,7 +79,7 @@ const UDP_DROPPED: &str = "udp dropped";
 /// peer connection's `connected`), when the page's first message went
 /// over it and when the status first says connected, in ms since
 /// navigation start.
-const CONNECT_PROBE: &str = "addEventListener('TrunkApplicationStarted', \
+const CONNECT_PROBE: &str = "addEventListener('meshtalk-started', \
       () => { window.__startedAt = performance.now(); }); \
     window.__wire = {}; \
     const note = k => { if (window.__wire[k] === undefined) window.__wire[k] = performance.now(); }; \

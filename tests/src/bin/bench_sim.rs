@@ -46,6 +46,7 @@ use meshtalk_protocol::{
     },
     libp2p_stream,
     rooms::Room,
+    transport::Transport,
 };
 use meshtalk_tests::{
     load::rss_mb,
@@ -142,14 +143,69 @@ enum Seen {
     Message {
         seq: usize,
     },
-    Connected(PeerId),
+    Connected {
+        peer: PeerId,
+        /// We dialed it.
+        outbound: bool,
+        /// Through a relay (a circuit).
+        circuit: bool,
+    },
     Disconnected(PeerId),
+    /// The neighbour manager closed a link it did not need.
+    Pruned,
     /// A room message of ours went to gossipsub.
     Published,
     /// Our messages wait for a peer in the room.
     Held,
     /// Our neighbours' queues were full.
     Slowed,
+}
+
+/// Connections peers dialed, by kind, and links their neighbour managers
+/// pruned: what churn is made of.
+#[derive(Default)]
+struct Opened {
+    /// Direct connections to relays.
+    to_relays: usize,
+    /// Direct connections to other peers.
+    to_peers: usize,
+    /// Connections to other peers through a relay.
+    through_relays: usize,
+    pruned: usize,
+}
+
+impl Opened {
+    fn count(&mut self, seen: &Seen, relays: &HashSet<PeerId>) {
+        match *seen {
+            Seen::Connected {
+                outbound: false, ..
+            } => {}
+            Seen::Connected { circuit: true, .. } => self.through_relays += 1,
+            Seen::Connected { peer, .. } if relays.contains(&peer) => self.to_relays += 1,
+            Seen::Connected { .. } => self.to_peers += 1,
+            Seen::Pruned => self.pruned += 1,
+            _ => {}
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "to_relays": self.to_relays,
+            "to_peers": self.to_peers,
+            "through_relays": self.through_relays,
+            "pruned": self.pruned,
+        })
+    }
+}
+
+impl std::fmt::Display for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to relays, {} to peers directly, {} through relays; {} links pruned",
+            self.to_relays, self.to_peers, self.through_relays, self.pruned
+        )
+    }
 }
 
 /// What became of a message handed to a publisher's engine.
@@ -332,7 +388,17 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                             None => continue,
                         }
                     }
-                    Event::Connected { peer, .. } => Seen::Connected(peer),
+                    Event::Connected {
+                        peer,
+                        outbound,
+                        transport,
+                        ..
+                    } => Seen::Connected {
+                        peer,
+                        outbound,
+                        circuit: transport == Transport::Circuit,
+                    },
+                    Event::Pruned { .. } => Seen::Pruned,
                     Event::Sent { id: Some(_), .. } => Seen::Published,
                     Event::Held { .. } => Seen::Held,
                     Event::Slowed { .. } => Seen::Slowed,
@@ -373,8 +439,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     // The settled network is judged over the same last seconds.
     let quiet_from = Instant::now() + Duration::from_secs(args.settle) - background_window;
     let mut background_start = None;
-    // Connections peers opened in the last seconds of settling.
-    let mut opened_settled = 0usize;
+    // Connections peers dialed in the last seconds of settling.
+    let mut opened_settled = Opened::default();
     loop {
         let window_start = settle_end - background_window;
         if background_start.is_none() && tokio::time::Instant::now() >= window_start {
@@ -387,8 +453,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         };
         match tokio::time::timeout_at(until, rx.recv()).await {
             Ok(Some((i, seen, _))) => {
-                if background_start.is_some() && matches!(seen, Seen::Connected(_)) {
-                    opened_settled += 1;
+                if background_start.is_some() {
+                    opened_settled.count(&seen, &relay_ids);
                 }
                 record(&mut links, i, seen);
             }
@@ -420,8 +486,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     // How long the publishers' engines took to take a message (ms).
     let mut answered: Vec<f64> = Vec::with_capacity(total);
     let mut unanswered = 0usize;
-    // Connections peers opened while messages went round.
-    let mut opened_publishing = 0usize;
+    // Connections peers dialed while messages went round.
+    let mut opened_publishing = Opened::default();
     let (handed_tx, mut handed_rx) = mpsc::unbounded_channel::<Handed>();
     let quiet_after = Duration::from_secs(10);
     let drain = Duration::from_secs(args.drain);
@@ -477,9 +543,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                     Seen::Held => held += 1,
                     Seen::Slowed => slowed += 1,
                     other => {
-                        if matches!(other, Seen::Connected(_)) {
-                            opened_publishing += 1;
-                        }
+                        opened_publishing.count(&other, &relay_ids);
                         record(&mut links, i, other);
                     }
                 }
@@ -581,8 +645,11 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         println!("engines that stopped (panicked): {stopped} peers, {relays_stopped} relays");
     }
     println!(
-        "connections opened by peers: {opened_settled} in the last {} s of settling, {opened_publishing} while publishing ({:.0} s)",
+        "connections peers dialed, last {} s of settling: {opened_settled}",
         background_window.as_secs(),
+    );
+    println!(
+        "connections peers dialed while publishing ({:.0} s): {opened_publishing}",
         ended.duration_since(start).as_secs_f64()
     );
     println!(
@@ -625,7 +692,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "relay_connections_per_peer": relay_counts,
         "engines_stopped": {"peers": stopped, "relays": relays_stopped},
         "rss_mb": {"start": rss_start, "settled": rss_settled, "end": rss_end},
-        "connections_opened": {"settled_window": opened_settled, "publishing": opened_publishing},
+        "connections_dialed": {"settled_window": opened_settled.json(), "publishing": opened_publishing.json()},
         "timer_lag_ms": {
             "settling": {"p50": settling.0, "p99": settling.1, "max": settling.2},
             "publishing": {"p50": publishing.0, "p99": publishing.1, "max": publishing.2},
@@ -643,12 +710,12 @@ fn bare(addr: &Multiaddr) -> Multiaddr {
 
 fn record(links: &mut [HashSet<PeerId>], i: usize, seen: Seen) {
     match seen {
-        Seen::Connected(peer) => {
+        Seen::Connected { peer, .. } => {
             links[i].insert(peer);
         }
         Seen::Disconnected(peer) => {
             links[i].remove(&peer);
         }
-        Seen::Message { .. } | Seen::Published | Seen::Held | Seen::Slowed => {}
+        Seen::Message { .. } | Seen::Published | Seen::Held | Seen::Slowed | Seen::Pruned => {}
     }
 }
