@@ -129,6 +129,10 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(10 * 60);
 /// How often a peer announces itself again as a provider of its rooms:
 /// well before the record expires.
 pub const PROVIDER_REPUBLISH: Duration = Duration::from_secs(4 * 60);
+/// How many of the DHT's servers (relays) closest to a key a query looks
+/// for, and how many hold a room's provider records (Kademlia's
+/// replication factor, unless configured otherwise).
+pub const DHT_REPLICATION: std::num::NonZeroUsize = std::num::NonZeroUsize::new(20).unwrap();
 /// Largest gossipsub message accepted on the wire (room messages are far
 /// smaller; raw topics may carry more).
 pub const MAX_TRANSMIT_SIZE: usize = 64 * 1024;
@@ -244,6 +248,8 @@ pub struct BehaviourConfig {
     /// The pubsub router (relays always run gossipsub, which serves
     /// floodsub peers too).
     pub pubsub: Pubsub,
+    /// Kademlia's replication factor ([`DHT_REPLICATION`] by default).
+    pub dht_replication: std::num::NonZeroUsize,
 }
 
 impl Default for BehaviourConfig {
@@ -253,6 +259,7 @@ impl Default for BehaviourConfig {
             sources: Sources::default(),
             limits: Limits::default(),
             pubsub: Pubsub::default(),
+            dht_replication: DHT_REPLICATION,
         }
     }
 }
@@ -398,6 +405,7 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
             .set_query_timeout(Duration::from_secs(30))
+            .set_replication_factor(config.dht_replication)
             // Only peers that identify confirmed as speaking meshtalk's DHT
             // protocol enter the routing table (the engine adds them).
             .set_kbucket_inserts(kad::BucketInserts::Manual)

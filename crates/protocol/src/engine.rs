@@ -1636,55 +1636,72 @@ impl Engine {
                 })
             }
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
-            } => match result {
-                kad::QueryResult::Bootstrap(result) => self.emit(Event::Bootstrapped {
-                    remaining: match result {
-                        Ok(ok) => ok.num_remaining,
-                        Err(kad::BootstrapError::Timeout { num_remaining, .. }) => {
-                            num_remaining.unwrap_or(0)
-                        }
-                    },
-                }),
-                kad::QueryResult::GetClosestPeers(result) if self.walks.remove(&id) => {
-                    let peers = match result {
-                        Ok(ok) => ok.peers,
-                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
-                    };
-                    let mut found_new = false;
-                    for info in peers {
-                        found_new |= self.discovered(info.peer_id, &info.addrs, Source::RandomWalk);
-                    }
-                    if let Some(cadence) = self.walk_cadence.as_mut() {
-                        cadence.finished(Instant::now(), found_new);
-                        tracing::debug!(found_new, next_in = ?cadence.interval(), "random walk done");
-                    }
+                id,
+                result,
+                step,
+                stats,
+            } => {
+                if step.last {
+                    tracing::debug!(
+                        query = %kad_query_kind(&result),
+                        requests = stats.num_requests(),
+                        successes = stats.num_successes(),
+                        failures = stats.num_failures(),
+                        "DHT query done"
+                    );
                 }
-                kad::QueryResult::GetProviders(result) => self.on_providers(id, result, step.last),
-                kad::QueryResult::GetClosestPeers(result) if step.last => {
-                    if let Some(target) = self.lookups.remove(&id) {
+                match result {
+                    kad::QueryResult::Bootstrap(result) => self.emit(Event::Bootstrapped {
+                        remaining: match result {
+                            Ok(ok) => ok.num_remaining,
+                            Err(kad::BootstrapError::Timeout { num_remaining, .. }) => {
+                                num_remaining.unwrap_or(0)
+                            }
+                        },
+                    }),
+                    kad::QueryResult::GetClosestPeers(result) if self.walks.remove(&id) => {
                         let peers = match result {
                             Ok(ok) => ok.peers,
                             Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                         };
-                        let mut addrs = peers
-                            .into_iter()
-                            .find(|p| p.peer_id == target)
-                            .map(|p| p.addrs)
-                            .unwrap_or_default();
-                        // Peers never list themselves among the closest to
-                        // their own id; our routing table may know them.
-                        if addrs.is_empty() {
-                            addrs = self.kad_addresses(target);
+                        let mut found_new = false;
+                        for info in peers {
+                            found_new |=
+                                self.discovered(info.peer_id, &info.addrs, Source::RandomWalk);
                         }
-                        self.emit(Event::PeerLookup {
-                            peer: target,
-                            addrs,
-                        });
+                        if let Some(cadence) = self.walk_cadence.as_mut() {
+                            cadence.finished(Instant::now(), found_new);
+                            tracing::debug!(found_new, next_in = ?cadence.interval(), "random walk done");
+                        }
                     }
+                    kad::QueryResult::GetProviders(result) => {
+                        self.on_providers(id, result, step.last)
+                    }
+                    kad::QueryResult::GetClosestPeers(result) if step.last => {
+                        if let Some(target) = self.lookups.remove(&id) {
+                            let peers = match result {
+                                Ok(ok) => ok.peers,
+                                Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                            };
+                            let mut addrs = peers
+                                .into_iter()
+                                .find(|p| p.peer_id == target)
+                                .map(|p| p.addrs)
+                                .unwrap_or_default();
+                            // Peers never list themselves among the closest to
+                            // their own id; our routing table may know them.
+                            if addrs.is_empty() {
+                                addrs = self.kad_addresses(target);
+                            }
+                            self.emit(Event::PeerLookup {
+                                peer: target,
+                                addrs,
+                            });
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
             _ => {}
         }
     }
@@ -2077,4 +2094,18 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         next = e.source();
     }
     parts.join(": ")
+}
+
+/// What kind of DHT query a result is of, for the log.
+fn kad_query_kind(result: &kad::QueryResult) -> &'static str {
+    match result {
+        kad::QueryResult::Bootstrap(_) => "bootstrap",
+        kad::QueryResult::GetClosestPeers(_) => "closest peers",
+        kad::QueryResult::GetProviders(_) => "providers",
+        kad::QueryResult::StartProviding(_) => "announce",
+        kad::QueryResult::RepublishProvider(_) => "announce again",
+        kad::QueryResult::GetRecord(_) => "get record",
+        kad::QueryResult::PutRecord(_) => "put record",
+        kad::QueryResult::RepublishRecord(_) => "put record again",
+    }
 }

@@ -25,6 +25,7 @@
 
 use std::{
     collections::HashSet,
+    num::NonZeroUsize,
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
@@ -35,7 +36,7 @@ use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
     arch::IDLE_CONNECTION_TIMEOUT,
-    behaviour::{Behaviour, BehaviourConfig, Boxed, Role, TransportParts},
+    behaviour::{Behaviour, BehaviourConfig, Boxed, DHT_REPLICATION, Role, TransportParts},
     discovery::{Discovery, Source, Sources, peer_of},
     engine::{Engine, EngineConfig, EngineHandle, Event, HistoryConfig},
     libp2p::{
@@ -87,6 +88,10 @@ struct Args {
     /// over; the run ends sooner once no delivery came for 10 s.
     #[arg(long, default_value = "60")]
     drain: u64,
+    /// Kademlia's replication factor of every node: how many relays a
+    /// query looks for and a room's provider records go to.
+    #[arg(long, default_value_t = DHT_REPLICATION)]
+    dht_replication: NonZeroUsize,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/sim.json")]
     out: PathBuf,
@@ -223,6 +228,7 @@ fn node(
     net: &SimNet,
     role: Role,
     sources: &Sources,
+    dht_replication: NonZeroUsize,
     mut config: EngineConfig,
 ) -> Result<(
     Engine,
@@ -240,6 +246,7 @@ fn node(
     let behaviour = BehaviourConfig {
         role,
         sources: sources.clone(),
+        dht_replication,
         ..BehaviourConfig::default()
     };
     let swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
@@ -333,7 +340,13 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
             },
             ..EngineConfig::default()
         };
-        let (engine, handle, events, addr) = node(&net, Role::Relay, &relay_sources, config)?;
+        let (engine, handle, events, addr) = node(
+            &net,
+            Role::Relay,
+            &relay_sources,
+            args.dht_replication,
+            config,
+        )?;
         relay_tasks.push(tokio::spawn(engine.run()));
         tokio::spawn(events.for_each(|_| async {}));
         handle.listen(bare(&addr)).await?;
@@ -364,7 +377,13 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
             },
             ..EngineConfig::default()
         };
-        let (engine, handle, mut events, addr) = node(&net, Role::Peer, &peer_sources, config)?;
+        let (engine, handle, mut events, addr) = node(
+            &net,
+            Role::Peer,
+            &peer_sources,
+            args.dht_replication,
+            config,
+        )?;
         tasks.push(tokio::spawn(engine.run()));
         // Not awaited one by one: a thousand busy engines would take
         // minutes to start in turn.
@@ -683,6 +702,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "rate_per_s": args.rate,
         "secs": args.secs,
         "settle_s": args.settle,
+        "dht_replication": args.dht_replication,
         "deliveries": {"expected": expected, "delivered": delivered, "ratio": ratio, "within_300_ms": within_300},
         "published": {"to_gossipsub": published, "held": held, "slowed": slowed, "command_ms": {"p50": took50, "max": took_max}, "unanswered": unanswered},
         "latency_ms": {"p50": p50, "p99": p99},
