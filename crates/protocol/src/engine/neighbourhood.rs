@@ -248,11 +248,20 @@ impl Engine {
             }
             if walk.due(now) {
                 walk.started(now);
+                // A relay's walk looks for the whole backbone; a peer's only
+                // for a few relays to fall back on. Kademlia's
+                // `get_closest_peers` asks for 20 whatever the replication
+                // factor, which in a network of 20 relays links every
+                // peer to every relay on each walk.
+                let wanted = match self.role {
+                    Role::Relay => kad::K_VALUE,
+                    Role::Peer => PEER_WALK_RESULTS,
+                };
                 let query = self
                     .swarm
                     .behaviour_mut()
                     .kad
-                    .get_closest_peers(PeerId::random());
+                    .get_n_closest_peers(PeerId::random(), wanted);
                 self.walks.insert(query);
             }
         }
@@ -449,6 +458,10 @@ impl Engine {
             .unwrap_or_default()
     }
 }
+
+/// How many DHT servers (relays) a peer's random walk looks for: a few
+/// more than the relays it keeps.
+const PEER_WALK_RESULTS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(5).unwrap();
 
 /// Members a room lookup must find before it stops asking relays: twice
 /// the links a room gets, so a member we cannot reach has a stand-in.
