@@ -475,16 +475,16 @@ fn leb128(bytes: &[u8], mut at: usize) -> Result<(usize, usize)> {
 /// through chromedriver with the options in `crates/browser/webdriver.json`.
 pub fn browser_tests(wasm: &Wasm, extra: &[(String, String)]) -> Result<()> {
     let mut env = wasm.env();
+    env.push(("CARGO_TARGET_DIR".into(), wasm_target_dir()));
     env.push((
         "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER".into(),
         "wasm-bindgen-test-runner".into(),
     ));
-    if std::env::var_os("CHROMEDRIVER").is_none() {
+    if std::env::var_os("CHROMEDRIVER").is_none() && Path::new("/usr/bin/chromedriver").exists() {
         env.push(("CHROMEDRIVER".into(), "/usr/bin/chromedriver".into()));
     }
     env.extend_from_slice(extra);
     cargo(&["test", "-p", PAGE, "--target", toolchain::WASM_TARGET])
-        .args(["--target-dir", &wasm_target_dir()])
         .envs(&env)
         .run()
 }

@@ -129,9 +129,11 @@ pub const PROVIDER_TTL: Duration = Duration::from_secs(10 * 60);
 /// How often a peer announces itself again as a provider of its rooms:
 /// well before the record expires.
 pub const PROVIDER_REPUBLISH: Duration = Duration::from_secs(4 * 60);
-/// How many of the DHT's servers (relays) closest to a key a query looks
-/// for, and how many hold a room's provider records (Kademlia's
-/// replication factor, unless configured otherwise).
+/// Kademlia's replication factor, unless configured otherwise: how many of
+/// the DHT's servers (relays) closest to a key hold a room's provider
+/// records, and how many a provider lookup or announcement looks for.
+/// (libp2p-kad 0.49 does not apply it to bootstraps and closest-peer
+/// queries: those look for 20.)
 pub const DHT_REPLICATION: std::num::NonZeroUsize = std::num::NonZeroUsize::new(20).unwrap();
 /// Largest gossipsub message accepted on the wire (room messages are far
 /// smaller; raw topics may carry more).

@@ -89,7 +89,8 @@ struct Args {
     #[arg(long, default_value = "60")]
     drain: u64,
     /// Kademlia's replication factor of every node: how many relays a
-    /// query looks for and a room's provider records go to.
+    /// room's provider records go to and a provider lookup looks for
+    /// (bootstraps and random walks do not use it).
     #[arg(long, default_value_t = DHT_REPLICATION)]
     dht_replication: NonZeroUsize,
     /// Where to write the JSON results.
