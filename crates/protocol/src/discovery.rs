@@ -531,6 +531,19 @@ impl Neighbours {
         self.links.len()
     }
 
+    /// Whether a random walk that is due should run. A relay's walks keep
+    /// its backbone up to date. A peer walks to learn of relays to fall
+    /// back on: once it knows as many as it may hold links, it walks only
+    /// when it is short of links. Each walk links a peer to relays that it
+    /// prunes again, and some walk nearly always names a relay none had
+    /// named before, so a peer that went on walking kept a settled
+    /// network of many relays churning.
+    pub fn walk_wanted(&self) -> bool {
+        self.relay_role
+            || self.links.len() < self.watermarks.low
+            || self.known.values().filter(|k| k.relay).count() < self.watermarks.high
+    }
+
     /// What to dial and prune now. `useful` rates a connected peer (higher
     /// is more useful): [`SHARES_A_ROOM`] for each room it shares with us,
     /// plus one when it is in one of our gossipsub meshes.
@@ -919,6 +932,30 @@ mod tests {
         n.connected(relay, None, t0);
         n.connected(useful_peer, None, t0);
         assert_eq!(n.plan(settled, useful).prune, vec![useful_peer]);
+    }
+
+    #[test]
+    fn a_peer_stops_walking_once_it_knows_enough_relays_unless_short_of_links() {
+        let mut n = peer_node(vec![], 2, 4);
+        let t0 = Instant::now();
+        let relays: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        for (i, relay) in relays.iter().enumerate() {
+            assert!(n.walk_wanted(), "knows {i} relays");
+            n.is_relay(*relay, &[addr(10 + i as u16, *relay)]);
+            n.connected(*relay, None, t0);
+        }
+        assert!(!n.walk_wanted());
+        // Down to one link (under the low watermark): walk again.
+        for relay in &relays[1..] {
+            n.disconnected(relay, t0 + Duration::from_secs(1));
+        }
+        assert!(n.walk_wanted());
+        // A relay always walks.
+        let discovery = Discovery {
+            watermarks: Watermarks { low: 0, high: 0 },
+            ..Discovery::default()
+        };
+        assert!(Neighbours::new(PeerId::random(), true, &discovery).walk_wanted());
     }
 
     #[test]

@@ -88,6 +88,10 @@ struct Args {
     /// over; the run ends sooner once no delivery came for 10 s.
     #[arg(long, default_value = "60")]
     drain: u64,
+    /// Peers that join the network per second, until all have (a network
+    /// grows; it does not start whole). Settling starts after the last.
+    #[arg(long, default_value = "250", value_parser = positive)]
+    arrivals: f64,
     /// Kademlia's replication factor of every node: how many relays a
     /// room's provider records go to and a provider lookup looks for
     /// (bootstraps and random walks do not use it).
@@ -432,9 +436,9 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                 }
             }
         });
-        // Peers arrive over a few seconds, not all in one instant.
-        if i % 50 == 49 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        // Peers arrive at `--arrivals` a second, not all in one instant.
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_secs_f64(10.0 / args.arrivals)).await;
         }
     }
     drop(tx);
@@ -703,6 +707,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "rate_per_s": args.rate,
         "secs": args.secs,
         "settle_s": args.settle,
+        "arrivals_per_s": args.arrivals,
         "dht_replication": args.dht_replication,
         "deliveries": {"expected": expected, "delivered": delivered, "ratio": ratio, "within_300_ms": within_300},
         "published": {"to_gossipsub": published, "held": held, "slowed": slowed, "command_ms": {"p50": took50, "max": took_max}, "unanswered": unanswered},
@@ -723,6 +728,14 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
 }
 
 /// An address without its `/p2p/` part (to listen on).
+/// A number of arrivals per second above zero.
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number above 0")),
+    }
+}
+
 fn bare(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, meshtalk_protocol::libp2p::multiaddr::Protocol::P2p(_)))

@@ -246,7 +246,7 @@ impl Engine {
             if self.neighbours.link_count() < self.discovery.watermarks.low {
                 walk.hurry(now);
             }
-            if walk.due(now) {
+            if walk.due(now) && self.neighbours.walk_wanted() {
                 walk.started(now);
                 // A relay's walk looks for the whole backbone; a peer's only
                 // for a few relays to fall back on. Kademlia's
