@@ -541,7 +541,7 @@ impl Neighbours {
     pub fn walk_wanted(&self) -> bool {
         self.relay_role
             || self.links.len() < self.watermarks.low
-            || self.known.values().filter(|k| k.relay).count() < self.watermarks.high
+            || self.relays().count() < self.watermarks.high
     }
 
     /// What to dial and prune now. `useful` rates a connected peer (higher

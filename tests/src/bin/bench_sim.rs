@@ -727,7 +727,6 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     }))
 }
 
-/// An address without its `/p2p/` part (to listen on).
 /// A number of arrivals per second above zero.
 fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -736,6 +735,7 @@ fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
+/// An address without its `/p2p/` part (to listen on).
 fn bare(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, meshtalk_protocol::libp2p::multiaddr::Protocol::P2p(_)))
