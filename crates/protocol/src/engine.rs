@@ -752,6 +752,8 @@ pub struct Engine {
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     /// When each room's members are looked up next.
     lookup_cadence: HashMap<TopicHash, Cadence>,
+    /// When every room is to be announced again (see `provide_all`).
+    provide_due: Option<Instant>,
     /// The relay holding our reservation, and the listener for it.
     reservation: Option<(PeerId, ListenerId)>,
     next_reserve: Instant,
@@ -884,6 +886,7 @@ impl Engine {
             walk_cadence: None,
             provider_queries: HashMap::new(),
             lookup_cadence: HashMap::new(),
+            provide_due: None,
             reservation: None,
             next_reserve: Instant::now(),
             reserve_failures: 0,
@@ -987,6 +990,7 @@ impl Engine {
                     self.forget_silent_members();
                     self.release_late_live();
                     self.announce_deferred_due();
+                    self.provide_all_due();
                     self.retry_dms();
                     self.close_due_relayed();
                     self.flush();
@@ -1389,8 +1393,17 @@ impl Engine {
                 let transport = transport_of(&endpoint);
                 let outbound = endpoint.is_dialer();
                 let addr = endpoint.get_remote_address().clone();
-                tracing::debug!(peer = %peer_id, %addr, %transport, "connected");
-                let dialed = self.dialing.remove(&connection_id).flatten();
+                // Who asked for the connection: the engine (its neighbour
+                // manager or a command), a behaviour (Kademlia's queries,
+                // the relay client), or the remote peer.
+                let dialing = self.dialing.remove(&connection_id);
+                let by = match (&dialing, outbound) {
+                    (Some(_), _) => "engine",
+                    (None, true) => "behaviour",
+                    (None, false) => "remote",
+                };
+                tracing::debug!(peer = %peer_id, %addr, %transport, dialed_by = by, "connected");
+                let dialed = dialing.flatten();
                 self.commanded.remove(&connection_id);
                 // A page's relayed connections only carry the signaling of
                 // direct links: they are no link of their own.

@@ -225,6 +225,7 @@ impl Engine {
     /// The last connection to `peer` closed: once it is back, it is asked
     /// again.
     pub(super) fn history_peer_gone(&mut self, peer: &PeerId) {
+        self.history_sync.cancel(peer);
         for asked in self.history_asked.values_mut() {
             asked.remove(peer);
         }

@@ -30,7 +30,11 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncWriteExt, FutureExt, future::BoxFuture, stream::FuturesUnordered};
+use futures::{
+    AsyncWriteExt, FutureExt,
+    future::{AbortHandle, Abortable, BoxFuture},
+    stream::FuturesUnordered,
+};
 use futures_timer::Delay;
 use libp2p::{PeerId, Stream, StreamProtocol, gossipsub::TopicHash};
 use libp2p_stream::Control;
@@ -137,7 +141,12 @@ pub(crate) struct HistorySync {
     incoming: Option<Inbound>,
     store: Arc<Mutex<Store>>,
     sizes: RoomSizes,
-    tasks: FuturesUnordered<BoxFuture<'static, SyncEvent>>,
+    /// Exchanges under way, each with the fetch it belongs to (none for
+    /// those we serve).
+    tasks: FuturesUnordered<BoxFuture<'static, (Option<u64>, SyncEvent)>>,
+    /// Our fetches under way: whom each asks, and how to call it off.
+    fetches: HashMap<u64, (PeerId, AbortHandle)>,
+    next_fetch: u64,
     asked: PerMinute,
 }
 
@@ -159,6 +168,8 @@ impl HistorySync {
             store,
             sizes,
             tasks: FuturesUnordered::new(),
+            fetches: HashMap::new(),
+            next_fetch: 0,
             asked: PerMinute::new(REQUESTS_PER_MINUTE),
         }
     }
@@ -211,13 +222,38 @@ impl HistorySync {
             };
             HistoryAnswer::decode(bytes.as_slice()).map_err(|e| format!("undecodable answer: {e}"))
         };
+        let (abort, registration) = AbortHandle::new_pair();
+        let id = self.next_fetch;
+        self.next_fetch = self.next_fetch.wrapping_add(1);
+        self.fetches.insert(id, (peer, abort));
         let task = async move {
-            match within(EXCHANGE_TIMEOUT, exchange).await {
-                Ok(answer) => SyncEvent::Fetched { peer, room, answer },
-                Err(error) => SyncEvent::Failed { peer, room, error },
-            }
+            let event = match Abortable::new(within(EXCHANGE_TIMEOUT, exchange), registration).await
+            {
+                Ok(Ok(answer)) => SyncEvent::Fetched { peer, room, answer },
+                Ok(Err(error)) => SyncEvent::Failed { peer, room, error },
+                Err(_aborted) => SyncEvent::Failed {
+                    peer,
+                    room,
+                    error: "the connection closed".to_owned(),
+                },
+            };
+            (Some(id), event)
         };
         self.tasks.push(task.boxed());
+    }
+
+    /// Calls off our fetches from `peer`, whose last connection closed:
+    /// asking again would dial it, and a peer the neighbour manager let go
+    /// (or a relay a DHT query reached for a moment) is not to be dialed
+    /// for history. The engine asks it again once it is back.
+    pub(crate) fn cancel(&mut self, peer: &PeerId) {
+        self.fetches.retain(|_, (asked, abort)| {
+            let keep = asked != peer;
+            if !keep {
+                abort.abort();
+            }
+            keep
+        });
     }
 
     fn serve(&mut self, peer: PeerId, stream: Stream) {
@@ -226,7 +262,7 @@ impl HistorySync {
             if let Err(e) = within(EXCHANGE_TIMEOUT, answer(peer, stream, store, sizes)).await {
                 tracing::debug!(%peer, error = %e, "history request not answered");
             }
-            SyncEvent::Served
+            (None, SyncEvent::Served)
         };
         self.tasks.push(task.boxed());
     }
@@ -241,7 +277,12 @@ impl HistorySync {
                     drop(stream);
                     return SyncEvent::Refused { peer };
                 }
-                Next::Done(event) => return event,
+                Next::Done((fetch, event)) => {
+                    if let Some(fetch) = fetch {
+                        self.fetches.remove(&fetch);
+                    }
+                    return event;
+                }
             }
         }
     }
@@ -284,4 +325,135 @@ async fn answer(
         .await
         .map_err(|e| e.to_string())?;
     stream.close().await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use libp2p::{
+        Multiaddr, Swarm, SwarmBuilder,
+        core::{Transport as _, transport::MemoryTransport, upgrade},
+        noise,
+        swarm::SwarmEvent,
+        yamux,
+    };
+
+    use super::*;
+    use crate::history::store::Limits;
+
+    /// A node on libp2p's in-memory transport that speaks only
+    /// libp2p-stream, listening at `/memory/{port}`.
+    async fn node(port: u64) -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
+        let mut swarm = SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_other_transport(|key| {
+                Ok(MemoryTransport::default()
+                    .upgrade(upgrade::Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()))
+            })
+            .expect("transport")
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .expect("behaviour")
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
+            .build();
+        let addr: Multiaddr = format!("/memory/{port}").parse().expect("address");
+        swarm.listen_on(addr.clone()).expect("listen");
+        (swarm, addr)
+    }
+
+    /// The swarm's next event, failing the test after `deadline`.
+    async fn drive(
+        swarm: &mut Swarm<libp2p_stream::Behaviour>,
+        deadline: tokio::time::Instant,
+    ) -> SwarmEvent<()> {
+        tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .expect("timed out")
+    }
+
+    #[tokio::test]
+    async fn a_fetch_is_called_off_with_its_connection_and_never_dials_again() {
+        let base = 7_500_000 + u64::from(std::process::id() % 1_000) * 10;
+        // The asked peer takes the request and never answers.
+        let (mut holder, holder_addr) = node(base).await;
+        let holder_id = *holder.local_peer_id();
+        let mut incoming = holder
+            .behaviour()
+            .new_control()
+            .accept(HISTORY_PROTOCOL)
+            .expect("accept");
+        let (arrived, mut request_in) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut arrived = Some(arrived);
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = holder.select_next_some() => {}
+                    Some(stream) = incoming.next() => {
+                        held.push(stream);
+                        if let Some(arrived) = arrived.take() {
+                            let _ = arrived.send(());
+                        }
+                    }
+                }
+            }
+        });
+
+        let (mut asker, _) = node(base + 1).await;
+        let store = Arc::new(Mutex::new(Store::new(Limits {
+            per_room: 0,
+            ..Limits::default()
+        })));
+        let mut sync =
+            HistorySync::new(asker.behaviour().new_control(), store, RoomSizes::default());
+        asker.dial(holder_addr).expect("dial");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !matches!(
+            drive(&mut asker, deadline).await,
+            SwarmEvent::ConnectionEstablished { .. }
+        ) {}
+        sync.fetch(holder_id, TopicHash::from_raw("room"), None);
+        // Once the holder has the request, the connection closes as when
+        // the neighbour manager lets a peer go.
+        loop {
+            tokio::select! {
+                _ = drive(&mut asker, deadline) => {}
+                _ = sync.next() => panic!("the fetch ended before the holder had it"),
+                _ = &mut request_in => break,
+            }
+        }
+        assert!(asker.disconnect_peer_id(holder_id).is_ok(), "not connected");
+        while !matches!(
+            drive(&mut asker, deadline).await,
+            SwarmEvent::ConnectionClosed { .. }
+        ) {}
+        sync.cancel(&holder_id);
+
+        // The fetch fails at once, and for longer than the longest pause
+        // before a retry nothing dials the holder again.
+        let quiet = tokio::time::sleep(Duration::from_millis(3 * RETRY_PAUSE_MS.1));
+        tokio::pin!(quiet);
+        let mut failed = None;
+        loop {
+            tokio::select! {
+                event = drive(&mut asker, deadline) => {
+                    assert!(
+                        !matches!(event, SwarmEvent::Dialing { .. } | SwarmEvent::ConnectionEstablished { .. }),
+                        "the holder was dialed again: {event:?}"
+                    );
+                }
+                event = sync.next() => match event {
+                    SyncEvent::Failed { peer, error, .. } => failed = Some((peer, error)),
+                    _ => panic!("unexpected history event"),
+                },
+                () = &mut quiet => break,
+            }
+        }
+        let (peer, error) = failed.expect("the fetch did not end");
+        assert_eq!(peer, holder_id);
+        assert_eq!(error, "the connection closed");
+    }
 }
