@@ -752,8 +752,6 @@ pub struct Engine {
     provider_queries: HashMap<kad::QueryId, ProviderQuery>,
     /// When each room's members are looked up next.
     lookup_cadence: HashMap<TopicHash, Cadence>,
-    /// When every room is to be announced again (see `provide_all`).
-    provide_due: Option<Instant>,
     /// The relay holding our reservation, and the listener for it.
     reservation: Option<(PeerId, ListenerId)>,
     next_reserve: Instant,
@@ -886,7 +884,6 @@ impl Engine {
             walk_cadence: None,
             provider_queries: HashMap::new(),
             lookup_cadence: HashMap::new(),
-            provide_due: None,
             reservation: None,
             next_reserve: Instant::now(),
             reserve_failures: 0,
@@ -990,7 +987,6 @@ impl Engine {
                     self.forget_silent_members();
                     self.release_late_live();
                     self.announce_deferred_due();
-                    self.provide_all_due();
                     self.retry_dms();
                     self.close_due_relayed();
                     self.flush();

@@ -4,7 +4,7 @@
 //! announcements), and keeps the relay reservation that gives a native
 //! peer a relayed address.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use libp2p::{
     Multiaddr, PeerId,
@@ -84,25 +84,11 @@ impl Engine {
         );
     }
 
-    /// Announces every room again (new addresses, a newly reachable DHT)
-    /// once our addresses have settled: a peer's first DHT server and the
-    /// relayed address its reservation there brings come within a round
-    /// trip or two of each other, and each announce asks as many relays as
-    /// the replication factor (most of them dialed for it).
+    /// Announces every room again (new addresses, a newly reachable DHT).
     pub(super) fn provide_all(&mut self) {
-        self.provide_due
-            .get_or_insert_with(|| Instant::now() + PROVIDE_SETTLE);
-    }
-
-    /// Announces the rooms if [`Self::provide_all`] asked for it and the
-    /// wait is over.
-    pub(super) fn provide_all_due(&mut self) {
-        if self.provide_due.is_some_and(|due| due <= Instant::now()) {
-            self.provide_due = None;
-            let rooms: Vec<Room> = self.rooms.values().cloned().collect();
-            for room in rooms {
-                self.provide(&room);
-            }
+        let rooms: Vec<Room> = self.rooms.values().cloned().collect();
+        for room in rooms {
+            self.provide(&room);
         }
     }
 
@@ -476,10 +462,6 @@ impl Engine {
 /// How many DHT servers (relays) a peer's random walk looks for: a few
 /// more than the relays it keeps.
 const PEER_WALK_RESULTS: std::num::NonZeroUsize = std::num::NonZeroUsize::new(5).unwrap();
-
-/// How long [`Engine::provide_all`] waits for more news of our addresses
-/// before it announces.
-const PROVIDE_SETTLE: Duration = Duration::from_secs(1);
 
 /// Members a room lookup must find before it stops asking relays: twice
 /// the links a room gets, so a member we cannot reach has a stand-in.
