@@ -45,6 +45,8 @@ pub mod keyfile;
 pub mod peer_record;
 pub mod ping;
 pub mod rooms;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod testing;
 pub mod transport;
 pub mod uc;
 pub mod validate;

@@ -147,42 +147,26 @@ mod tests {
 
     use futures::StreamExt;
     use libp2p::{
-        Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
-        core::{Transport as _, transport::MemoryTransport, upgrade},
+        Multiaddr, PeerId, StreamProtocol, Swarm,
         kad::{self, store::MemoryStore},
-        noise,
         swarm::SwarmEvent,
-        yamux,
     };
 
     use super::Dht;
+    use crate::testing::memory_node;
 
     const PROTOCOL: StreamProtocol = StreamProtocol::new("/meshtalk/kad-test/1.0.0");
 
     /// A node on libp2p's in-memory transport, listening at `/memory/{port}`.
     async fn node(port: u64, mode: kad::Mode) -> (Swarm<Dht>, Multiaddr) {
-        let mut swarm = SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_other_transport(|key| {
-                Ok(MemoryTransport::default()
-                    .upgrade(upgrade::Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default()))
-            })
-            .expect("transport")
-            .with_behaviour(|key| {
-                let id = key.public().to_peer_id();
-                let mut config = kad::Config::new(PROTOCOL);
-                config.set_query_timeout(Duration::from_secs(10));
-                let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), config);
-                kad.set_mode(Some(mode));
-                Dht::new(kad)
-            })
-            .expect("behaviour")
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-            .build();
-        let addr: Multiaddr = format!("/memory/{port}").parse().expect("address");
-        swarm.listen_on(addr.clone()).expect("listen");
+        let (mut swarm, addr) = memory_node(port, |key| {
+            let id = key.public().to_peer_id();
+            let mut config = kad::Config::new(PROTOCOL);
+            config.set_query_timeout(Duration::from_secs(10));
+            let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), config);
+            kad.set_mode(Some(mode));
+            Dht::new(kad)
+        });
         swarm.add_external_address(addr.clone());
         (swarm, addr)
     }

@@ -327,41 +327,20 @@ async fn answer(
     stream.close().await.map_err(|e| e.to_string())
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use std::time::Duration;
 
     use futures::StreamExt;
-    use libp2p::{
-        Multiaddr, Swarm, SwarmBuilder,
-        core::{Transport as _, transport::MemoryTransport, upgrade},
-        noise,
-        swarm::SwarmEvent,
-        yamux,
-    };
+    use libp2p::{Multiaddr, Swarm, swarm::SwarmEvent};
 
     use super::*;
-    use crate::history::store::Limits;
+    use crate::{history::store::Limits, testing::memory_node};
 
     /// A node on libp2p's in-memory transport that speaks only
     /// libp2p-stream, listening at `/memory/{port}`.
-    async fn node(port: u64) -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
-        let mut swarm = SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_other_transport(|key| {
-                Ok(MemoryTransport::default()
-                    .upgrade(upgrade::Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default()))
-            })
-            .expect("transport")
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())
-            .expect("behaviour")
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-            .build();
-        let addr: Multiaddr = format!("/memory/{port}").parse().expect("address");
-        swarm.listen_on(addr.clone()).expect("listen");
-        (swarm, addr)
+    fn node(port: u64) -> (Swarm<libp2p_stream::Behaviour>, Multiaddr) {
+        memory_node(port, |_| libp2p_stream::Behaviour::new())
     }
 
     /// The swarm's next event, failing the test after `deadline`.
@@ -378,7 +357,7 @@ mod tests {
     async fn a_fetch_is_called_off_with_its_connection_and_never_dials_again() {
         let base = 7_500_000 + u64::from(std::process::id() % 1_000) * 10;
         // The asked peer takes the request and never answers.
-        let (mut holder, holder_addr) = node(base).await;
+        let (mut holder, holder_addr) = node(base);
         let holder_id = *holder.local_peer_id();
         let mut incoming = holder
             .behaviour()
@@ -402,7 +381,7 @@ mod tests {
             }
         });
 
-        let (mut asker, _) = node(base + 1).await;
+        let (mut asker, _) = node(base + 1);
         let store = Arc::new(Mutex::new(Store::new(Limits {
             per_room: 0,
             ..Limits::default()
