@@ -89,6 +89,18 @@ impl Node {
     /// Returns events that arrived meanwhile, for the caller to handle.
     pub async fn connect(&mut self, addrs: &[Multiaddr], timeout: Duration) -> Result<Vec<Event>> {
         let mut seen = Vec::new();
+        let timed_out = || {
+            anyhow::anyhow!(
+                "timed out after {} s connecting to {}",
+                timeout.as_secs_f64(),
+                addrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let start = tokio::time::Instant::now();
         let wait = async {
             for round in 0..2 {
                 if round > 0 {
@@ -124,6 +136,12 @@ impl Node {
                         _ => seen.push(event),
                     }
                 }
+                // Each attempt has `timeout` too (see `start_as`): a first
+                // dial that fails when the time is up timed out, whichever
+                // timer fired first.
+                if round > 0 && start.elapsed() >= timeout {
+                    return Err(timed_out());
+                }
                 if round > 0 {
                     bail!("cannot connect: {}", failures.join("; "));
                 }
@@ -136,15 +154,7 @@ impl Node {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result.map(|()| seen),
-            Err(_) => bail!(
-                "timed out after {} s connecting to {}",
-                timeout.as_secs_f64(),
-                addrs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Err(_) => Err(timed_out()),
         }
     }
 
