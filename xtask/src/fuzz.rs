@@ -62,9 +62,19 @@ pub fn install() -> Result<()> {
 pub fn run(budget: Budget) -> Result<()> {
     install()?;
     step("building the fuzz targets (cargo fuzz build, no sanitizer, debug assertions)");
+    // The targets build meshtalk-protocol without its `transports` feature,
+    // which no other build does: warnings there fail here, as clippy's do
+    // elsewhere (cargo-fuzz adds its own flags before ours).
+    let rustflags = match std::env::var("RUSTFLAGS") {
+        Ok(flags) if !flags.trim().is_empty() => format!("{flags} -D warnings"),
+        _ => "-D warnings".to_owned(),
+    };
     Cmd::new("cargo")
         .args(["fuzz", "build", "--sanitizer", "none", "--debug-assertions"])
-        .envs(&[("RUSTC_BOOTSTRAP".to_owned(), "1".to_owned())])
+        .envs(&[
+            ("RUSTC_BOOTSTRAP".to_owned(), "1".to_owned()),
+            ("RUSTFLAGS".to_owned(), rustflags),
+        ])
         .run()?;
     let what = match budget {
         Budget::Seconds(s) => format!("{s} s each"),

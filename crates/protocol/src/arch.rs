@@ -1,17 +1,21 @@
 //! Everything that differs between native peers and the browser, in one
 //! place: transports, mDNS, timers. Both modules offer the same items; the
-//! rest of the crate is written once against them.
+//! rest of the crate is written once against them. Natively the transports
+//! and mDNS come with the `transports` feature (on by default); without it
+//! there is no [`build_swarm`] and the crate's user builds the swarm with
+//! transports of its own.
 
 use std::time::Duration;
 
 pub use imp::*;
 
 pub mod files;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "transports"))]
 mod settle;
 #[cfg(any(target_arch = "wasm32", test))]
 mod socket;
 
+#[cfg(any(target_arch = "wasm32", feature = "transports"))]
 use crate::engine::error_chain;
 
 /// How long an idle connection stays open. Chat connections are long-lived
@@ -31,33 +35,22 @@ pub enum SwarmError {
     Behaviour(String),
 }
 
+#[cfg(any(target_arch = "wasm32", feature = "transports"))]
 type BoxedError = Box<dyn std::error::Error + Send + Sync>;
 
+#[cfg(any(target_arch = "wasm32", feature = "transports"))]
 fn transport_err(e: impl std::error::Error) -> SwarmError {
     SwarmError::Transport(error_chain(&e))
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    use libp2p::{
-        Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
-        core::{transport::OptionalTransport, upgrade},
-        identity::Keypair,
-        mdns, noise,
-        swarm::NetworkBehaviour,
-        tcp, yamux,
-    };
+    use libp2p::{Multiaddr, PeerId};
 
-    use std::time::Duration;
-
-    use super::{
-        BoxedError, CONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain,
-        transport_err,
-    };
-    use crate::behaviour::{Behaviour, BehaviourConfig, Boxed, TransportParts};
-
-    /// The WebRTC-direct certificate; its hash is part of the listen address.
-    pub use libp2p_webrtc::tokio::Certificate;
+    #[cfg(feature = "transports")]
+    pub use transports::*;
+    #[cfg(not(feature = "transports"))]
+    pub use without_transports::*;
 
     /// Native peers run AutoNAT, DCUtR and mDNS.
     pub const NATIVE: bool = true;
@@ -71,8 +64,6 @@ mod imp {
     /// No `/webrtc` (private-to-private) natively: see ARCHITECTURE.md.
     pub const WEBRTC: bool = false;
 
-    /// mDNS on the tokio runtime.
-    pub type Mdns = mdns::tokio::Behaviour;
     /// AutoNAT.
     pub type Autonat = libp2p::autonat::Behaviour;
     /// Hole punching.
@@ -94,19 +85,6 @@ mod imp {
     /// The relay server of a relay node.
     pub fn relay_server(peer_id: PeerId, config: libp2p::relay::Config) -> Option<RelayServer> {
         Some(RelayServer::new(peer_id, config))
-    }
-
-    /// Starts mDNS.
-    pub fn mdns(peer_id: PeerId) -> std::io::Result<Option<Mdns>> {
-        mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map(Some)
-    }
-
-    /// Peers an mDNS event reports as newly found.
-    pub fn mdns_discovered(event: <Mdns as NetworkBehaviour>::ToSwarm) -> Vec<(PeerId, Multiaddr)> {
-        match event {
-            mdns::Event::Discovered(found) => found,
-            mdns::Event::Expired(_) => Vec::new(),
-        }
     }
 
     /// The local listener a dial to `addr` needs first, if any: native
@@ -131,106 +109,170 @@ mod imp {
         })
     }
 
-    /// The longest the streams we open on an accepted WebRTC-direct
-    /// connection wait for the remote's first stream (see `arch/settle.rs`).
-    const WEBRTC_INBOUND_SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+    /// The native transports and mDNS (the `transports` feature).
+    #[cfg(feature = "transports")]
+    mod transports {
+        use libp2p::{
+            Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
+            core::{transport::OptionalTransport, upgrade},
+            identity::Keypair,
+            mdns, noise,
+            swarm::NetworkBehaviour,
+            tcp, yamux,
+        };
 
-    /// A fresh WebRTC certificate.
-    pub fn new_certificate() -> Certificate {
-        // `generate` ignores its rng and cannot fail with default parameters.
-        match Certificate::generate(&mut rand::rng()) {
-            Ok(cert) => cert,
-            Err(e) => unreachable!("WebRTC certificate generation failed: {e}"),
+        use std::time::Duration;
+
+        use super::super::{
+            BoxedError, CONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain,
+            transport_err,
+        };
+        use crate::behaviour::{Behaviour, BehaviourConfig, Boxed, TransportParts};
+
+        /// The WebRTC-direct certificate; its hash is part of the listen address.
+        pub use libp2p_webrtc::tokio::Certificate;
+
+        /// mDNS on the tokio runtime.
+        pub type Mdns = mdns::tokio::Behaviour;
+
+        /// Starts mDNS.
+        pub fn mdns(peer_id: PeerId) -> std::io::Result<Option<Mdns>> {
+            mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map(Some)
+        }
+
+        /// Peers an mDNS event reports as newly found.
+        pub fn mdns_discovered(
+            event: <Mdns as NetworkBehaviour>::ToSwarm,
+        ) -> Vec<(PeerId, Multiaddr)> {
+            match event {
+                mdns::Event::Discovered(found) => found,
+                mdns::Event::Expired(_) => Vec::new(),
+            }
+        }
+
+        /// The longest the streams we open on an accepted WebRTC-direct
+        /// connection wait for the remote's first stream (see `arch/settle.rs`).
+        const WEBRTC_INBOUND_SETTLE: std::time::Duration = std::time::Duration::from_millis(150);
+
+        /// A fresh WebRTC certificate.
+        pub fn new_certificate() -> Certificate {
+            // `generate` ignores its rng and cannot fail with default parameters.
+            match Certificate::generate(&mut rand::rng()) {
+                Ok(cert) => cert,
+                Err(e) => unreachable!("WebRTC certificate generation failed: {e}"),
+            }
+        }
+
+        /// The certificate and key a node serves secure WebSocket with.
+        pub use libp2p::websocket::tls::Config as WebsocketTls;
+
+        /// Transport settings of a native node.
+        #[derive(Default)]
+        pub struct TransportConfig {
+            /// WebRTC-direct certificate; a fresh one when `None`.
+            pub webrtc_certificate: Option<Certificate>,
+            /// With it the node can listen on secure WebSocket (`/tls/ws`);
+            /// without, only dial it.
+            pub websocket_tls: Option<WebsocketTls>,
+            /// How long one connection attempt may take, handshakes included
+            /// ([`CONNECT_TIMEOUT`] when `None`).
+            pub connect_timeout: Option<Duration>,
+        }
+
+        /// Builds a swarm with TCP, QUIC, WebRTC-direct, DNS, WebSocket and
+        /// relayed transports (Noise + Yamux where the transport lacks its own).
+        pub async fn build_swarm(
+            keypair: Keypair,
+            transport: TransportConfig,
+            config: &BehaviourConfig,
+        ) -> Result<Swarm<Boxed<Behaviour>>, SwarmError> {
+            // quinn brings aws-lc-rs and webrtc brings ring: with two providers
+            // rustls cannot pick one itself and WebRTC-direct handshakes panic.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let certificate = transport.webrtc_certificate.unwrap_or_else(new_certificate);
+            let swarm = SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .map_err(transport_err)?
+                .with_quic()
+                .with_other_transport(|key| {
+                    libp2p_webrtc::tokio::Transport::new(key.clone(), certificate).map(
+                        |(peer, connection), endpoint| {
+                            let wait = endpoint.is_listener().then_some(WEBRTC_INBOUND_SETTLE);
+                            (peer, super::super::settle::Settle::new(connection, wait))
+                        },
+                    )
+                })
+                .map_err(transport_err)?
+                // Listening on secure WebSocket. It sits under DNS, unlike the
+                // WebSocket transport below, which dials (`/tls/ws` included,
+                // with the name a `/dns` address gives for TLS) and listens on
+                // plain `/ws`: without a server certificate it passes `/tls/ws`
+                // listen addresses on to this one.
+                .with_other_transport(|key| -> Result<_, BoxedError> {
+                    let Some(tls) = transport.websocket_tls else {
+                        return Ok(OptionalTransport::none());
+                    };
+                    let mut ws = libp2p::websocket::Config::new(tcp::tokio::Transport::new(
+                        tcp::Config::default().nodelay(true),
+                    ));
+                    ws.set_tls_config(tls);
+                    Ok(OptionalTransport::some(
+                        ws.upgrade(upgrade::Version::V1Lazy)
+                            .authenticate(noise::Config::new(key)?)
+                            .multiplex(yamux::Config::default()),
+                    ))
+                })
+                .map_err(transport_err)?
+                .with_dns()
+                .map_err(transport_err)?
+                .with_websocket(noise::Config::new, yamux::Config::default)
+                .await
+                .map_err(transport_err)?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(transport_err)?
+                .with_behaviour(|key, relay_client| {
+                    let parts = TransportParts {
+                        relay_client,
+                        streams: libp2p_stream::Behaviour::new(),
+                        webrtc: None,
+                    };
+                    Behaviour::new(key, parts, config)
+                        .map(Boxed::new)
+                        .map_err(BoxedError::from)
+                })
+                .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
+            Ok(swarm
+                .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+                .with_connection_timeout(transport.connect_timeout.unwrap_or(CONNECT_TIMEOUT))
+                .build())
         }
     }
 
-    /// The certificate and key a node serves secure WebSocket with.
-    pub use libp2p::websocket::tls::Config as WebsocketTls;
+    /// Without the `transports` feature: no mDNS, and the swarm is built
+    /// by the crate's user, with transports of its own.
+    #[cfg(not(feature = "transports"))]
+    mod without_transports {
+        use std::convert::Infallible;
 
-    /// Transport settings of a native node.
-    #[derive(Default)]
-    pub struct TransportConfig {
-        /// WebRTC-direct certificate; a fresh one when `None`.
-        pub webrtc_certificate: Option<Certificate>,
-        /// With it the node can listen on secure WebSocket (`/tls/ws`);
-        /// without, only dial it.
-        pub websocket_tls: Option<WebsocketTls>,
-        /// How long one connection attempt may take, handshakes included
-        /// ([`CONNECT_TIMEOUT`] when `None`).
-        pub connect_timeout: Option<Duration>,
-    }
+        use libp2p::{Multiaddr, PeerId, swarm::dummy};
 
-    /// Builds a swarm with TCP, QUIC, WebRTC-direct, DNS, WebSocket and
-    /// relayed transports (Noise + Yamux where the transport lacks its own).
-    pub async fn build_swarm(
-        keypair: Keypair,
-        transport: TransportConfig,
-        config: &BehaviourConfig,
-    ) -> Result<Swarm<Boxed<Behaviour>>, SwarmError> {
-        // quinn brings aws-lc-rs and webrtc brings ring: with two providers
-        // rustls cannot pick one itself and WebRTC-direct handshakes panic.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let certificate = transport.webrtc_certificate.unwrap_or_else(new_certificate);
-        let swarm = SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(transport_err)?
-            .with_quic()
-            .with_other_transport(|key| {
-                libp2p_webrtc::tokio::Transport::new(key.clone(), certificate).map(
-                    |(peer, connection), endpoint| {
-                        let wait = endpoint.is_listener().then_some(WEBRTC_INBOUND_SETTLE);
-                        (peer, super::settle::Settle::new(connection, wait))
-                    },
-                )
-            })
-            .map_err(transport_err)?
-            // Listening on secure WebSocket. It sits under DNS, unlike the
-            // WebSocket transport below, which dials (`/tls/ws` included,
-            // with the name a `/dns` address gives for TLS) and listens on
-            // plain `/ws`: without a server certificate it passes `/tls/ws`
-            // listen addresses on to this one.
-            .with_other_transport(|key| -> Result<_, BoxedError> {
-                let Some(tls) = transport.websocket_tls else {
-                    return Ok(OptionalTransport::none());
-                };
-                let mut ws = libp2p::websocket::Config::new(tcp::tokio::Transport::new(
-                    tcp::Config::default().nodelay(true),
-                ));
-                ws.set_tls_config(tls);
-                Ok(OptionalTransport::some(
-                    ws.upgrade(upgrade::Version::V1Lazy)
-                        .authenticate(noise::Config::new(key)?)
-                        .multiplex(yamux::Config::default()),
-                ))
-            })
-            .map_err(transport_err)?
-            .with_dns()
-            .map_err(transport_err)?
-            .with_websocket(noise::Config::new, yamux::Config::default)
-            .await
-            .map_err(transport_err)?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(transport_err)?
-            .with_behaviour(|key, relay_client| {
-                let parts = TransportParts {
-                    relay_client,
-                    streams: libp2p_stream::Behaviour::new(),
-                    webrtc: None,
-                };
-                Behaviour::new(key, parts, config)
-                    .map(Boxed::new)
-                    .map_err(BoxedError::from)
-            })
-            .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
-        Ok(swarm
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-            .with_connection_timeout(transport.connect_timeout.unwrap_or(CONNECT_TIMEOUT))
-            .build())
+        /// No mDNS without the native transports.
+        pub type Mdns = dummy::Behaviour;
+
+        /// No mDNS without the native transports.
+        pub fn mdns(_: PeerId) -> std::io::Result<Option<Mdns>> {
+            Ok(None)
+        }
+
+        /// Never called: the stand-in emits nothing.
+        pub fn mdns_discovered(event: Infallible) -> Vec<(PeerId, Multiaddr)> {
+            match event {}
+        }
     }
 }
 

@@ -13,6 +13,12 @@
 //!   its rooms,
 //! - [`arch`]: the one place where native and browser code differ.
 //!
+//! Natively, the `transports` feature (on by default) brings TCP, QUIC,
+//! WebSocket, WebRTC-direct, DNS and mDNS, and `arch::build_swarm` to put
+//! them together. With `default-features = false` the rest of the crate is
+//! there and builds in well under half the time, for a swarm built with
+//! transports of one's own (the fuzz targets build that way).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use meshtalk_protocol::{arch, behaviour::{BehaviourConfig, Role}, engine::{Engine, EngineConfig, Event}, rooms::Room};
