@@ -43,14 +43,36 @@ fn transport_err(e: impl std::error::Error) -> SwarmError {
     SwarmError::Transport(error_chain(&e))
 }
 
+/// No mDNS: in a browser, and natively without the `transports` feature.
+#[cfg(any(target_arch = "wasm32", not(feature = "transports")))]
+mod without_mdns {
+    use std::convert::Infallible;
+
+    use libp2p::{Multiaddr, PeerId, swarm::dummy};
+
+    /// A stand-in that does nothing.
+    pub type Mdns = dummy::Behaviour;
+
+    /// None: there is no mDNS here.
+    pub fn mdns(_: PeerId) -> std::io::Result<Option<Mdns>> {
+        Ok(None)
+    }
+
+    /// Never called: the stand-in emits nothing.
+    pub fn mdns_discovered(event: Infallible) -> Vec<(PeerId, Multiaddr)> {
+        match event {}
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use libp2p::{Multiaddr, PeerId};
 
     #[cfg(feature = "transports")]
     pub use transports::*;
+    // Without them: no mDNS, and the crate's user builds the swarm.
     #[cfg(not(feature = "transports"))]
-    pub use without_transports::*;
+    pub use super::without_mdns::*;
 
     /// Native peers run AutoNAT, DCUtR and mDNS.
     pub const NATIVE: bool = true;
@@ -252,34 +274,10 @@ mod imp {
                 .build())
         }
     }
-
-    /// Without the `transports` feature: no mDNS, and the swarm is built
-    /// by the crate's user, with transports of its own.
-    #[cfg(not(feature = "transports"))]
-    mod without_transports {
-        use std::convert::Infallible;
-
-        use libp2p::{Multiaddr, PeerId, swarm::dummy};
-
-        /// No mDNS without the native transports.
-        pub type Mdns = dummy::Behaviour;
-
-        /// No mDNS without the native transports.
-        pub fn mdns(_: PeerId) -> std::io::Result<Option<Mdns>> {
-            Ok(None)
-        }
-
-        /// Never called: the stand-in emits nothing.
-        pub fn mdns_discovered(event: Infallible) -> Vec<(PeerId, Multiaddr)> {
-            match event {}
-        }
-    }
 }
 
 #[cfg(target_arch = "wasm32")]
 mod imp {
-    use std::convert::Infallible;
-
     use futures::future::Either;
     use libp2p::{
         Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
@@ -308,8 +306,8 @@ mod imp {
     /// Browsers link to each other over `/webrtc` (through a relay first).
     pub const WEBRTC: bool = true;
 
-    /// No mDNS in a browser.
-    pub type Mdns = dummy::Behaviour;
+    pub use super::without_mdns::*;
+
     /// No AutoNAT in a browser (it cannot be dialed back); a stand-in keeps
     /// its code out of the page.
     pub type Autonat = dummy::Behaviour;
@@ -331,16 +329,6 @@ mod imp {
     /// None in a browser.
     pub fn relay_server(_: PeerId, _: libp2p::relay::Config) -> Option<RelayServer> {
         None
-    }
-
-    /// There is no mDNS in a browser.
-    pub fn mdns(_: PeerId) -> std::io::Result<Option<Mdns>> {
-        Ok(None)
-    }
-
-    /// Never called: the browser's mDNS stand-in emits nothing.
-    pub fn mdns_discovered(event: Infallible) -> Vec<(PeerId, Multiaddr)> {
-        match event {}
     }
 
     /// Browsers dial without listening.
