@@ -162,19 +162,7 @@ fn test() -> Result<()> {
     wasm.clippy(&["-p", "meshtalk-browser", "--all-targets"])?;
     web::test_tools()?;
     step("building the binaries");
-    // The same packages as the tests below: with the browser crate in,
-    // its dependencies' features (leptos', tracing's) would be unified into
-    // the native build, and the tests would build 180 crates a second time.
-    cargo(&[
-        "build",
-        "--workspace",
-        "--bins",
-        "--exclude",
-        "meshtalk-browser",
-        "--exclude",
-        "meshtalk-fuzz",
-    ])
-    .run()?;
+    cargo(&[&["build", "--bins"], NATIVE_PACKAGES].concat()).run()?;
     web::build(&wasm, web::Profile::Release)?;
     step("browser unit and connection tests (wasm32, in headless Chromium)");
     let relay = relay::TestRelay::start()?;
@@ -182,21 +170,24 @@ fn test() -> Result<()> {
     drop(relay);
     remove_stale_test_dirs();
     step("unit, property, end-to-end and browser tests");
-    cargo(&[
-        "test",
-        "--no-fail-fast",
-        "--workspace",
-        "--exclude",
-        "meshtalk-browser",
-        "--exclude",
-        "meshtalk-fuzz",
-    ])
-    .run()?;
+    cargo(&[&["test", "--no-fail-fast"], NATIVE_PACKAGES].concat()).run()?;
     // Every fuzz target briefly: they build and find nothing quickly.
     fuzz::run(fuzz::Budget::Seconds(FUZZ_SECONDS_IN_TESTS))?;
     step("every check passed");
     Ok(())
 }
+
+/// The packages `cargo xtask test` builds and tests natively: one list for
+/// the binaries and the tests, since the browser crate's dependencies
+/// (leptos', tracing's features) unified into one of the two builds would
+/// make the other compile 182 crates again.
+const NATIVE_PACKAGES: &[&str] = &[
+    "--workspace",
+    "--exclude",
+    "meshtalk-browser",
+    "--exclude",
+    "meshtalk-fuzz",
+];
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TESTS: u64 = 10;

@@ -136,13 +136,13 @@ impl Node {
                         _ => seen.push(event),
                     }
                 }
-                // Each attempt has `timeout` too (see `start_as`): a first
-                // dial that fails when the time is up timed out, whichever
-                // timer fired first.
-                if round > 0 && start.elapsed() >= timeout {
-                    return Err(timed_out());
-                }
                 if round > 0 {
+                    // Each attempt has `timeout` too (see `start_as`): a
+                    // first dial that fails when the time is up timed out,
+                    // whichever timer fired first.
+                    if start.elapsed() >= timeout {
+                        return Err(timed_out());
+                    }
                     bail!("cannot connect: {}", failures.join("; "));
                 }
                 tracing::debug!(
