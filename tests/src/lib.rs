@@ -30,7 +30,6 @@ pub mod load;
 pub mod netns;
 pub mod page;
 pub mod peer;
-pub mod sim;
 pub mod stats;
 pub mod webdriver;
 

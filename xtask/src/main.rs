@@ -180,13 +180,16 @@ fn test() -> Result<()> {
 /// The packages `cargo xtask test` builds and tests natively: one list for
 /// the binaries and the tests, since the browser crate's dependencies
 /// (leptos', tracing's features) unified into one of the two builds would
-/// make the other compile 182 crates again.
+/// make the other compile 182 crates again. The benchmarks' seven programs
+/// are left out too: no test runs them (clippy still reads them).
 const NATIVE_PACKAGES: &[&str] = &[
     "--workspace",
     "--exclude",
     "meshtalk-browser",
     "--exclude",
     "meshtalk-fuzz",
+    "--exclude",
+    "meshtalk-bench",
 ];
 
 /// Seconds each fuzz target runs in `cargo xtask test`.
@@ -228,7 +231,7 @@ fn simulate(args: &[String]) -> Result<()> {
         "build",
         "--release",
         "-p",
-        "meshtalk-tests",
+        "meshtalk-bench",
         "--bin",
         "bench_sim",
     ])
@@ -252,7 +255,7 @@ fn bench(args: &[String]) -> Result<()> {
         "-p",
         "meshtalk-relay",
         "-p",
-        "meshtalk-tests",
+        "meshtalk-bench",
         "--bins",
     ])
     .run()?;
