@@ -10,6 +10,8 @@ use std::time::Duration;
 pub use imp::*;
 
 pub mod files;
+#[cfg(target_arch = "wasm32")]
+mod secured;
 #[cfg(all(not(target_arch = "wasm32"), feature = "transports"))]
 mod settle;
 #[cfg(any(target_arch = "wasm32", test))]
@@ -281,16 +283,16 @@ mod imp {
     use futures::future::Either;
     use libp2p::{
         Multiaddr, PeerId, Swarm, SwarmBuilder, Transport as _,
-        core::{muxing::StreamMuxerBox, transport::timeout::TransportTimeout, upgrade::Version},
+        core::{muxing::StreamMuxerBox, transport::timeout::TransportTimeout},
         identity::Keypair,
-        noise, relay,
+        relay,
         swarm::dummy,
-        webrtc_websys, websocket_websys, yamux,
+        webrtc_websys, websocket_websys,
     };
 
     use super::{
         BoxedError, CONNECT_TIMEOUT, IDLE_CONNECTION_TIMEOUT, SwarmError, error_chain,
-        transport_err,
+        secured::secured, transport_err,
     };
     use crate::behaviour::{Behaviour, BehaviourConfig, Boxed, TransportParts};
 
@@ -369,15 +371,10 @@ mod imp {
                 // Built here rather than by the builder's relay step, which
                 // would put the relay client first: it takes
                 // `…/p2p-circuit/webrtc/p2p/X` for a plain circuit to X.
-                let noise = noise::Config::new(key).map_err(BoxedError::from)?;
-                let relayed = relay_transport
-                    .upgrade(Version::V1Lazy)
-                    .authenticate(noise)
-                    .multiplex(yamux::Config::default())
-                    .timeout(CONNECT_TIMEOUT);
+                let relayed = secured(relay_transport, key)?;
                 Ok::<_, BoxedError>(webrtc.or_transport(relayed).map(|either, _| match either {
                     Either::Left((peer, c)) => (peer, StreamMuxerBox::new(c)),
-                    Either::Right((peer, c)) => (peer, StreamMuxerBox::new(c)),
+                    Either::Right(secured) => secured,
                 }))
             })
             .map_err(transport_err)?
@@ -387,14 +384,10 @@ mod imp {
             })
             .map_err(transport_err)?
             .with_other_transport(|key| {
-                let noise = noise::Config::new(key).map_err(BoxedError::from)?;
-                Ok::<_, BoxedError>(
+                secured(
                     websocket_websys::Transport::default()
-                        .map(|conn, _| super::socket::NoFlushWait(conn))
-                        .upgrade(Version::V1Lazy)
-                        .authenticate(noise)
-                        .multiplex(yamux::Config::default())
-                        .timeout(CONNECT_TIMEOUT),
+                        .map(|conn, _| super::socket::NoFlushWait(conn)),
+                    key,
                 )
             })
             .map_err(transport_err)?
