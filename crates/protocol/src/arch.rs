@@ -374,7 +374,7 @@ mod imp {
                 let relayed = secured(relay_transport, key)?;
                 Ok::<_, BoxedError>(webrtc.or_transport(relayed).map(|either, _| match either {
                     Either::Left((peer, c)) => (peer, StreamMuxerBox::new(c)),
-                    Either::Right(secured) => secured,
+                    Either::Right(relayed) => relayed,
                 }))
             })
             .map_err(transport_err)?

@@ -6,12 +6,6 @@
 //! page's module. Each transport's streams are put behind one type,
 //! [`AnyStream`], before they are upgraded: one copy.
 
-use std::{
-    io,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::{
     PeerId, Transport,
@@ -22,47 +16,13 @@ use libp2p::{
 
 use super::{BoxedError, CONNECT_TIMEOUT};
 
-/// A byte stream of any transport.
-pub struct AnyStream(Box<dyn ByteStream>);
+/// A byte stream of any transport (futures reads and writes a boxed one).
+type AnyStream = Box<dyn ByteStream>;
 
 /// What a transport's stream must be to be secured.
 trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
-
-impl AnyStream {
-    fn new(stream: impl AsyncRead + AsyncWrite + Send + Unpin + 'static) -> Self {
-        Self(Box::new(stream))
-    }
-}
-
-impl AsyncRead for AnyStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for AnyStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_close(cx)
-    }
-}
 
 /// `transport` with Noise and Yamux over [`AnyStream`], and libp2p's usual
 /// time limit on connecting.
@@ -78,7 +38,7 @@ where
     T::ListenerUpgrade: Send + 'static,
 {
     Ok(transport
-        .map(|stream, _| AnyStream::new(stream))
+        .map(|stream, _| -> AnyStream { Box::new(stream) })
         .upgrade(Version::V1Lazy)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
