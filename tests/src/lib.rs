@@ -30,6 +30,7 @@ pub mod load;
 pub mod netns;
 pub mod page;
 pub mod peer;
+pub mod sim;
 pub mod stats;
 pub mod webdriver;
 

@@ -1,5 +1,5 @@
 //! `cargo xtask bench --sim`: a thousand peers and twenty relays in one
-//! process, over a simulated wide-area network ([`meshtalk_bench::sim`]).
+//! process, over a simulated wide-area network ([`meshtalk_tests::sim`]).
 //!
 //! Every node is the real swarm and engine (gossipsub, Kademlia, identify,
 //! neighbour management, relays with circuit relay and history) with
@@ -34,7 +34,6 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Parser;
 use futures::StreamExt;
-use meshtalk_bench::sim::{SimNet, SimTransport};
 use meshtalk_protocol::{
     arch::IDLE_CONNECTION_TIMEOUT,
     behaviour::{Behaviour, BehaviourConfig, Boxed, DHT_REPLICATION, Role, TransportParts},
@@ -52,6 +51,7 @@ use meshtalk_protocol::{
 };
 use meshtalk_tests::{
     load::rss_mb,
+    sim::{SimNet, SimTransport},
     stats::{log_from_env, machine, percentile, write_results},
 };
 use serde_json::json;
