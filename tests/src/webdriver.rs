@@ -32,8 +32,12 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-quic",
     "--allow-loopback-in-peer-connection",
     // Host candidates as addresses, not mDNS `.local` names that cannot be
-    // resolved here: pages link to each other over loopback.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    // resolved here: pages link to each other over loopback. And no WebUI
+    // omnibox popup: a headless Chromium 156 builds it in the background at
+    // start (and again and again for about 2.5 s), about 2 s of a core's
+    // time spent while the first page loads. Chromium reads only the last
+    // `--disable-features`, so both are here.
+    "--disable-features=WebRtcHideLocalIpsWithMdns,WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup,NtpComposebox",
     "--window-size=1200,900",
 ];
 
