@@ -151,17 +151,38 @@ pub fn rss_mb(pid: u32) -> Result<f64> {
 
 /// CPU time (user and system) a process has used, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    Ok(proc_stat(pid)?.cpu_seconds)
+}
+
+/// What Linux's `/proc/PID/stat` says of a process that the benchmarks use.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcStat {
+    /// Its parent's process id.
+    pub parent: u32,
+    /// CPU time (user and system) it has used, in seconds.
+    pub cpu_seconds: f64,
+}
+
+/// Reads `/proc/PID/stat`.
+pub fn proc_stat(pid: u32) -> Result<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces), from the
-    // third: utime and stime are the 14th and 15th.
+    // third: the parent is the 4th, utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').context("no command name in stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> {
+    let field = |i: usize| -> Result<f64> {
         fields
             .get(i)
             .and_then(|v| v.parse::<f64>().ok())
             .context("short stat line")
     };
+    let parent = fields
+        .get(1)
+        .and_then(|v| v.parse::<u32>().ok())
+        .context("short stat line")?;
     // Clock ticks are 1/100 s on Linux (USER_HZ).
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
+    Ok(ProcStat {
+        parent,
+        cpu_seconds: (field(11)? + field(12)?) / 100.0,
+    })
 }

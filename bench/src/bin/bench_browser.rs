@@ -25,13 +25,14 @@
 //!
 //! Prints a table and writes `target/bench/browser.json`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use meshtalk_protocol::transport::Transport;
 use meshtalk_tests::{
     Relay, WAIT,
+    load::{ProcStat, proc_stat},
     page::ChatPage,
     stats::{machine, percentile},
     temp_dir, udp_blackhole, web_dir,
@@ -320,15 +321,11 @@ fn wait_until_browser_idle(driver_pid: u32) -> Duration {
         std::thread::sleep(Duration::from_secs(3));
         return start.elapsed();
     }
-    // Clock ticks per second, as Linux reports CPU time in /proc.
-    const TICKS_PER_SEC: f64 = 100.0;
-    let mut before = cpu_ticks_of_tree(driver_pid);
+    let mut before = cpu_seconds_of_tree(driver_pid);
     while start.elapsed() < IDLE_WAIT {
         std::thread::sleep(IDLE_WINDOW);
-        let now = cpu_ticks_of_tree(driver_pid);
-        #[allow(clippy::cast_precision_loss)] // tick counts are small
-        let used = now.saturating_sub(before) as f64 / TICKS_PER_SEC;
-        if used < IDLE_SHARE * IDLE_WINDOW.as_secs_f64() {
+        let now = cpu_seconds_of_tree(driver_pid);
+        if now - before < IDLE_SHARE * IDLE_WINDOW.as_secs_f64() {
             break;
         }
         before = now;
@@ -336,52 +333,33 @@ fn wait_until_browser_idle(driver_pid: u32) -> Duration {
     start.elapsed()
 }
 
-/// CPU time (user and system, in clock ticks) used so far by the
-/// processes descended from `root` that are still running.
-fn cpu_ticks_of_tree(root: u32) -> u64 {
-    // pid -> (parent, ticks), from /proc/PID/stat: the fields after the
-    // command's closing parenthesis start with the state; the parent is
-    // the 2nd of them, user and system time the 12th and 13th.
-    let mut procs = std::collections::HashMap::new();
+/// CPU time (user and system, in seconds) used so far by the processes
+/// descended from `root` that are still running.
+fn cpu_seconds_of_tree(root: u32) -> f64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
+        return 0.0;
     };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        if let (Some(parent), Some(user), Some(system)) = (num(1), num(11), num(12)) {
-            procs.insert(pid, (u32::try_from(parent).unwrap_or(0), user + system));
-        }
-    }
+    let procs: HashMap<u32, ProcStat> = dir
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, proc_stat(pid).ok()?)))
+        .collect();
     let descends = |mut pid: u32| {
-        while let Some(&(parent, _)) = procs.get(&pid) {
-            if parent == root {
+        while let Some(stat) = procs.get(&pid) {
+            if stat.parent == root {
                 return true;
             }
-            if parent <= 1 {
+            if stat.parent <= 1 {
                 return false;
             }
-            pid = parent;
+            pid = stat.parent;
         }
         false
     };
     procs
         .iter()
         .filter(|&(&pid, _)| descends(pid))
-        .map(|(_, &(_, ticks))| ticks)
+        .map(|(_, stat)| stat.cpu_seconds)
         .sum()
 }
 

@@ -11,7 +11,7 @@
 //!
 //! Prints a table and writes `target/bench/history.json`.
 
-use std::{path::PathBuf, process::Command, time::Instant};
+use std::{path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -23,7 +23,7 @@ use meshtalk_protocol::{
 };
 use meshtalk_tests::{
     Relay, WAIT,
-    load::{load, pair, relay_only},
+    load::{cpu_seconds, load, pair, relay_only},
     page::ChatPage,
     peer,
     stats::{machine, summary, write_results},
@@ -153,9 +153,9 @@ async fn measure(relay: &Relay, warmup: u64, secs: u64) -> Result<Run> {
     let addr = relay.addr(Transport::Tcp)?;
     let (sender, mut receiver, room) = pair(&addr).await?;
     load(&sender, &mut receiver, &room, RATE, warmup).await?;
-    let before = cpu_secs(relay.proc.pid())?;
+    let before = cpu_seconds(relay.proc.pid())?;
     let run = load(&sender, &mut receiver, &room, RATE, secs).await?;
-    let cpu = cpu_secs(relay.proc.pid())? - before;
+    let cpu = cpu_seconds(relay.proc.pid())? - before;
     Ok(Run {
         p50_ms: run.p50_ms,
         p99_ms: run.p99_ms,
@@ -190,31 +190,6 @@ async fn cli_late_joiner(relay: &Relay) -> Result<f64> {
         .map_err(|_| anyhow::anyhow!("only {lines} history lines arrived"))??;
     node.handle.shutdown().await?;
     Ok(ms)
-}
-
-/// CPU seconds (user and system) a process has used.
-fn cpu_secs(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at 3.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .context("bad stat")?
-        .iter()
-        .map(|f| f.parse::<f64>().unwrap_or(0.0))
-        .sum();
-    Ok(ticks / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// The relay's `meshtalk_history_records_saved_total`.
