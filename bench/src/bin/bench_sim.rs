@@ -21,7 +21,11 @@
 //! runs slow: timers fire late, handshakes and pings time out, and the
 //! figures then measure the machine rather than the protocol. A probe
 //! therefore times how late a 50 ms timer fires all along, and the report
-//! says when the simulation fell behind real time.
+//! says when the simulation fell behind real time. `--dilation N` then
+//! slows every node's clock N times ([`meshtalk_protocol::clock`]) and
+//! lengthens every link delay N times: the network runs as it would on
+//! machines N times faster, and every time reported (and every duration
+//! given on the command line) is the nodes' time.
 
 use std::{
     collections::HashSet,
@@ -37,6 +41,7 @@ use futures::StreamExt;
 use meshtalk_protocol::{
     arch::IDLE_CONNECTION_TIMEOUT,
     behaviour::{Behaviour, BehaviourConfig, Boxed, DHT_REPLICATION, Role, TransportParts},
+    clock,
     discovery::{Discovery, Source, Sources, peer_of},
     engine::{Engine, EngineConfig, EngineHandle, Event, HistoryConfig},
     libp2p::{
@@ -97,6 +102,13 @@ struct Args {
     /// (bootstraps and random walks do not use it).
     #[arg(long, default_value_t = DHT_REPLICATION)]
     dht_replication: NonZeroUsize,
+    /// Time dilation: every node's clock runs this many times slower than
+    /// the wall clock and every link delay is this many times longer, so
+    /// the network behaves as on machines this many times faster (for
+    /// networks too large to run in real time here). Durations given
+    /// above and reported are the nodes' time.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    dilation: u32,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/bench/sim.json")]
     out: PathBuf,
@@ -111,24 +123,29 @@ const PROBE_EVERY: Duration = Duration::from_millis(50);
 const BEHIND_MS: f64 = 20.0;
 
 /// Times how late a periodic timer fires on the shared runtime: each
-/// sample is (when, how late in ms). Every engine's timers and wake-ups
-/// wait in the same queues, so this is how far the simulation runs behind
-/// real time.
+/// sample is (when, how late in the nodes' ms). Every engine's timers and
+/// wake-ups wait in the same queues, so this is how far the simulation
+/// runs behind the nodes' time.
 fn lag_probe() -> Arc<Mutex<Vec<(Instant, f64)>>> {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let out = samples.clone();
     tokio::spawn(async move {
         loop {
-            let due = Instant::now() + PROBE_EVERY;
-            tokio::time::sleep(PROBE_EVERY).await;
+            let due = Instant::now() + clock::real(PROBE_EVERY);
+            tokio::time::sleep(clock::real(PROBE_EVERY)).await;
             let now = Instant::now();
-            let late = now.saturating_duration_since(due).as_secs_f64() * 1e3;
+            let late = ms(now.saturating_duration_since(due));
             out.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((now, late));
         }
     });
     samples
+}
+
+/// `wall` time as the nodes' milliseconds.
+fn ms(wall: Duration) -> f64 {
+    clock::node(wall).as_secs_f64() * 1e3
 }
 
 /// p50, p99 and the largest of the probe's lags between `from` and `to`.
@@ -276,7 +293,7 @@ fn node(
                 .map_err(BoxedError::from)
         })
         .map_err(|e| anyhow::anyhow!("cannot build a simulated node: {e}"))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(clock::real(IDLE_CONNECTION_TIMEOUT)))
         .build();
     let peer_id = *swarm.local_peer_id();
     let full = addr.clone().with_p2p(peer_id).unwrap_or(addr);
@@ -287,6 +304,7 @@ fn node(
 fn main() -> Result<()> {
     let args = Args::parse();
     log_from_env();
+    clock::dilate(args.dilation)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let machine = machine();
     let result = runtime.block_on(run(&args, &machine))?;
@@ -316,8 +334,9 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         args.min_delay_ms <= args.max_delay_ms,
         "--min-delay-ms is above --max-delay-ms"
     );
+    let wall_ms = |ms: u64| clock::real(Duration::from_millis(ms));
     let net = SimNet::new(
-        Duration::from_millis(args.min_delay_ms)..=Duration::from_millis(args.max_delay_ms),
+        wall_ms(args.min_delay_ms)..=wall_ms(args.max_delay_ms),
         args.seed,
     );
     let room = Room::new("sim")?;
@@ -438,14 +457,14 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         });
         // Peers arrive at `--arrivals` a second, not all in one instant.
         if i % 10 == 9 {
-            tokio::time::sleep(Duration::from_secs_f64(10.0 / args.arrivals)).await;
+            tokio::time::sleep(clock::real(Duration::from_secs_f64(10.0 / args.arrivals))).await;
         }
     }
     drop(tx);
     let relay_ids: HashSet<PeerId> = relay_addrs.iter().filter_map(peer_of).collect();
     eprintln!(
         "bench: sim: {n} peers started after {:.1} s; settling {} s",
-        started.elapsed().as_secs_f64(),
+        clock::node(started.elapsed()).as_secs_f64(),
         args.settle
     );
 
@@ -459,14 +478,18 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     // The last seconds of settling measure the background: pubsub copies
     // that are not the benchmark's messages (peer records, presence).
     let background_window = Duration::from_secs(args.settle.min(10));
-    let settle_end = tokio::time::Instant::now() + Duration::from_secs(args.settle);
+    let (settle, window) = (
+        clock::real(Duration::from_secs(args.settle)),
+        clock::real(background_window),
+    );
+    let settle_end = tokio::time::Instant::now() + settle;
     // The settled network is judged over the same last seconds.
-    let quiet_from = Instant::now() + Duration::from_secs(args.settle) - background_window;
+    let quiet_from = Instant::now() + settle - window;
     let mut background_start = None;
     // Connections peers dialed in the last seconds of settling.
     let mut opened_settled = Opened::default();
     loop {
-        let window_start = settle_end - background_window;
+        let window_start = settle_end - window;
         if background_start.is_none() && tokio::time::Instant::now() >= window_start {
             background_start = Some(copies(&handles) + copies(&relay_handles));
         }
@@ -513,13 +536,14 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     // Connections peers dialed while messages went round.
     let mut opened_publishing = Opened::default();
     let (handed_tx, mut handed_rx) = mpsc::unbounded_channel::<Handed>();
-    let quiet_after = Duration::from_secs(10);
-    let drain = Duration::from_secs(args.drain);
+    let quiet_after = clock::real(Duration::from_secs(10));
+    let drain = clock::real(Duration::from_secs(args.drain));
     let mut all_handed: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let due = ((start.elapsed().as_secs_f64() * args.rate as f64) as usize).min(total);
+                let elapsed = clock::node(start.elapsed()).as_secs_f64();
+                let due = ((elapsed * args.rate as f64) as usize).min(total);
                 while sent < due {
                     let from = pick(args.seed ^ 0x5eed, sent as u64, n);
                     sender_of[sent] = from;
@@ -531,10 +555,10 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                     tokio::spawn(async move {
                         let asked = Instant::now();
                         let failed = !matches!(
-                            tokio::time::timeout(Duration::from_secs(5), handle.send(room, text)).await,
+                            tokio::time::timeout(clock::real(Duration::from_secs(5)), handle.send(room, text)).await,
                             Ok(Ok(()))
                         );
-                        let _ = handed.send(Handed { took: asked.elapsed(), failed });
+                        let _ = handed.send(Handed { took: clock::node(asked.elapsed()), failed });
                     });
                     sent += 1;
                 }
@@ -558,7 +582,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                 match seen {
                     Seen::Message { seq } if seq < total => {
                         if let (Some(sent), None) = (sent_at[seq], got[seq][i]) {
-                            got[seq][i] = Some(at.saturating_duration_since(sent));
+                            got[seq][i] = Some(clock::node(at.saturating_duration_since(sent)));
                             last_delivery = Instant::now();
                         }
                     }
@@ -576,7 +600,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     }
     let ended = Instant::now();
     let wire = copies(&handles) + copies(&relay_handles) - copies_before;
-    let background = background_per_s * start.elapsed().as_secs_f64();
+    let background = background_per_s * clock::node(start.elapsed()).as_secs_f64();
     // An engine that stopped before the end panicked (it runs until its
     // handle is dropped).
     let stopped = tasks.iter().filter(|t| t.is_finished()).count();
@@ -628,6 +652,13 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "{} relays, {n} peers, one-way link delays {}–{} ms, {} msg/s for {} s",
         args.relays, args.min_delay_ms, args.max_delay_ms, args.rate, args.secs
     );
+    if args.dilation > 1 {
+        println!(
+            "time dilated {}×: nodes' clocks ran {0} times slower than the wall clock (the run took {:.0} s), and every time here is theirs",
+            args.dilation,
+            started.elapsed().as_secs_f64()
+        );
+    }
     println!(
         "deliveries: {delivered}/{expected} ({:.2} %); {:.2} % of deliveries within 300 ms",
         ratio * 100.0,
@@ -674,7 +705,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     );
     println!(
         "connections peers dialed while publishing ({:.0} s): {opened_publishing}",
-        ended.duration_since(start).as_secs_f64()
+        clock::node(ended.duration_since(start)).as_secs_f64()
     );
     println!(
         "process memory: {rss_start:.0} MB at start, {rss_settled:.0} MB settled, {rss_end:.0} MB at the end"
@@ -709,6 +740,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "settle_s": args.settle,
         "arrivals_per_s": args.arrivals,
         "dht_replication": args.dht_replication,
+        "dilation": args.dilation,
         "deliveries": {"expected": expected, "delivered": delivered, "ratio": ratio, "within_300_ms": within_300},
         "published": {"to_gossipsub": published, "held": held, "slowed": slowed, "command_ms": {"p50": took50, "max": took_max}, "unanswered": unanswered},
         "latency_ms": {"p50": p50, "p99": p99},

@@ -95,10 +95,22 @@ mod imp {
     /// Relaying for others.
     pub type RelayServer = libp2p::relay::Behaviour;
 
-    /// AutoNAT with upstream defaults: probes only of global addresses, so
-    /// no relay can be used to scan private networks.
+    /// AutoNAT with upstream defaults (its timings on the nodes' clock,
+    /// [`crate::clock`]): probes only of global addresses, so no relay can
+    /// be used to scan private networks.
     pub fn autonat(peer_id: PeerId) -> Option<Autonat> {
-        Some(Autonat::new(peer_id, libp2p::autonat::Config::default()))
+        use crate::clock::real;
+        let d = libp2p::autonat::Config::default();
+        let config = libp2p::autonat::Config {
+            timeout: real(d.timeout),
+            boot_delay: real(d.boot_delay),
+            refresh_interval: real(d.refresh_interval),
+            retry_interval: real(d.retry_interval),
+            throttle_server_period: real(d.throttle_server_period),
+            throttle_clients_period: real(d.throttle_clients_period),
+            ..d
+        };
+        Some(Autonat::new(peer_id, config))
     }
 
     /// Hole punching through relayed connections.
@@ -271,7 +283,9 @@ mod imp {
                 })
                 .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
             Ok(swarm
-                .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+                .with_swarm_config(|c| {
+                    c.with_idle_connection_timeout(crate::clock::real(IDLE_CONNECTION_TIMEOUT))
+                })
                 .with_connection_timeout(transport.connect_timeout.unwrap_or(CONNECT_TIMEOUT))
                 .build())
         }
@@ -398,7 +412,9 @@ mod imp {
             })
             .map_err(|e| SwarmError::Behaviour(error_chain(&e)))?;
         Ok(swarm
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_swarm_config(|c| {
+                c.with_idle_connection_timeout(crate::clock::real(IDLE_CONNECTION_TIMEOUT))
+            })
             .with_connection_timeout(handshake + CONNECT_TIMEOUT)
             .build())
     }

@@ -13,7 +13,7 @@ use libp2p::{
 };
 
 use crate::{
-    arch,
+    arch, clock,
     discovery::{Source, Sources},
     history::Tap,
 };
@@ -114,6 +114,23 @@ pub const RELAY_MESH_MAX: usize = 4096;
 const RELAY_RATE_PER_PEER: std::num::NonZeroU32 = std::num::NonZeroU32::new(30).unwrap();
 /// See [`RELAY_RATE_PER_PEER`].
 const RELAY_RATE_INTERVAL: Duration = Duration::from_secs(2 * 60);
+/// From one IP address, a relay grants a reservation or a circuit about
+/// once per [`RELAY_RATE_IP_INTERVAL`], up to this many in a burst
+/// (libp2p's defaults), unless per-address caps are off.
+const RELAY_RATE_PER_IP: std::num::NonZeroU32 = std::num::NonZeroU32::new(60).unwrap();
+/// See [`RELAY_RATE_PER_IP`].
+const RELAY_RATE_IP_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a relay reservation lasts before the client renews it
+/// (libp2p's default).
+const RESERVATION_DURATION: Duration = Duration::from_secs(60 * 60);
+/// How often identify asks a connected peer again (libp2p's default).
+const IDENTIFY_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Longest a Kademlia query runs.
+const DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a Kademlia request waits for its answer (libp2p's default).
+const DHT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often Kademlia bootstraps anyway (libp2p's default).
+const DHT_BOOTSTRAP_EVERY: Duration = Duration::from_secs(5 * 60);
 /// Members named to a peer pruned from a mesh, when peer exchange is on.
 pub const PX_PEERS: usize = 16;
 /// Gossipsub application score a node gives the relays it identifies. With
@@ -363,22 +380,27 @@ impl Behaviour {
                 let mut config = relay::Config {
                     max_reservations: l.max_reservations,
                     max_reservations_per_peer: l.max_reservations_per_peer,
+                    reservation_duration: clock::real(RESERVATION_DURATION),
                     max_circuits: l.max_circuits,
                     max_circuits_per_peer: l.max_circuits_per_peer,
-                    max_circuit_duration: l.max_circuit_duration,
+                    max_circuit_duration: clock::real(l.max_circuit_duration),
                     max_circuit_bytes: l.max_circuit_bytes,
                     ..relay::Config::default()
                 };
-                if l.max_connections_per_ip.is_none() {
-                    // No per-address cap (peers behind one NAT or proxy):
-                    // nor per-address reservation and circuit rates, which
-                    // would otherwise refuse all but a few of them; the
-                    // per-peer rates stay.
-                    config.reservation_rate_limiters.clear();
-                    config.circuit_src_rate_limiters.clear();
+                config.reservation_rate_limiters.clear();
+                config.circuit_src_rate_limiters.clear();
+                let per_peer = clock::real(RELAY_RATE_INTERVAL);
+                config = config
+                    .reservation_rate_per_peer(RELAY_RATE_PER_PEER, per_peer)
+                    .circuit_src_per_peer(RELAY_RATE_PER_PEER, per_peer);
+                // With no per-address cap (peers behind one NAT or proxy),
+                // no per-address reservation and circuit rates either,
+                // which would refuse all but a few of them.
+                if l.max_connections_per_ip.is_some() {
+                    let per_ip = clock::real(RELAY_RATE_IP_INTERVAL);
                     config = config
-                        .reservation_rate_per_peer(RELAY_RATE_PER_PEER, RELAY_RATE_INTERVAL)
-                        .circuit_src_per_peer(RELAY_RATE_PER_PEER, RELAY_RATE_INTERVAL);
+                        .reservation_rate_per_ip(RELAY_RATE_PER_IP, per_ip)
+                        .circuit_src_per_ip(RELAY_RATE_PER_IP, per_ip);
                 }
                 arch::relay_server(peer_id, config)
             })
@@ -401,18 +423,21 @@ impl Behaviour {
 
         let identify = identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
-                .with_agent_version(agent_version(config.role)),
+                .with_agent_version(agent_version(config.role))
+                .with_interval(clock::real(IDENTIFY_INTERVAL)),
         );
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
-            .set_query_timeout(Duration::from_secs(30))
+            .set_query_timeout(clock::real(DHT_QUERY_TIMEOUT))
+            .set_substreams_timeout(clock::real(DHT_REQUEST_TIMEOUT))
+            .set_periodic_bootstrap_interval(Some(clock::real(DHT_BOOTSTRAP_EVERY)))
             .set_replication_factor(config.dht_replication)
             // Only peers that identify confirmed as speaking meshtalk's DHT
             // protocol enter the routing table (the engine adds them).
             .set_kbucket_inserts(kad::BucketInserts::Manual)
-            .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
-            .set_provider_record_ttl(Some(PROVIDER_TTL));
+            .set_provider_publication_interval(Some(clock::real(PROVIDER_REPUBLISH)))
+            .set_provider_record_ttl(Some(clock::real(PROVIDER_TTL)));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Relays are the DHT's servers. Peers stay clients: many sit behind
@@ -448,6 +473,9 @@ impl Behaviour {
         })
     }
 }
+
+/// Gossipsub's heartbeat: how often it mends meshes and gossips.
+const HEARTBEAT: Duration = Duration::from_millis(700);
 
 /// How long one of our messages may wait in a neighbour's send queue.
 pub const PUBLISH_QUEUE_WAIT: Duration = Duration::from_secs(120);
@@ -509,11 +537,22 @@ fn gossipsub(
         .max_transmit_size(MAX_TRANSMIT_SIZE)
         // Gossipsub's default ids, but universal-connectivity's on its topics.
         .message_id_fn(crate::uc::message_id)
-        .heartbeat_interval(Duration::from_millis(700))
+        .heartbeat_interval(clock::real(HEARTBEAT))
         // Our own messages wait in a neighbour's queue rather than being
         // dropped after gossipsub's 5 s: the engine holds the rest until
         // the queues drain (back-pressure, not loss).
-        .publish_queue_duration(PUBLISH_QUEUE_WAIT);
+        .publish_queue_duration(clock::real(PUBLISH_QUEUE_WAIT));
+    // Gossipsub's other timings, on the nodes' clock.
+    let d = gossipsub::Config::default();
+    builder
+        .heartbeat_initial_delay(clock::real(d.heartbeat_initial_delay()))
+        .fanout_ttl(clock::real(d.fanout_ttl()))
+        .duplicate_cache_time(clock::real(d.duplicate_cache_time()))
+        .prune_backoff(clock::real(d.prune_backoff()))
+        .unsubscribe_backoff(clock::real(d.unsubscribe_backoff()))
+        .graft_flood_threshold(clock::real(d.graft_flood_threshold()))
+        .iwant_followup_time(clock::real(d.iwant_followup_time()))
+        .forward_queue_duration(clock::real(d.forward_queue_duration()));
     if pubsub == Pubsub::Floodsub {
         builder.protocol_id(NO_MESHSUB_PROTOCOL, gossipsub::Version::V1_0);
     }
@@ -539,11 +578,14 @@ fn gossipsub(
         tap,
     )
     .map_err(|e| err(&e))?;
+    let defaults = PeerScoreParams::default();
     let params = PeerScoreParams {
         // Browsers behind one NAT, and every test peer on loopback, share an
         // IP address: that is no sign of a Sybil attack here.
         ip_colocation_factor_weight: 0.0,
-        ..PeerScoreParams::default()
+        decay_interval: clock::real(defaults.decay_interval),
+        retain_score: clock::real(defaults.retain_score),
+        ..defaults
     };
     behaviour
         .with_peer_score(params, PeerScoreThresholds::default())
@@ -554,10 +596,11 @@ fn gossipsub(
 /// Score parameters for a room topic: invalid messages cost a lot, quiet
 /// rooms cost nothing (a chat room may be silent for hours).
 pub fn room_score_params() -> gossipsub::TopicScoreParams {
+    let defaults = gossipsub::TopicScoreParams::default();
     gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         time_in_mesh_weight: 0.01,
-        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_quantum: clock::real(Duration::from_secs(1)),
         time_in_mesh_cap: 3600.0,
         first_message_deliveries_weight: 1.0,
         first_message_deliveries_decay: 0.5,
@@ -566,6 +609,10 @@ pub fn room_score_params() -> gossipsub::TopicScoreParams {
         mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -20.0,
         invalid_message_deliveries_decay: 0.3,
-        ..gossipsub::TopicScoreParams::default()
+        mesh_message_deliveries_window: clock::real(defaults.mesh_message_deliveries_window),
+        mesh_message_deliveries_activation: clock::real(
+            defaults.mesh_message_deliveries_activation,
+        ),
+        ..defaults
     }
 }

@@ -17,7 +17,6 @@ use futures::{
     select,
     stream::{self, BoxStream, Fuse, FusedStream},
 };
-use futures_timer::Delay;
 use libp2p::{
     Multiaddr, PeerId, Swarm,
     core::{ConnectedPoint, transport::ListenerId},
@@ -34,6 +33,7 @@ use crate::{
         Behaviour, BehaviourEvent, Boxed, GossipEvent, KAD_PROTOCOL, RELAY_APP_SCORE, Role,
         is_relay_agent, relay_addrs, room_score_params,
     },
+    clock,
     discovery::{Cadence, Discovery, Neighbours, Source},
     dm::Dms,
     files::{FileHash, Files, Offer},
@@ -885,13 +885,13 @@ impl Engine {
             provider_queries: HashMap::new(),
             lookup_cadence: HashMap::new(),
             reservation: None,
-            next_reserve: Instant::now(),
+            next_reserve: clock::now(),
             reserve_failures: 0,
             configured_external: false,
             ticks: 0,
             public_key: peer_record::public_key_of(swarm_peer),
             webrtc_addrs: Vec::new(),
-            record_due: Instant::now(),
+            record_due: clock::now(),
             records_seen: HashMap::new(),
             history_sync: HistorySync::new(swarm_streams, history.clone(), room_sizes),
             history,
@@ -937,7 +937,7 @@ impl Engine {
             return;
         }
         let mut ticks: Fuse<BoxStream<'static, ()>> = stream::unfold((), |()| async {
-            Delay::new(TICK).await;
+            clock::sleep(TICK).await;
             Some(((), ()))
         })
         .boxed()
@@ -1033,7 +1033,7 @@ impl Engine {
     fn on_command(&mut self, command: Command) -> Result<(), CommandError> {
         match command {
             Command::Dial(addr) => {
-                self.neighbours.dialing_addr(&addr, Instant::now());
+                self.neighbours.dialing_addr(&addr, clock::now());
                 let id = self.dial_addr(addr)?;
                 self.commanded.insert(id);
             }
@@ -1238,7 +1238,7 @@ impl Engine {
         self.announce_due.remove(&topic);
         self.announce_owed.remove(&topic);
         self.announce_deferred.remove(&topic);
-        self.last_announce.insert(topic.clone(), Instant::now());
+        self.last_announce.insert(topic.clone(), clock::now());
         let nick = self.nick.clone().unwrap_or_default();
         self.queue(Outgoing {
             topic,
@@ -1356,8 +1356,8 @@ impl Engine {
             *linger = None;
             return false;
         }
-        let deadline = *linger.get_or_insert_with(|| Instant::now() + LINGER);
-        Instant::now() >= deadline
+        let deadline = *linger.get_or_insert_with(|| clock::now() + LINGER);
+        clock::now() >= deadline
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -1406,7 +1406,7 @@ impl Engine {
                 if !self.signaling_only(transport)
                     && let Some(boot) =
                         self.neighbours
-                            .connected(peer_id, dialed.as_ref(), Instant::now())
+                            .connected(peer_id, dialed.as_ref(), clock::now())
                 {
                     self.discovered(peer_id, &[boot], Source::Bootstrap);
                 }
@@ -1446,10 +1446,10 @@ impl Engine {
                 self.relayed.remove(&connection_id);
                 self.direct.remove(&connection_id);
                 if num_established > 0 && !self.linked_beyond_signaling(peer_id) {
-                    self.neighbours.disconnected(&peer_id, Instant::now());
+                    self.neighbours.disconnected(&peer_id, clock::now());
                 }
                 if num_established == 0 {
-                    self.neighbours.disconnected(&peer_id, Instant::now());
+                    self.neighbours.disconnected(&peer_id, clock::now());
                     if let Some((relay, listener)) = self.reservation
                         && relay == peer_id
                     {
@@ -1475,7 +1475,7 @@ impl Engine {
             } => {
                 let dialed = self.dialing.remove(&connection_id).flatten();
                 self.neighbours
-                    .dial_failed(peer_id, dialed.as_ref(), Instant::now());
+                    .dial_failed(peer_id, dialed.as_ref(), clock::now());
                 // The addresses tried, each with why it failed.
                 let tried = match &error {
                     DialError::Transport(errors) => errors.as_slice(),
@@ -1529,7 +1529,7 @@ impl Engine {
                     .saturating_mul(1 << self.reserve_failures.min(10))
                     .min(RESERVE_RETRY_MAX);
                 self.reserve_failures = self.reserve_failures.saturating_add(1);
-                self.next_reserve = Instant::now() + wait;
+                self.next_reserve = clock::now() + wait;
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -1679,7 +1679,7 @@ impl Engine {
                                 self.discovered(info.peer_id, &info.addrs, Source::RandomWalk);
                         }
                         if let Some(cadence) = self.walk_cadence.as_mut() {
-                            cadence.finished(Instant::now(), found_new);
+                            cadence.finished(clock::now(), found_new);
                             tracing::debug!(found_new, next_in = ?cadence.interval(), "random walk done");
                         }
                     }
@@ -1799,7 +1799,7 @@ impl Engine {
         author: Option<PeerId>,
     ) -> Option<MessageAcceptance> {
         let (limiter, author) = (self.limiter.as_mut()?, author?);
-        if limiter.check(author, Instant::now()) == guard::Verdict::Pass {
+        if limiter.check(author, clock::now()) == guard::Verdict::Pass {
             return None;
         }
         let per_second = limiter.limit().per_second;
@@ -1876,7 +1876,7 @@ impl Engine {
     fn reject(&mut self, via: PeerId, source: Option<PeerId>, reason: Rejection) {
         tracing::debug!(%via, ?source, %reason, "message rejected");
         if self.role == Role::Relay {
-            self.offenders.insert(via, Instant::now());
+            self.offenders.insert(via, clock::now());
         }
         self.emit(Event::Rejected {
             via,
@@ -1912,7 +1912,7 @@ impl Engine {
             let room = uc::room();
             if self.role == Role::Peer {
                 let topic = message.topic.clone();
-                if self.members.heard(&topic, from, Instant::now()).new {
+                if self.members.heard(&topic, from, clock::now()).new {
                     self.emit(Event::PeerJoined {
                         room: room.clone(),
                         peer: from,
@@ -1940,7 +1940,7 @@ impl Engine {
     /// of another implementation configured differently, or a hostile one.
     /// Logged once a minute per peer at most, counted always.
     fn refused(&mut self, via: PeerId, topic: &TopicHash, reason: Rejection) {
-        let now = Instant::now();
+        let now = clock::now();
         let due = self
             .refusals_logged
             .get(&via)
@@ -1980,7 +1980,7 @@ impl Engine {
             return;
         }
         let topic = room.topic().hash();
-        let heard = self.members.heard(&topic, from, Instant::now());
+        let heard = self.members.heard(&topic, from, clock::now());
         if heard.new {
             self.emit(Event::PeerJoined {
                 room: room.clone(),
@@ -2050,7 +2050,7 @@ impl Engine {
 
 /// The keys of `schedule` whose time has come.
 fn due<K: Clone>(schedule: &HashMap<K, Instant>) -> Vec<K> {
-    let now = Instant::now();
+    let now = clock::now();
     schedule
         .iter()
         .filter(|(_, at)| **at <= now)

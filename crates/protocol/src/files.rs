@@ -769,7 +769,7 @@ async fn open(
                 }
                 Err(e) => {
                     tracing::debug!(%holder, error = %e, "file: no stream yet");
-                    futures_timer::Delay::new(Duration::from_millis(500)).await;
+                    crate::clock::sleep(Duration::from_millis(500)).await;
                 }
             }
         }

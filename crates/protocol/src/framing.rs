@@ -5,6 +5,7 @@
 //! rate; and the loop that waits for a peer's stream or for one of our
 //! exchanges to end.
 
+use crate::clock;
 use std::{collections::HashMap, io, time::Duration};
 
 use futures::{
@@ -13,7 +14,6 @@ use futures::{
     future::{Either, select},
     stream::FuturesUnordered,
 };
-use futures_timer::Delay;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, IncomingStreams};
 use web_time::Instant;
@@ -38,7 +38,7 @@ impl PerMinute {
 
     /// Whether `peer` may have one more now (and counts it).
     pub(crate) fn allow(&mut self, peer: PeerId) -> bool {
-        let now = Instant::now();
+        let now = clock::now();
         let minute = Duration::from_secs(60);
         if self.seen.len() > RATE_PEERS {
             self.seen
@@ -181,7 +181,7 @@ pub async fn within<T>(
 ) -> Result<T, String> {
     futures::select! {
         result = work.fuse() => result,
-        () = Delay::new(limit).fuse() => Err("timed out".into()),
+        () = clock::sleep(limit).fuse() => Err("timed out".into()),
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`rooms`]: room names and their gossipsub topics,
 //! - [`behaviour`]: the libp2p [`behaviour::Behaviour`] every peer runs,
 //! - [`engine`]: the chat engine every binary drives,
+//! - [`clock`]: the nodes' time (slowed down in simulations),
 //! - [`discovery`]: discovery sources and neighbour management,
 //! - [`peer_record`]: where a page can be linked to directly, announced to
 //!   its rooms,
@@ -41,6 +42,7 @@
 
 pub mod arch;
 pub mod behaviour;
+pub mod clock;
 pub mod discovery;
 pub mod dm;
 pub mod engine;

@@ -8,6 +8,7 @@
 //! future, so over QUIC an answer can wait until something else wakes the
 //! connection; here every stream is polled by the task that waits on it.
 
+use crate::clock;
 use std::{collections::HashMap, io, time::Duration};
 
 use futures::{
@@ -15,10 +16,8 @@ use futures::{
     future::{AbortHandle, Abortable, BoxFuture, Either, select},
     stream::FuturesUnordered,
 };
-use futures_timer::Delay;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
-use web_time::Instant;
 
 use crate::framing::{Inbound, accept};
 
@@ -251,7 +250,7 @@ fn round(
 ) -> BoxFuture<'static, Outcome> {
     async move {
         if !delay.is_zero() {
-            Delay::new(delay).await;
+            clock::sleep(delay).await;
         }
         let stream = match stream {
             Some(stream) => stream,
@@ -286,7 +285,7 @@ async fn ping_once(mut stream: Stream) -> io::Result<(Stream, Duration)> {
     let payload: [u8; PING_SIZE] = rand::random();
     stream.write_all(&payload).await?;
     stream.flush().await?;
-    let started = Instant::now();
+    let started = clock::now();
     let mut echoed = [0u8; PING_SIZE];
     stream.read_exact(&mut echoed).await?;
     if echoed != payload {
@@ -320,7 +319,7 @@ async fn with_timeout<T>(
     limit: Duration,
     work: impl std::future::Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
-    match select(Box::pin(work), Delay::new(limit)).await {
+    match select(Box::pin(work), clock::sleep(limit)).await {
         Either::Left((result, _)) => result,
         Either::Right(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "ping timed out")),
     }

@@ -20,7 +20,8 @@ use web_time::{Duration, Instant};
 
 use super::Engine;
 use crate::{
-    arch, behaviour::Role, discovery::Source, peer_record, rooms::Room, transport::Transport, uc,
+    arch, behaviour::Role, clock, discovery::Source, peer_record, rooms::Room,
+    transport::Transport, uc,
 };
 
 /// How often a page announces its `/webrtc` addresses to its rooms.
@@ -84,7 +85,7 @@ impl Engine {
             if let Err(e) = gossipsub.subscribe(&topic) {
                 tracing::warn!(%room, error = ?e, "cannot join the room's peers topic");
             }
-            self.record_due = Instant::now();
+            self.record_due = clock::now();
         } else {
             gossipsub.unsubscribe(&topic);
         }
@@ -110,7 +111,7 @@ impl Engine {
             self.webrtc_addrs.retain(|a| *a != addr);
             self.swarm.remove_external_address(&addr);
         }
-        self.record_due = Instant::now();
+        self.record_due = clock::now();
     }
 
     /// Our reservation is gone: so are the `/webrtc` addresses through it.
@@ -122,7 +123,7 @@ impl Engine {
 
     /// Publishes our peer record in every room when it is due.
     pub(super) fn announce_record(&mut self) {
-        let now = Instant::now();
+        let now = clock::now();
         if !self.links_directly() || self.webrtc_addrs.is_empty() || now < self.record_due {
             return;
         }
@@ -172,7 +173,7 @@ impl Engine {
             && let Some(addr) = self.best_webrtc_addr(&addrs)
         {
             let topic = self.record_room_topic(room);
-            self.records_seen.insert(author, Instant::now());
+            self.records_seen.insert(author, clock::now());
             self.member_found(author, vec![addr], [topic], Source::Rooms);
         }
         MessageAcceptance::Accept
@@ -182,7 +183,7 @@ impl Engine {
     /// would otherwise be dialed forever (with back-off), each dial a
     /// failure to report.
     pub(super) fn forget_silent_members(&mut self) {
-        let now = Instant::now();
+        let now = clock::now();
         let silent: Vec<PeerId> = self
             .records_seen
             .iter()
@@ -247,7 +248,7 @@ impl Engine {
     pub(super) fn direct_link_failed(&mut self, peer: PeerId, error: String) {
         if !self.linked_beyond_signaling(peer) {
             // At once: the next attempt must not reuse it.
-            self.close_relayed(peer, Instant::now());
+            self.close_relayed(peer, clock::now());
             self.close_due_relayed();
         }
         if !self.records_seen.contains_key(&peer) {
@@ -263,7 +264,7 @@ impl Engine {
     /// link in each direction, both keep the one the smaller peer id
     /// dialed, so they close the same one.
     pub(super) fn direct_link_up(&mut self, peer: PeerId, id: ConnectionId, outbound: bool) {
-        self.close_relayed(peer, Instant::now() + RELAYED_LINGER);
+        self.close_relayed(peer, clock::now() + RELAYED_LINGER);
         self.direct.insert(id, (peer, outbound));
         let keep_outbound = self.local_peer_id() < peer;
         let (kept, extra): (Vec<_>, Vec<_>) = self
@@ -292,7 +293,7 @@ impl Engine {
 
     /// Closes the relayed connections whose time has come.
     pub(super) fn close_due_relayed(&mut self) {
-        let now = Instant::now();
+        let now = clock::now();
         let (due, later): (Vec<_>, Vec<_>) =
             self.close_at.drain(..).partition(|(at, _)| *at <= now);
         self.close_at = later;

@@ -18,6 +18,7 @@ use web_time::{Duration, Instant};
 
 use super::{CommandError, Engine, Event, neighbourhood::circuit_prefix};
 use crate::{
+    clock,
     dm::{DirectMessage, DmEvent, DmWire},
     transport::Transport,
     uc, validate,
@@ -77,9 +78,9 @@ impl Engine {
             PendingDm {
                 to,
                 wire,
-                since: Instant::now(),
+                since: clock::now(),
                 attempts: 0,
-                stage: Stage::Waiting(Instant::now()),
+                stage: Stage::Waiting(clock::now()),
                 last_error: String::new(),
             },
         );
@@ -101,7 +102,7 @@ impl Engine {
             self.dms.send(pending.to, pending.wire.clone(), id);
             return;
         }
-        pending.stage = Stage::Dialing(Instant::now());
+        pending.stage = Stage::Dialing(clock::now());
         let to = pending.to;
         self.dial_through_relays(to, "direct message");
     }
@@ -182,7 +183,7 @@ impl Engine {
         let wait = RETRY_BASE
             .saturating_mul(1 << pending.attempts.min(5))
             .min(RETRY_MAX);
-        pending.stage = Stage::Waiting(Instant::now() + wait);
+        pending.stage = Stage::Waiting(clock::now() + wait);
     }
 
     /// What the direct-message streams reported.
@@ -217,7 +218,7 @@ impl Engine {
 
     /// Tries again what is due, and gives up on dials that never report.
     pub(super) fn retry_dms(&mut self) {
-        let now = Instant::now();
+        let now = clock::now();
         let mut due = Vec::new();
         let mut stuck = Vec::new();
         for (id, pending) in &self.pending_dms {

@@ -24,6 +24,7 @@ use libp2p::{PeerId, gossipsub::MessageAcceptance};
 use super::{CommandError, Engine, Event, Outgoing, Role, due};
 use crate::{
     arch::files::{Downloads, FileSource},
+    clock,
     files::{self, DEFAULT_MAX_FILE_SIZE, FileEvent, FileHash, Offer},
     framing::PerMinute,
     rooms::Room,
@@ -214,7 +215,7 @@ impl Engine {
             self.offers
                 .reoffer
                 .entry(room)
-                .or_insert_with(|| Instant::now() + REOFFER_GAP);
+                .or_insert_with(|| clock::now() + REOFFER_GAP);
         }
     }
 

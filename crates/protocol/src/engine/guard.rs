@@ -18,6 +18,7 @@
 //! their score for an hour, so one that comes back later is still
 //! graylisted and is closed again).
 
+use crate::clock;
 use std::{collections::HashMap, time::Duration};
 
 use libp2p::{PeerId, gossipsub::PeerScoreThresholds};
@@ -86,7 +87,7 @@ impl RateLimiter {
         Self {
             limit,
             buckets: HashMap::new(),
-            last_sweep: Instant::now(),
+            last_sweep: clock::now(),
         }
     }
 
@@ -145,7 +146,7 @@ impl Engine {
         if self.role != Role::Relay {
             return;
         }
-        let now = Instant::now();
+        let now = clock::now();
         while let Some(&(until, peer)) = self.blocked.front()
             && until <= now
         {

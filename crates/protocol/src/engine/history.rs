@@ -30,6 +30,7 @@ use libp2p::{
 use super::{ANSWER_NEWCOMERS_UP_TO, Engine, Event, due};
 use crate::{
     behaviour::Role,
+    clock,
     history::{
         SignedMessage, Verified,
         store::{Cursor, Journal, Limits, Loaded, MAX_ANSWER_RECORDS},
@@ -374,7 +375,7 @@ impl Engine {
             .entry(topic.clone())
             .or_insert_with(|| HeldLive {
                 waiting: HashSet::new(),
-                since: Instant::now(),
+                since: clock::now(),
                 events: Vec::new(),
             })
             .waiting
@@ -463,7 +464,7 @@ impl Engine {
             return;
         };
         tracing::debug!(%relay, %topic, "asking for the names of the room's speakers");
-        self.names_asked.insert(topic.clone(), Instant::now());
+        self.names_asked.insert(topic.clone(), clock::now());
         // One page only: the newest lines are all it is for.
         self.history_pages.insert((relay, topic.clone()), MAX_PAGES);
         self.wait_for(relay, topic);
@@ -487,7 +488,7 @@ impl Engine {
             return false;
         }
         self.announce_deferred
-            .insert(topic, Instant::now() + ANNOUNCE_AT_THE_LATEST);
+            .insert(topic, clock::now() + ANNOUNCE_AT_THE_LATEST);
         true
     }
 
@@ -520,7 +521,7 @@ impl Engine {
 
     /// Live lines held longer than [`HOLD_LIVE`] go out anyway.
     pub(super) fn release_late_live(&mut self) {
-        let now = Instant::now();
+        let now = clock::now();
         let late: Vec<TopicHash> = self
             .held_live
             .iter()

@@ -17,12 +17,12 @@ use libp2p::{
         dial_opts::{DialOpts, PeerCondition},
     },
 };
-use web_time::Instant;
 
 use super::{CommandError, Engine, Event, FIRST_WALK, ProviderQuery, dial_error_text};
 use crate::{
     arch,
     behaviour::Role,
+    clock,
     discovery::{Cadence, SHARES_A_ROOM, Source, Target},
     rooms::Room,
     transport::Transport,
@@ -77,7 +77,7 @@ impl Engine {
         {
             tracing::warn!(%room, error = %e, "cannot announce the room in the DHT");
         }
-        let now = Instant::now();
+        let now = clock::now();
         self.lookup_cadence.insert(
             room.topic().hash(),
             Cadence::new(self.discovery.room_lookup_every, now),
@@ -142,8 +142,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %dial_error_text(&e), "cannot dial");
-                self.neighbours
-                    .dial_failed(Some(peer), None, Instant::now());
+                self.neighbours.dial_failed(Some(peer), None, clock::now());
             }
         }
     }
@@ -193,7 +192,7 @@ impl Engine {
         if self.shutdown.is_some() {
             return;
         }
-        let now = Instant::now();
+        let now = clock::now();
         let gossipsub = &self.swarm.behaviour().gossipsub;
         let mut useful: HashMap<PeerId, u32> = HashMap::new();
         for (peer, topics) in gossipsub.all_peers() {
@@ -300,7 +299,7 @@ impl Engine {
     pub(super) fn reserve(&mut self) {
         if !self.reachable_through_relay()
             || self.reservation.is_some()
-            || Instant::now() < self.next_reserve
+            || clock::now() < self.next_reserve
         {
             return;
         }
@@ -385,7 +384,7 @@ impl Engine {
                 providers: query.found,
             });
         } else if let Some(cadence) = self.lookup_cadence.get_mut(&query.room.topic().hash()) {
-            cadence.finished(Instant::now(), query.found_new);
+            cadence.finished(clock::now(), query.found_new);
             tracing::debug!(room = %query.room, found_new = query.found_new, next_in = ?cadence.interval(), "room lookup done");
         }
     }

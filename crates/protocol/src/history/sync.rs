@@ -35,7 +35,6 @@ use futures::{
     future::{AbortHandle, Abortable, BoxFuture},
     stream::FuturesUnordered,
 };
-use futures_timer::Delay;
 use libp2p::{PeerId, Stream, StreamProtocol, gossipsub::TopicHash};
 use libp2p_stream::Control;
 use prost::Message as _;
@@ -45,6 +44,7 @@ use super::{
     store::{Cursor, MAX_ANSWER_BYTES, MAX_ANSWER_RECORDS, Store},
 };
 use crate::{
+    clock,
     framing::{
         Inbound, Next, PerMinute, accept, ask, next_of, read_message, within, write_message,
     },
@@ -215,7 +215,7 @@ impl HistorySync {
                         tracing::debug!(%peer, error = %e, "history request failed; asking again");
                         let (least, most) = RETRY_PAUSE_MS;
                         let pause = rand::random_range(least..=most);
-                        Delay::new(Duration::from_millis(pause)).await;
+                        clock::sleep(Duration::from_millis(pause)).await;
                     }
                     Err(e) => return Err(e),
                 }
