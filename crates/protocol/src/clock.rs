@@ -6,13 +6,17 @@
 //! one factor, and every link delay longer by the same factor: the network
 //! behaves as it would in real time on machines that many times faster
 //! (time dilation, as network emulators use it). Everything the engine
-//! times goes through here: [`now`] is the node's time, [`sleep`] waits a
-//! node's duration, and [`real`] turns a duration the node means into the
+//! times goes through here: [`now`] is the node's time (and [`since`] how
+//! long ago one of its instants was), [`sleep`] waits a node's duration,
+//! and [`real`] turns a duration the node means into the
 //! wall-clock one libp2p's behaviours are configured with
 //! ([`crate::behaviour::Behaviour::new`] does).
 //!
 //! Without [`dilate`] (every binary), [`now`] is [`Instant::now`] and
 //! [`real`] returns its argument.
+
+// The one place that reads the wall clock (crates/protocol/clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::{
     sync::{
@@ -80,6 +84,12 @@ pub fn now() -> Instant {
     }
 }
 
+/// The node's time since `earlier` (an instant of [`now`]'s; `Instant`'s
+/// own `elapsed` would measure from the wall clock).
+pub fn since(earlier: Instant) -> Duration {
+    now().saturating_duration_since(earlier)
+}
+
 /// The wall-clock duration of `node` time.
 pub fn real(node: Duration) -> Duration {
     node.saturating_mul(factor())
@@ -97,6 +107,7 @@ pub fn sleep(node: Duration) -> Delay {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests may read the wall clock
 mod tests {
     use super::*;
 

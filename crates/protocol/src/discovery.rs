@@ -747,6 +747,7 @@ fn same_target(a: &Multiaddr, b: &Multiaddr) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests may read the wall clock
 mod tests {
     use super::*;
 

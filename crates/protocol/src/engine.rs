@@ -1253,7 +1253,7 @@ impl Engine {
     /// has passed.
     fn schedule_announce(&mut self, topic: TopicHash) {
         match self.last_announce.get(&topic) {
-            Some(last) if last.elapsed() < NICK_ANNOUNCE_GAP => {
+            Some(last) if clock::since(*last) < NICK_ANNOUNCE_GAP => {
                 let due = *last + NICK_ANNOUNCE_GAP;
                 self.announce_due.entry(topic).or_insert(due);
             }

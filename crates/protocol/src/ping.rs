@@ -294,7 +294,7 @@ async fn ping_once(mut stream: Stream) -> io::Result<(Stream, Duration)> {
             "ping payload mismatch",
         ));
     }
-    Ok((stream, started.elapsed()))
+    Ok((stream, clock::since(started)))
 }
 
 /// Echoes pings on one inbound stream until it closes or idles out.

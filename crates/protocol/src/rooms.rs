@@ -170,6 +170,7 @@ impl Members {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests may read the wall clock
 mod tests {
     use std::time::Duration;
 

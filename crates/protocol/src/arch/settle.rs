@@ -34,6 +34,8 @@ impl<M> Settle<M> {
     pub fn new(inner: M, at_most: Option<Duration>) -> Self {
         Self {
             inner,
+            // The browser's WebRTC stack waits in wall-clock time.
+            #[allow(clippy::disallowed_methods)]
             waiting: at_most.map(Delay::new),
         }
     }

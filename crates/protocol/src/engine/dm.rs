@@ -173,7 +173,7 @@ impl Engine {
             return;
         };
         pending.last_error = error;
-        if pending.since.elapsed() >= self.dm_deadline {
+        if clock::since(pending.since) >= self.dm_deadline {
             let (to, error) = (pending.to, pending.last_error.clone());
             self.pending_dms.remove(&id);
             tracing::info!(%to, %error, "direct message not delivered");

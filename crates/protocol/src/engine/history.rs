@@ -446,7 +446,7 @@ impl Engine {
             || self
                 .names_asked
                 .get(topic)
-                .is_some_and(|at| at.elapsed() < NAMES_GAP)
+                .is_some_and(|at| clock::since(*at) < NAMES_GAP)
         {
             return;
         }
