@@ -120,11 +120,6 @@ const RELAY_RATE_INTERVAL: Duration = Duration::from_secs(2 * 60);
 const RELAY_RATE_PER_IP: std::num::NonZeroU32 = std::num::NonZeroU32::new(60).unwrap();
 /// See [`RELAY_RATE_PER_IP`].
 const RELAY_RATE_IP_INTERVAL: Duration = Duration::from_secs(60);
-/// How long a relay reservation lasts before the client renews it
-/// (libp2p's default).
-const RESERVATION_DURATION: Duration = Duration::from_secs(60 * 60);
-/// How often identify asks a connected peer again (libp2p's default).
-const IDENTIFY_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Longest a Kademlia query runs.
 const DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a Kademlia request waits for its answer (libp2p's default).
@@ -377,15 +372,16 @@ impl Behaviour {
 
         let relay_server = relay_role
             .then(|| {
+                let defaults = relay::Config::default();
                 let mut config = relay::Config {
                     max_reservations: l.max_reservations,
                     max_reservations_per_peer: l.max_reservations_per_peer,
-                    reservation_duration: clock::real(RESERVATION_DURATION),
+                    reservation_duration: clock::real(defaults.reservation_duration),
                     max_circuits: l.max_circuits,
                     max_circuits_per_peer: l.max_circuits_per_peer,
                     max_circuit_duration: clock::real(l.max_circuit_duration),
                     max_circuit_bytes: l.max_circuit_bytes,
-                    ..relay::Config::default()
+                    ..defaults
                 };
                 config.reservation_rate_limiters.clear();
                 config.circuit_src_rate_limiters.clear();
@@ -421,11 +417,10 @@ impl Behaviour {
             tap.clone(),
         )?;
 
-        let identify = identify::Behaviour::new(
-            identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
-                .with_agent_version(agent_version(config.role))
-                .with_interval(clock::real(IDENTIFY_INTERVAL)),
-        );
+        let asks = identify::Config::new(PROTOCOL_VERSION.to_owned(), keypair.public())
+            .with_agent_version(agent_version(config.role));
+        let interval = clock::real(asks.interval());
+        let identify = identify::Behaviour::new(asks.with_interval(interval));
 
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
