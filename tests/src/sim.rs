@@ -112,7 +112,8 @@ pub fn addr_of(port: u64) -> Multiaddr {
     Multiaddr::empty().with(Protocol::Memory(port))
 }
 
-fn port_of(addr: &Multiaddr) -> Option<u64> {
+/// The port of a `/memory/N` address (with or without its `/p2p/` part).
+pub fn port_of(addr: &Multiaddr) -> Option<u64> {
     let mut parts = addr.iter();
     match (parts.next(), parts.next()) {
         (Some(Protocol::Memory(port)), None | Some(Protocol::P2p(_))) => Some(port),

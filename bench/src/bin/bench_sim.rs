@@ -14,8 +14,12 @@
 //! time from publishing to each delivery and to the last peer reached
 //! (p50/p99), how many deliveries came within 300 ms, the pubsub copies
 //! received per delivered message (duplicates included, relays too), and
-//! the connections per peer. Writes `target/bench/sim.json`. Not in CI: it
-//! takes minutes and gigabytes.
+//! the connections per peer. And where the time went: the fastest each
+//! delivery could have come over the links the nodes held (link delays
+//! alone), the hops each delivery took (every node's first copy traced
+//! back to the publisher), and how long the receiving engine held a
+//! message before the application had it. Writes `target/bench/sim.json`.
+//! Not in CI: it takes minutes and gigabytes.
 //!
 //! Every node shares this machine's cores, so a network too large for them
 //! runs slow: timers fire late, handshakes and pings time out, and the
@@ -28,7 +32,8 @@
 //! given on the command line) is the nodes' time.
 
 use std::{
-    collections::HashSet,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet},
     num::NonZeroUsize,
     path::PathBuf,
     sync::{Arc, Mutex, PoisonError},
@@ -40,23 +45,30 @@ use clap::Parser;
 use futures::StreamExt;
 use meshtalk_protocol::{
     arch::IDLE_CONNECTION_TIMEOUT,
-    behaviour::{Behaviour, BehaviourConfig, Boxed, DHT_REPLICATION, Role, TransportParts},
+    behaviour::{
+        Behaviour, BehaviourConfig, BehaviourEvent, Boxed, DHT_REPLICATION, GossipEvent, Role,
+        TransportParts,
+    },
     clock,
     discovery::{Discovery, Source, Sources, peer_of},
     engine::{Engine, EngineConfig, EngineHandle, Event, HistoryConfig},
     libp2p::{
         Multiaddr, PeerId, SwarmBuilder,
         core::{Transport as _, upgrade},
+        gossipsub,
         identity::Keypair,
-        noise, yamux,
+        noise,
+        swarm::SwarmEvent,
+        yamux,
     },
     libp2p_stream,
     rooms::Room,
     transport::Transport,
+    wire::{self, Payload},
 };
 use meshtalk_tests::{
     load::rss_mb,
-    sim::{SimNet, SimTransport},
+    sim::{SimNet, SimTransport, port_of},
     stats::{log_from_env, machine, percentile, write_results},
 };
 use serde_json::json;
@@ -179,7 +191,7 @@ enum Seen {
     },
     Disconnected(PeerId),
     /// The neighbour manager closed a link it did not need.
-    Pruned,
+    Pruned(PeerId),
     /// A room message of ours went to gossipsub.
     Published,
     /// Our messages wait for a peer in the room.
@@ -198,19 +210,32 @@ struct Opened {
     to_peers: usize,
     /// Connections to other peers through a relay.
     through_relays: usize,
+    /// Connections relays opened to peers.
+    from_relays: usize,
     pruned: usize,
+    /// Of those, links to relays.
+    pruned_relays: usize,
+    /// Which links were pruned (pruner, pruned): fewer than `pruned`
+    /// when a link was pruned, opened again and pruned again.
+    pruned_links: HashSet<(usize, PeerId)>,
 }
 
 impl Opened {
-    fn count(&mut self, seen: &Seen, relays: &HashSet<PeerId>) {
+    fn count(&mut self, i: usize, seen: &Seen, relays: &HashSet<PeerId>) {
         match *seen {
             Seen::Connected {
-                outbound: false, ..
-            } => {}
+                outbound: false,
+                peer,
+                ..
+            } => self.from_relays += usize::from(relays.contains(&peer)),
             Seen::Connected { circuit: true, .. } => self.through_relays += 1,
             Seen::Connected { peer, .. } if relays.contains(&peer) => self.to_relays += 1,
             Seen::Connected { .. } => self.to_peers += 1,
-            Seen::Pruned => self.pruned += 1,
+            Seen::Pruned(peer) => {
+                self.pruned += 1;
+                self.pruned_relays += usize::from(relays.contains(&peer));
+                self.pruned_links.insert((i, peer));
+            }
             _ => {}
         }
     }
@@ -220,7 +245,10 @@ impl Opened {
             "to_relays": self.to_relays,
             "to_peers": self.to_peers,
             "through_relays": self.through_relays,
+            "from_relays": self.from_relays,
             "pruned": self.pruned,
+            "pruned_relays": self.pruned_relays,
+            "pruned_links": self.pruned_links.len(),
         })
     }
 }
@@ -229,8 +257,14 @@ impl std::fmt::Display for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} to relays, {} to peers directly, {} through relays; {} links pruned",
-            self.to_relays, self.to_peers, self.through_relays, self.pruned
+            "{} to relays, {} to peers directly, {} through relays ({} opened by relays); {} links pruned ({} to relays; {} different links)",
+            self.to_relays,
+            self.to_peers,
+            self.through_relays,
+            self.from_relays,
+            self.pruned,
+            self.pruned_relays,
+            self.pruned_links.len()
         )
     }
 }
@@ -341,6 +375,9 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     );
     let room = Room::new("sim")?;
     let started = Instant::now();
+    // Nodes' events: peers are nodes 0..n, relays n.. in order.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Seen, Instant)>();
+    let arrivals = Arrivals::default();
     let probe = lag_probe();
     let rss_start = rss_mb(std::process::id())?;
 
@@ -350,7 +387,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     let mut relay_addrs: Vec<Multiaddr> = Vec::new();
     let mut relay_handles = Vec::new();
     let mut relay_tasks = Vec::new();
-    for _ in 0..args.relays {
+    for r in 0..args.relays {
         let config = EngineConfig {
             ping_interval: Some(Duration::from_secs(15)),
             discovery: Discovery {
@@ -364,15 +401,16 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
             },
             ..EngineConfig::default()
         };
-        let (engine, handle, events, addr) = node(
+        let (mut engine, handle, events, addr) = node(
             &net,
             Role::Relay,
             &relay_sources,
             args.dht_replication,
             config,
         )?;
+        watch_arrivals(&mut engine, n + r, &arrivals);
         relay_tasks.push(tokio::spawn(engine.run()));
-        tokio::spawn(events.for_each(|_| async {}));
+        tokio::spawn(read_events(n + r, events, tx.clone()));
         handle.listen(bare(&addr)).await?;
         relay_addrs.push(addr);
         relay_handles.push(handle);
@@ -387,8 +425,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         Source::PeerExchange,
         Source::Rooms,
     ]);
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Seen, Instant)>();
     let mut handles = Vec::with_capacity(n);
+    let mut peer_addrs = Vec::with_capacity(n);
     let mut tasks = Vec::with_capacity(n + args.relays);
     for i in 0..n {
         let relay = &relay_addrs[pick(args.seed, i as u64, relay_addrs.len())];
@@ -401,16 +439,18 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
             },
             ..EngineConfig::default()
         };
-        let (engine, handle, mut events, addr) = node(
+        let (mut engine, handle, events, addr) = node(
             &net,
             Role::Peer,
             &peer_sources,
             args.dht_replication,
             config,
         )?;
+        watch_arrivals(&mut engine, i, &arrivals);
         tasks.push(tokio::spawn(engine.run()));
         // Not awaited one by one: a thousand busy engines would take
         // minutes to start in turn.
+        peer_addrs.push(addr.clone());
         let (starting, relay) = (handle.clone(), relay.clone());
         tokio::spawn(async move {
             if let Err(e) = starting.listen(bare(&addr)).await {
@@ -421,40 +461,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
             }
         });
         handles.push(handle);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                let seen = match event {
-                    Event::Message { message, .. } => {
-                        match message.text.split('|').next().and_then(|s| s.parse().ok()) {
-                            Some(seq) => Seen::Message { seq },
-                            None => continue,
-                        }
-                    }
-                    Event::Connected {
-                        peer,
-                        outbound,
-                        transport,
-                        ..
-                    } => Seen::Connected {
-                        peer,
-                        outbound,
-                        circuit: transport == Transport::Circuit,
-                    },
-                    Event::Pruned { .. } => Seen::Pruned,
-                    Event::Sent { id: Some(_), .. } => Seen::Published,
-                    Event::Held { .. } => Seen::Held,
-                    Event::Slowed { .. } => Seen::Slowed,
-                    Event::Disconnected {
-                        peer, remaining: 0, ..
-                    } => Seen::Disconnected(peer),
-                    _ => continue,
-                };
-                if tx.send((i, seen, Instant::now())).is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(read_events(i, events, tx.clone()));
         // Peers arrive at `--arrivals` a second, not all in one instant.
         if i % 10 == 9 {
             tokio::time::sleep(clock::real(Duration::from_secs_f64(10.0 / args.arrivals))).await;
@@ -468,7 +475,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         args.settle
     );
 
-    let mut links: Vec<HashSet<PeerId>> = vec![HashSet::new(); n];
+    // Each node's links (peer → through a relay), peers first.
+    let mut links: Vec<HashMap<PeerId, bool>> = vec![HashMap::new(); n + args.relays];
     let copies = |handles: &[EngineHandle]| -> u64 {
         handles
             .iter()
@@ -500,8 +508,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         };
         match tokio::time::timeout_at(until, rx.recv()).await {
             Ok(Some((i, seen, _))) => {
-                if background_start.is_some() {
-                    opened_settled.count(&seen, &relay_ids);
+                if background_start.is_some() && i < n {
+                    opened_settled.count(i, &seen, &relay_ids);
                 }
                 record(&mut links, i, seen);
             }
@@ -511,6 +519,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         }
     }
     let settled_at = Instant::now();
+    let nodes: Vec<Multiaddr> = peer_addrs.iter().chain(&relay_addrs).cloned().collect();
+    let paths = Paths::new(&links, &nodes, &net);
     let rss_settled = rss_mb(std::process::id())?;
     let copies_before = copies(&handles) + copies(&relay_handles);
     let background_per_s = (copies_before - background_start.unwrap_or(copies_before)) as f64
@@ -580,7 +590,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
             next = rx.recv() => {
                 let Some((i, seen, at)) = next else { break };
                 match seen {
-                    Seen::Message { seq } if seq < total => {
+                    Seen::Message { seq } if seq < total && i < n => {
                         if let (Some(sent), None) = (sent_at[seq], got[seq][i]) {
                             got[seq][i] = Some(clock::node(at.saturating_duration_since(sent)));
                             last_delivery = Instant::now();
@@ -591,7 +601,9 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
                     Seen::Held => held += 1,
                     Seen::Slowed => slowed += 1,
                     other => {
-                        opened_publishing.count(&other, &relay_ids);
+                        if i < n {
+                            opened_publishing.count(i, &other, &relay_ids);
+                        }
                         record(&mut links, i, other);
                     }
                 }
@@ -610,16 +622,26 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     let expected = total * (n - 1);
     let mut latencies = Vec::with_capacity(expected);
     let mut to_all = Vec::new();
+    // The fastest path to each receiver over the links held when
+    // publishing began, and how much longer each delivery took.
+    let mut fastest = Vec::with_capacity(expected);
+    let mut beyond_fastest = Vec::with_capacity(expected);
     for (seq, receivers) in got.iter().enumerate() {
         let mut slowest = Duration::ZERO;
         let mut everyone = true;
+        let best = paths.fastest_from(sender_of[seq]);
         for (i, delivery) in receivers.iter().enumerate() {
             if i == sender_of[seq] {
                 continue;
             }
+            fastest.push(best[i]);
             match delivery {
                 Some(d) => {
-                    latencies.push(d.as_secs_f64() * 1e3);
+                    let ms = d.as_secs_f64() * 1e3;
+                    latencies.push(ms);
+                    if best[i].is_finite() {
+                        beyond_fastest.push(ms - best[i]);
+                    }
                     slowest = slowest.max(*d);
                 }
                 None => everyone = false,
@@ -633,15 +655,25 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     latencies.sort_by(f64::total_cmp);
     to_all.sort_by(f64::total_cmp);
     let within_300 = latencies.iter().filter(|ms| **ms <= 300.0).count();
+    let ways = Ways::new(&arrivals, &nodes, &sender_of, &sent_at, &got);
+    fastest.sort_by(f64::total_cmp);
+    beyond_fastest.sort_by(f64::total_cmp);
+    let fastest_300 = fastest.iter().filter(|ms| **ms <= 300.0).count();
+    let no_path = fastest.iter().filter(|ms| !ms.is_finite()).count();
+    let (fast50, fast99) = (percentile(&fastest, 0.5), percentile(&fastest, 0.99));
+    let (beyond50, beyond99) = (
+        percentile(&beyond_fastest, 0.5),
+        percentile(&beyond_fastest, 0.99),
+    );
     let ratio = delivered as f64 / expected.max(1) as f64;
     let per_delivery = wire as f64 / delivered.max(1) as f64;
     let per_delivery_net = (wire as f64 - background).max(0.0) / delivered.max(1) as f64;
     // Connections: to other peers, and to relays.
-    let mut counts: Vec<usize> = links.iter().map(HashSet::len).collect();
+    let mut counts: Vec<usize> = links[..n].iter().map(HashMap::len).collect();
     counts.sort_unstable();
-    let mut relay_counts: Vec<usize> = links
+    let mut relay_counts: Vec<usize> = links[..n]
         .iter()
-        .map(|l| l.iter().filter(|p| relay_ids.contains(p)).count())
+        .map(|l| l.keys().filter(|p| relay_ids.contains(p)).count())
         .collect();
     relay_counts.sort_unstable();
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
@@ -676,6 +708,11 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "engines took a message to send in p50 {took50:.0} ms, at most {took_max:.0} ms; {unanswered} did not take it within 5 s or refused it"
     );
     println!("publish to delivery: p50 {p50:.0} ms, p99 {p99:.0} ms");
+    println!(
+        "fastest path over the links held when publishing began (link delays only): p50 {fast50:.0} ms, p99 {fast99:.0} ms; {:.2} % of deliveries had one within 300 ms, {no_path} had none at all; deliveries took p50 {beyond50:.0} ms, p99 {beyond99:.0} ms longer than theirs",
+        fastest_300 as f64 * 100.0 / expected.max(1) as f64
+    );
+    println!("{ways}");
     println!(
         "publish to the last peer: {}/{total} messages reached every peer; p50 {all50:.0} ms, p99 {all99:.0} ms",
         to_all.len()
@@ -744,6 +781,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         "deliveries": {"expected": expected, "delivered": delivered, "ratio": ratio, "within_300_ms": within_300},
         "published": {"to_gossipsub": published, "held": held, "slowed": slowed, "command_ms": {"p50": took50, "max": took_max}, "unanswered": unanswered},
         "latency_ms": {"p50": p50, "p99": p99},
+        "ways": ways.json(),
+        "fastest_path_ms": {"p50": fast50, "p99": fast99, "within_300_ms": fastest_300, "none": no_path, "beyond_p50": beyond50, "beyond_p99": beyond99},
         "to_every_peer_ms": {"messages": to_all.len(), "of": total, "p50": all50, "p99": all99},
         "copies_per_delivery": {"net": per_delivery_net, "raw": per_delivery, "background_per_s": background_per_s},
         "connections_per_peer": counts,
@@ -757,6 +796,220 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
         },
         "fell_behind": behind,
     }))
+}
+
+/// The links the nodes held, weighted by each link's one-way delay: how
+/// fast a message could have gone at best (no time spent in any node).
+/// Links through a relay are left out: they add no path the relay's own
+/// two links do not.
+struct Paths {
+    /// Per node: (neighbour, delay in the nodes' µs).
+    adjacent: Vec<Vec<(usize, u64)>>,
+}
+
+impl Paths {
+    /// `links[i]` are node `i`'s links (peer → through a relay), `nodes[i]`
+    /// its address.
+    fn new(links: &[HashMap<PeerId, bool>], nodes: &[Multiaddr], net: &SimNet) -> Self {
+        let index: HashMap<PeerId, usize> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((peer_of(a)?, i)))
+            .collect();
+        let ports: Vec<Option<u64>> = nodes.iter().map(port_of).collect();
+        let mut adjacent = vec![Vec::new(); nodes.len()];
+        let mut done = HashSet::new();
+        for (i, held) in links.iter().enumerate() {
+            for (peer, through_relay) in held {
+                let Some(&j) = index.get(peer).filter(|_| !through_relay) else {
+                    continue;
+                };
+                let (a, b) = (i.min(j), i.max(j));
+                if let (true, Some(pa), Some(pb)) = (done.insert((a, b)), ports[a], ports[b]) {
+                    let us = clock::node(net.delay(pa, pb)).as_micros() as u64;
+                    adjacent[a].push((b, us));
+                    adjacent[b].push((a, us));
+                }
+            }
+        }
+        Self { adjacent }
+    }
+
+    /// The fastest time (ms) from node `from` to every node; infinite
+    /// where there is no path (Dijkstra's).
+    fn fastest_from(&self, from: usize) -> Vec<f64> {
+        let mut best = vec![u64::MAX; self.adjacent.len()];
+        let mut queue = BinaryHeap::new();
+        best[from] = 0;
+        queue.push(Reverse((0u64, from)));
+        while let Some(Reverse((at, node))) = queue.pop() {
+            if at > best[node] {
+                continue;
+            }
+            for &(next, us) in &self.adjacent[node] {
+                let then = at + us;
+                if then < best[next] {
+                    best[next] = then;
+                    queue.push(Reverse((then, next)));
+                }
+            }
+        }
+        best.into_iter()
+            .map(|us| {
+                if us == u64::MAX {
+                    f64::INFINITY
+                } else {
+                    us as f64 / 1e3
+                }
+            })
+            .collect()
+    }
+}
+
+/// The first copy of a benchmark message gossipsub handed each node:
+/// (node, message, the neighbour it came from, when).
+type Arrivals = Arc<Mutex<Vec<(usize, usize, PeerId, Instant)>>>;
+
+/// Records in `arrivals` each benchmark message node `i` receives first.
+fn watch_arrivals(engine: &mut Engine, i: usize, arrivals: &Arrivals) {
+    let arrivals = arrivals.clone();
+    engine.observe(Box::new(move |event| {
+        if let SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(GossipEvent::Pubsub(
+            gossipsub::Event::Message {
+                propagation_source,
+                message,
+                ..
+            },
+        ))) = event
+            && let Ok(Payload::Message(m)) = wire::decode(&message.data)
+            && let Some(seq) = m.text.split('|').next().and_then(|s| s.parse().ok())
+        {
+            arrivals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((i, seq, *propagation_source, Instant::now()));
+        }
+    }));
+}
+
+/// The way each delivery came: how many hops from its publisher (each
+/// node's first copy came from the node before it), and how long the
+/// receiving engine held the message between gossipsub handing it over
+/// and the application getting it.
+struct Ways {
+    /// Deliveries traced.
+    traced: usize,
+    /// Hops of each traced delivery.
+    hops: Vec<f64>,
+    /// Nodes' ms from gossipsub's copy to the application's.
+    held: Vec<f64>,
+}
+
+impl Ways {
+    fn new(
+        arrivals: &Arrivals,
+        nodes: &[Multiaddr],
+        sender_of: &[usize],
+        sent_at: &[Option<Instant>],
+        got: &[Vec<Option<Duration>>],
+    ) -> Self {
+        let arrivals = arrivals.lock().unwrap_or_else(PoisonError::into_inner);
+        let first: HashMap<(usize, usize), (PeerId, Instant)> = arrivals
+            .iter()
+            .map(|&(i, seq, from, at)| ((i, seq), (from, at)))
+            .collect();
+        let index: HashMap<PeerId, usize> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((peer_of(a)?, i)))
+            .collect();
+        let (mut traced, mut hops, mut held) = (0, Vec::new(), Vec::new());
+        for (seq, receivers) in got.iter().enumerate() {
+            let Some(sent) = sent_at[seq] else { continue };
+            for (i, delivery) in receivers.iter().enumerate() {
+                let (Some(delivery), Some(&(_, at))) = (delivery, first.get(&(i, seq))) else {
+                    continue;
+                };
+                traced += 1;
+                let shown = sent + clock::real(*delivery);
+                held.push(clock::node(shown.saturating_duration_since(at)).as_secs_f64() * 1e3);
+                // Back to the publisher, one first copy at a time (a gap
+                // or a loop ends the count).
+                let (mut node, mut count) = (i, 0);
+                while node != sender_of[seq] && count < 64 {
+                    match first.get(&(node, seq)).and_then(|(f, _)| index.get(f)) {
+                        Some(&prev) => (node, count) = (prev, count + 1),
+                        None => break,
+                    }
+                }
+                hops.push(f64::from(count));
+            }
+        }
+        hops.sort_by(f64::total_cmp);
+        held.sort_by(f64::total_cmp);
+        Ways { traced, hops, held }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "traced": self.traced,
+            "hops": {"p50": percentile(&self.hops, 0.5), "p99": percentile(&self.hops, 0.99), "max": self.hops.last()},
+            "held_by_engine_ms": {"p50": percentile(&self.held, 0.5), "p99": percentile(&self.held, 0.99), "max": self.held.last()},
+        })
+    }
+}
+
+impl std::fmt::Display for Ways {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the way deliveries came ({} traced): hops from the publisher p50 {}, p99 {}; held by the receiving engine (gossipsub's copy to the application's) p50 {:.1} ms, p99 {:.1} ms",
+            self.traced,
+            percentile(&self.hops, 0.5),
+            percentile(&self.hops, 0.99),
+            percentile(&self.held, 0.5),
+            percentile(&self.held, 0.99),
+        )
+    }
+}
+
+/// Passes node `i`'s events on to the benchmark, as [`Seen`].
+async fn read_events(
+    i: usize,
+    mut events: futures::channel::mpsc::UnboundedReceiver<Event>,
+    tx: mpsc::UnboundedSender<(usize, Seen, Instant)>,
+) {
+    while let Some(event) = events.next().await {
+        let seen = match event {
+            Event::Message { message, .. } => {
+                match message.text.split('|').next().and_then(|s| s.parse().ok()) {
+                    Some(seq) => Seen::Message { seq },
+                    None => continue,
+                }
+            }
+            Event::Connected {
+                peer,
+                outbound,
+                transport,
+                ..
+            } => Seen::Connected {
+                peer,
+                outbound,
+                circuit: transport == Transport::Circuit,
+            },
+            Event::Pruned { peer } => Seen::Pruned(peer),
+            Event::Sent { id: Some(_), .. } => Seen::Published,
+            Event::Held { .. } => Seen::Held,
+            Event::Slowed { .. } => Seen::Slowed,
+            Event::Disconnected {
+                peer, remaining: 0, ..
+            } => Seen::Disconnected(peer),
+            _ => continue,
+        };
+        if tx.send((i, seen, Instant::now())).is_err() {
+            break;
+        }
+    }
 }
 
 /// A number of arrivals per second above zero.
@@ -774,14 +1027,14 @@ fn bare(addr: &Multiaddr) -> Multiaddr {
         .collect()
 }
 
-fn record(links: &mut [HashSet<PeerId>], i: usize, seen: Seen) {
+fn record(links: &mut [HashMap<PeerId, bool>], i: usize, seen: Seen) {
     match seen {
-        Seen::Connected { peer, .. } => {
-            links[i].insert(peer);
+        Seen::Connected { peer, circuit, .. } => {
+            links[i].insert(peer, circuit);
         }
         Seen::Disconnected(peer) => {
             links[i].remove(&peer);
         }
-        Seen::Message { .. } | Seen::Published | Seen::Held | Seen::Slowed | Seen::Pruned => {}
+        Seen::Message { .. } | Seen::Published | Seen::Held | Seen::Slowed | Seen::Pruned(_) => {}
     }
 }

@@ -11,9 +11,9 @@
 //! - for each of our rooms, dial a few members found through the DHT, as
 //!   long as we stay under the high watermark;
 //! - above the high watermark, drop the least useful connections (those
-//!   sharing no room with us, the newest first, but none younger than ten
-//!   seconds), never a relay (the circuits to room members run through
-//!   relays);
+//!   sharing no room with us, the newest first), but never a few relays
+//!   (the circuits to room members run through relays); a link younger
+//!   than ten seconds is neither dropped nor counted against the mark;
 //! - an address that fails waits before it is tried again, longer after
 //!   each failure;
 //! - random walks and room lookups run at their configured pace while
@@ -652,15 +652,19 @@ impl Neighbours {
         // members run through them). In a network of many relays the rest
         // go like any link, or every peer would end up linked to every
         // relay its DHT walks meet.
-        if self.links.len() > self.watermarks.high {
-            let excess = self.links.len() - self.watermarks.high;
+        // Links still in their grace count only once it is over: counted
+        // at once, a burst of new links (each Kademlia query opens some)
+        // pushed out older, more useful ones, gossipsub mesh links among
+        // them, in favour of links that were pruned in turn soon after.
+        let settled = |link: &Link| now.duration_since(link.since) >= PRUNE_GRACE;
+        let old = self.links.values().filter(|link| settled(link)).count();
+        if old > self.watermarks.high {
+            let excess = old - self.watermarks.high;
             let kept = self.kept_relays(&useful);
             let mut ranked: Vec<(u32, std::cmp::Reverse<Instant>, PeerId)> = self
                 .links
                 .iter()
-                .filter(|(p, link)| {
-                    now.duration_since(link.since) >= PRUNE_GRACE && !kept.contains(p)
-                })
+                .filter(|(p, link)| settled(link) && !kept.contains(p))
                 .map(|(p, link)| (useful(p), std::cmp::Reverse(link.since), *p))
                 .collect();
             ranked.sort();
@@ -928,6 +932,26 @@ mod tests {
         assert!(n.plan(t0 + Duration::from_secs(2), useful).prune.is_empty());
         let settled = t0 + PRUNE_GRACE + Duration::from_secs(1);
         assert_eq!(n.plan(settled, useful).prune, vec![idle_new, idle_old]);
+        // New links do not push out settled ones before they are settled
+        // themselves: then the least useful go, whatever their age.
+        let mut n = peer_node(vec![addr(1, relay)], 1, 2);
+        n.connected(relay, None, t0);
+        n.connected(useful_peer, None, t0);
+        let young: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        let later = t0 + PRUNE_GRACE;
+        for (i, peer) in young.iter().enumerate() {
+            n.connected(*peer, None, later + Duration::from_secs(i as u64));
+        }
+        assert!(
+            n.plan(later + Duration::from_secs(3), useful)
+                .prune
+                .is_empty()
+        );
+        let mut pruned = n.plan(later + PRUNE_GRACE * 2, useful).prune;
+        pruned.sort();
+        let mut expected = young.clone();
+        expected.sort();
+        assert_eq!(pruned, expected);
         // A relay never goes, even when it is the least useful.
         let mut n = peer_node(vec![addr(1, relay)], 1, 1);
         n.connected(relay, None, t0);

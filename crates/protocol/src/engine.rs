@@ -714,6 +714,9 @@ pub struct Engine {
     slowed: HashSet<TopicHash>,
     nick: Option<String>,
     nicks: HashMap<PeerId, String>,
+    /// Authors who said they go without a name (an empty `UpdatePeer`):
+    /// their lines are no reason to ask a relay for names.
+    nameless: HashSet<PeerId>,
     members: Members,
     last_announce: HashMap<TopicHash, Instant>,
     announce_due: HashMap<TopicHash, Instant>,
@@ -862,6 +865,7 @@ impl Engine {
             outbox: VecDeque::new(),
             slowed: HashSet::new(),
             nicks: HashMap::new(),
+            nameless: HashSet::new(),
             members: Members::new(MAX_MEMBERS),
             last_announce: HashMap::new(),
             announce_due: HashMap::new(),
@@ -1994,6 +1998,7 @@ impl Engine {
                 });
                 if !self.members.anywhere(&peer) {
                     self.nicks.remove(&peer);
+                    self.nameless.remove(&peer);
                 }
             }
             // The newcomer learns who we are (in a large room, when we
@@ -2021,7 +2026,7 @@ impl Engine {
                     message,
                     history: false,
                 };
-                if unnamed && self.large_room(&topic) {
+                if unnamed && !self.nameless.contains(&from) && self.large_room(&topic) {
                     self.ask_for_names(&topic);
                 }
                 // History first: a live line waits (briefly) for the
@@ -2032,13 +2037,16 @@ impl Engine {
             }
             Payload::Nick(nick) => {
                 let previous = if nick.is_empty() {
+                    self.nameless.insert(from);
                     self.nicks.remove(&from)
                 } else {
+                    self.nameless.remove(&from);
                     self.nicks.insert(from, nick.clone())
                 };
-                if self.nicks.len() > MAX_NICKS {
+                if self.nicks.len() + self.nameless.len() > MAX_NICKS {
                     let members = &self.members;
                     self.nicks.retain(|peer, _| members.anywhere(peer));
+                    self.nameless.retain(|peer| members.anywhere(peer));
                 }
                 if previous.unwrap_or_default() != nick {
                     self.emit(Event::Nick { room, from, nick });

@@ -8,7 +8,10 @@
 //! few pages. Answers are verified record by record; the new lines are
 //! shown in `created` order, marked as history when said before we
 //! joined the room (an answer can bring a line said since before
-//! gossipsub does: that one is live). A server that sends a
+//! gossipsub does: that one is live). While a room has no other
+//! neighbour in it (we just joined, or reconnected), its live lines wait
+//! for the answers, up to [`HOLD_LIVE`], so history shows first; a room
+//! heard live all along does not hold them. A server that sends a
 //! forged record is asked no more, and gossipsub scores it down.
 //!
 //! A relay's answers also say how many peers it sees in the room. A peer
@@ -219,7 +222,21 @@ impl Engine {
         let after = self.lock_history().newest(topic);
         tracing::debug!(%peer, %topic, ?after, "asking for history");
         self.history_pages.insert((peer, topic.clone()), 1);
-        self.wait_for(peer, topic);
+        // Live lines wait for the answer only while the room has no other
+        // neighbour in it (on joining, after a reconnect), or while they
+        // wait anyway. A room heard live all along has nothing to wait
+        // for: the answer can only fill a gap, and a peer whose links to
+        // relays come and go (each Kademlia query opens some) held every
+        // line of the room for a round trip each time one came.
+        let heard_live = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .any(|(p, topics)| *p != peer && topics.contains(&topic));
+        if !heard_live || self.held_live.contains_key(topic) {
+            self.wait_for(peer, topic);
+        }
         self.history_sync.fetch(peer, topic.clone(), after);
     }
 
