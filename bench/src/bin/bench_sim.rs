@@ -520,7 +520,8 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     }
     let settled_at = Instant::now();
     let nodes: Vec<Multiaddr> = peer_addrs.iter().chain(&relay_addrs).cloned().collect();
-    let paths = Paths::new(&links, &nodes, &net);
+    let index = node_index(&nodes);
+    let paths = Paths::new(&links, &nodes, &index, &net);
     let rss_settled = rss_mb(std::process::id())?;
     let copies_before = copies(&handles) + copies(&relay_handles);
     let background_per_s = (copies_before - background_start.unwrap_or(copies_before)) as f64
@@ -655,7 +656,7 @@ async fn run(args: &Args, machine: &str) -> Result<serde_json::Value> {
     latencies.sort_by(f64::total_cmp);
     to_all.sort_by(f64::total_cmp);
     let within_300 = latencies.iter().filter(|ms| **ms <= 300.0).count();
-    let ways = Ways::new(&arrivals, &nodes, &sender_of, &sent_at, &got);
+    let ways = Ways::new(&arrivals, &index, &sender_of, &sent_at, &got);
     fastest.sort_by(f64::total_cmp);
     beyond_fastest.sort_by(f64::total_cmp);
     let fastest_300 = fastest.iter().filter(|ms| **ms <= 300.0).count();
@@ -809,13 +810,13 @@ struct Paths {
 
 impl Paths {
     /// `links[i]` are node `i`'s links (peer → through a relay), `nodes[i]`
-    /// its address.
-    fn new(links: &[HashMap<PeerId, bool>], nodes: &[Multiaddr], net: &SimNet) -> Self {
-        let index: HashMap<PeerId, usize> = nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| Some((peer_of(a)?, i)))
-            .collect();
+    /// its address; `index` finds a node by its peer id.
+    fn new(
+        links: &[HashMap<PeerId, bool>],
+        nodes: &[Multiaddr],
+        index: &HashMap<PeerId, usize>,
+        net: &SimNet,
+    ) -> Self {
         let ports: Vec<Option<u64>> = nodes.iter().map(port_of).collect();
         let mut adjacent = vec![Vec::new(); nodes.len()];
         let mut done = HashSet::new();
@@ -882,7 +883,7 @@ fn watch_arrivals(engine: &mut Engine, i: usize, arrivals: &Arrivals) {
             },
         ))) = event
             && let Ok(Payload::Message(m)) = wire::decode(&message.data)
-            && let Some(seq) = m.text.split('|').next().and_then(|s| s.parse().ok())
+            && let Some(seq) = seq_of(&m.text)
         {
             arrivals
                 .lock()
@@ -908,7 +909,7 @@ struct Ways {
 impl Ways {
     fn new(
         arrivals: &Arrivals,
-        nodes: &[Multiaddr],
+        index: &HashMap<PeerId, usize>,
         sender_of: &[usize],
         sent_at: &[Option<Instant>],
         got: &[Vec<Option<Duration>>],
@@ -917,11 +918,6 @@ impl Ways {
         let first: HashMap<(usize, usize), (PeerId, Instant)> = arrivals
             .iter()
             .map(|&(i, seq, from, at)| ((i, seq), (from, at)))
-            .collect();
-        let index: HashMap<PeerId, usize> = nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| Some((peer_of(a)?, i)))
             .collect();
         let (mut traced, mut hops, mut held) = (0, Vec::new(), Vec::new());
         for (seq, receivers) in got.iter().enumerate() {
@@ -973,6 +969,20 @@ impl std::fmt::Display for Ways {
     }
 }
 
+/// The number of a benchmark message (its text is `N|`).
+fn seq_of(text: &str) -> Option<usize> {
+    text.split('|').next()?.parse().ok()
+}
+
+/// Each node's index in `nodes`, by its peer id.
+fn node_index(nodes: &[Multiaddr]) -> HashMap<PeerId, usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((peer_of(a)?, i)))
+        .collect()
+}
+
 /// Passes node `i`'s events on to the benchmark, as [`Seen`].
 async fn read_events(
     i: usize,
@@ -981,12 +991,10 @@ async fn read_events(
 ) {
     while let Some(event) = events.next().await {
         let seen = match event {
-            Event::Message { message, .. } => {
-                match message.text.split('|').next().and_then(|s| s.parse().ok()) {
-                    Some(seq) => Seen::Message { seq },
-                    None => continue,
-                }
-            }
+            Event::Message { message, .. } => match seq_of(&message.text) {
+                Some(seq) => Seen::Message { seq },
+                None => continue,
+            },
             Event::Connected {
                 peer,
                 outbound,

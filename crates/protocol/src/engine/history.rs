@@ -225,9 +225,9 @@ impl Engine {
         // Live lines wait for the answer only while the room has no other
         // neighbour in it (on joining, after a reconnect), or while they
         // wait anyway. A room heard live all along has nothing to wait
-        // for: the answer can only fill a gap, and a peer whose links to
-        // relays come and go (each Kademlia query opens some) held every
-        // line of the room for a round trip each time one came.
+        // for: the answer can only fill a gap, and a peer whose asked
+        // neighbour went (a pruned link, a relay restarting) held every
+        // line of the room for a round trip when the next was asked.
         let heard_live = self
             .swarm
             .behaviour()
